@@ -1,0 +1,26 @@
+"""The one error type for mistakes a user can cause.
+
+`odex-train` turns an `OdexError` into one line on stderr and a non-zero exit (or, inside a sweep,
+into `status: failed: <message>` for that job while the other jobs go on). Anything else is a bug
+and keeps its traceback.
+"""
+
+
+class OdexError(Exception):
+    """A user-facing error: a bad override, a missing dataset, an invalid combination."""
+
+
+class ConfigError(OdexError):
+    """The configuration asks for something that cannot work (e.g. grad=anode with dopri5)."""
+
+
+class DatasetNotFound(OdexError):
+    """A dataset is not on disk and could not be downloaded."""
+
+
+class TrainingFailed(OdexError):
+    """Training cannot go on: a NaN loss, a solver that underflows, out of memory."""
+
+
+class SolverError(TrainingFailed):
+    """The ODE solver gave up (step size underflow, too many steps)."""

@@ -1,0 +1,40 @@
+"""The ODE block every model uses: y(t1) = y0 + integral_0^t1 f(t, y) dt.
+
+It wraps the vector field once in a `CountedField` (forward and backward NFE), keeps the time
+grid as a buffer (so it moves with the model and costs no host-to-device copy per call), checks
+at construction that the gradient method can differentiate this field with this solver, and calls
+`odex.odeint`, the one place where gradient methods plug in.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .grad import GradientMethod, gradient_method
+from .nfe import CountedField
+from .odeint import odeint
+from .solver import Solver
+
+
+class ODEBlock(nn.Module):
+    def __init__(self, field: nn.Module, solver: Solver, grad: GradientMethod | str = "direct"):
+        super().__init__()
+        self.field = CountedField(field)
+        self.solver = solver
+        self.grad = gradient_method(grad)
+        self.grad.check(solver, field)
+        self.register_buffer("t", torch.tensor([0.0, float(solver.t1)]), persistent=False)
+
+    def forward(self, y0: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """The state at t1; or, given times `t`, the whole trajectory (first dimension)."""
+        times = self.t if t is None else t
+        self.field.backward_phase = False
+        try:
+            ys = odeint(self.field, y0, times, grad=self.grad, **self.solver.odeint_kwargs())
+        finally:
+            # Whatever calls the field from now on (an adjoint during loss.backward()) is backward work.
+            self.field.backward_phase = True
+        return ys[-1] if t is None else ys
+
+    def extra_repr(self) -> str:
+        return f"solver={self.solver.method}, grad={self.grad.name}, t1={self.solver.t1}"

@@ -1,0 +1,69 @@
+"""Optimizers and learning-rate schedules from conf/optim/ and conf/schedule/.
+
+`cfg.optim` is a partial of any optimizer class (torch.optim, pytorch-optimizer, ...): it is called
+with the model's parameter groups. A model that needs groups with their own options defines
+`param_groups()`; every other model gets one group of all its trainable parameters.
+
+`cfg.schedule` is `{interval: epoch|step, scheduler: <partial of a torch LR scheduler> | null}`.
+A scheduler whose constructor takes `total_steps` (or `steps_per_epoch`) gets it from the trainer.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from .config import build
+from .errors import ConfigError
+
+
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    if hasattr(model, "param_groups"):
+        return model.param_groups()
+    return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
+def build_optimizer(cfg_optim, model: nn.Module) -> torch.optim.Optimizer:
+    make = build(cfg_optim)
+    if not callable(make):
+        raise ConfigError("optim must be a partial (`_partial_: true`) of an optimizer class")
+    return make(param_groups(model))
+
+
+class Schedule:
+    """A scheduler and when to step it."""
+
+    def __init__(self, scheduler, interval: str):
+        self.scheduler = scheduler
+        self.interval = interval
+
+    def step(self, at: str) -> None:
+        if self.scheduler is not None and at == self.interval:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return {} if self.scheduler is None else self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scheduler is not None and state:
+            self.scheduler.load_state_dict(state)
+
+
+def build_schedule(cfg_schedule, optimizer, *, steps_per_epoch: int, max_epochs: int) -> Schedule:
+    interval = cfg_schedule.get("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ConfigError(f"schedule.interval must be 'epoch' or 'step', got {interval!r}")
+    if cfg_schedule.get("scheduler") is None:
+        return Schedule(None, interval)
+    make = instantiate(cfg_schedule.scheduler)
+    target = getattr(make, "func", make)
+    params = inspect.signature(target).parameters
+    extra = {}
+    if "total_steps" in params:
+        extra["total_steps"] = steps_per_epoch * max_epochs if interval == "step" else max_epochs
+    if "steps_per_epoch" in params:
+        extra["steps_per_epoch"] = steps_per_epoch
+    return Schedule(make(optimizer, **extra), interval)

@@ -1,0 +1,126 @@
+"""`odex-train`: compose the configs, build every part by `instantiate`, train, record.
+
+    odex-train dataset=mnist model=augmented grad=adjoint optim.lr=1e-3 trainer.max_epochs=5
+    odex-train -m optim.lr=1e-2,1e-3 dataset.batch_size=32,64
+
+`run(cfg, run_dir)` does the work and returns the summary (also written to summary.json); it never
+raises for a failed run, so a sweep goes on when one of its jobs fails. `main` is the Hydra entry
+point: a failed single run prints one line to stderr and exits non-zero; in a sweep it returns the
+value a sweeper optimises (val/acc, else test/acc).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import build, config_dir
+from .errors import OdexError
+from .optim import build_optimizer, build_schedule
+from .tracking import ConsoleSink, JsonlSink, Tracker
+
+log = logging.getLogger("odex")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _job_info() -> dict[str, Any]:
+    """Group and name for the tracker: inside a Hydra sweep, the sweep folder and the overrides."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return {}
+    if hc.mode != RunMode.MULTIRUN:
+        return {"name": ",".join(hc.overrides.task) or None}
+    return {"group": Path(hc.sweep.dir).name, "name": ",".join(hc.overrides.task) or f"job{hc.job.num}"}
+
+
+def _status(e: BaseException) -> str:
+    if isinstance(e, OdexError):
+        return f"failed: {e}"
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return "failed: out of memory (try a smaller dataset.batch_size)"
+    return f"failed: {type(e).__name__}: {e}"
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train one configuration; returns the summary (with `status`), never raises for the run."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
+    extra: dict[str, Any] = {"run_dir": str(run_dir)}
+    status = "failed: did not start"
+    try:
+        trainer = build(cfg.trainer)
+        seed_everything(trainer.seed)
+        data = build(cfg.dataset)
+        solver = build(cfg.solver)
+        grad = build(cfg.grad)
+        model = build(cfg.model, info=data.info, solver=solver, grad=grad).to(trainer.device)
+        data = data.to(trainer.device)
+        objective = build(cfg.objective)
+        evaluators = {name: build(node) for name, node in cfg.eval.items()}
+        optimizer = build_optimizer(cfg.optim, model)
+        steps_per_epoch = -(-len(data.train) // data.batch_size)
+        schedule = build_schedule(cfg.schedule, optimizer, steps_per_epoch=steps_per_epoch,
+                                  max_epochs=trainer.max_epochs)
+        generator = torch.Generator(device=trainer.device).manual_seed(trainer.seed)
+        extra["params"] = sum(p.numel() for p in model.parameters())
+        log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
+                 type(model).__name__, trainer.device, extra["params"], len(data.train), len(data.test), run_dir)
+
+        logger = build(cfg.logger)
+        if logger is not None:
+            tracker.sinks.append(logger)
+        tracker.start(OmegaConf.to_container(cfg, resolve=True), _job_info())
+        callbacks = {name: build(node) for name, node in (cfg.get("callbacks") or {}).items()
+                     if node is not None}
+        extra.update(trainer.fit(model=model, data=data, objective=objective, optimizer=optimizer,
+                                 schedule=schedule, evaluators=evaluators, tracker=tracker,
+                                 run_dir=run_dir, generator=generator, callbacks=callbacks))
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "failed: interrupted"
+        raise
+    except Exception as e:  # noqa: BLE001 -- a failed run is recorded, not raised (sweeps go on)
+        status = _status(e)
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        if not isinstance(e, (OdexError, torch.cuda.OutOfMemoryError)):
+            log.error("unexpected error (traceback also in %s)", run_dir / "error.log", exc_info=True)
+    finally:
+        summary = tracker.finish(status, extra)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    summary = run(cfg, hc.runtime.output_dir)
+    if summary["status"] != "completed":
+        print(f"odex: error: {summary['status'][len('failed: '):]}", file=sys.stderr)
+        if hc.mode == RunMode.RUN:
+            sys.exit(1)
+        return None
+    return summary.get("val/acc", summary.get("test/acc"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The one training loop.
+
+Per epoch: shuffle on the device, for each batch compute the objective, backpropagate (the model's
+ODE blocks pick the gradient method), clip, step; every metric is accumulated in device tensors and
+read back once, at the epoch boundary, together with the NFE counters, after the single GPU
+synchronisation that also times the epoch. Then validation and test evaluation, one row to the
+tracker, and an atomic checkpoint. A non-finite loss or a failed solve stops the run with
+`TrainingFailed`; the last good checkpoint stays.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .data import DataBundle
+from .data.batches import Batches, RandomCropFlip
+from .errors import ConfigError, TrainingFailed
+from .evaluate import evaluate
+from .nfe import reset_nfe, total_nfe
+from .odeint import as_solver_error
+from .optim import Schedule
+from .tracking import Tracker
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but CUDA is not available here; use trainer.device=auto or cpu")
+    return dev
+
+
+def call_hooks(parts, hook: str, **kwargs) -> None:
+    """Call `hook(**kwargs)` on every part that defines it (model, objective, callbacks).
+
+    Hooks: on_fit_start(trainer, model, optimizer, schedule), on_epoch_start(epoch),
+    on_step_end(epoch, step), on_epoch_end(epoch, metrics, model, optimizer) -- may add to
+    `metrics` before they are logged --, on_fit_end(model). A part that keeps state across epochs
+    also defines state_dict() / load_state_dict(), saved in the checkpoint.
+    """
+    for p in parts:
+        fn = getattr(p, hook, None)
+        if callable(fn):
+            fn(**kwargs)
+
+
+def _host(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Read a dict of device scalars back in one transfer."""
+    if not values:
+        return {}
+    keys = list(values)
+    flat = torch.stack([torch.as_tensor(values[k]).detach().float().reshape(()) for k in keys])
+    return dict(zip(keys, flat.tolist()))
+
+
+class Trainer:
+    def __init__(self, max_epochs: int = 10, device: str = "auto", seed: int = 0,
+                 eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
+                 tf32: bool = True):
+        if max_epochs < 0:
+            raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
+        if eval_every < 1:
+            raise ConfigError(f"trainer.eval_every must be >= 1, got {eval_every}")
+        self.max_epochs = max_epochs
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.eval_every = eval_every
+        self.grad_clip = grad_clip
+        self.progress = progress          # None: a bar only when the output is a terminal
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+
+    def batches(self, data: DataBundle, generator: torch.Generator) -> dict[str, Batches]:
+        augment = None if data.augment is None else RandomCropFlip(**data.augment)
+        out = {"train": Batches(data.train, data.batch_size, shuffle=True, generator=generator, augment=augment),
+               "test": Batches(data.test, data.eval_batch_size)}
+        if data.val is not None:
+            out["val"] = Batches(data.val, data.eval_batch_size)
+        return out
+
+    def fit(self, *, model: nn.Module, data: DataBundle, objective, optimizer: torch.optim.Optimizer,
+            schedule: Schedule, evaluators: dict, tracker: Tracker, run_dir: str | Path,
+            generator: torch.Generator, start_epoch: int = 0,
+            callbacks: dict | None = None) -> dict[str, Any]:
+        callbacks = dict(callbacks or {})
+        parts = [model, objective, *callbacks.values()]
+        loaders = self.batches(data, generator)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        last_path = Path(run_dir) / "checkpoints" / "last.pt"
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t_start = time.perf_counter()
+        call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
+
+        for epoch in range(start_epoch + 1, self.max_epochs + 1):
+            t0 = time.perf_counter()
+            call_hooks(parts, "on_epoch_start", epoch=epoch)
+            model.train()
+            reset_nfe(model)
+            zero = torch.zeros((), device=self.device)
+            loss_sum, correct, seen_logits, stat_sums = zero.clone(), zero.clone(), 0, {}
+            n_seen = 0
+            bar = tqdm(total=len(loaders["train"]), desc=f"epoch {epoch}/{self.max_epochs}", unit="batch",
+                       disable=None if self.progress is None else not self.progress, leave=True)
+            for x, y in loaders["train"]:
+                step = objective(model, x, y)
+                optimizer.zero_grad(set_to_none=True)
+                try:
+                    step.loss.backward()
+                except AssertionError as e:       # torchdiffeq's failed solves inside an adjoint
+                    raise as_solver_error(e) from e
+                if self.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                optimizer.step()
+                schedule.step("step")
+                call_hooks(parts, "on_step_end", epoch=epoch, step=step)
+                n = len(y)
+                n_seen += n
+                loss_sum += step.loss.detach() * n
+                if step.logits is not None:
+                    correct += (step.logits.detach().argmax(1) == y).sum()
+                    seen_logits += n
+                for k, v in step.stats.items():
+                    stat_sums[k] = stat_sums.get(k, 0) + v.detach() * n
+                bar.update()
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            epoch_s = time.perf_counter() - t0
+
+            device_values = {"train/loss": loss_sum / max(n_seen, 1),
+                             **{k: v / max(n_seen, 1) for k, v in stat_sums.items()}}
+            if seen_logits:
+                device_values["train/acc"] = correct / seen_logits
+            nfe = total_nfe(model)
+            if nfe is not None:
+                device_values["nfe/forward"] = nfe[0].float() / len(loaders["train"])
+                device_values["nfe/backward"] = nfe[1].float() / len(loaders["train"])
+            metrics = _host(device_values)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
+                            nfe=f"{metrics.get('nfe/forward', 0):.1f}/{metrics.get('nfe/backward', 0):.1f}")
+            bar.close()
+            if not math.isfinite(metrics["train/loss"]):
+                raise TrainingFailed(
+                    f"train/loss became {metrics['train/loss']} in epoch {epoch}: try a lower optim.lr "
+                    f"or trainer.grad_clip (the last good checkpoint is kept in {last_path.parent})")
+            metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+            schedule.step("epoch")
+
+            if "val" in loaders:
+                metrics.update(_host(evaluate(evaluators, model, loaders["val"], "val")))
+            if epoch % self.eval_every == 0 or epoch == self.max_epochs:
+                metrics.update(_host(evaluate(evaluators, model, loaders["test"], "test")))
+            metrics["time/epoch_s"] = epoch_s
+            metrics["time/total_s"] = time.perf_counter() - t_start
+            if cuda:
+                metrics["mem/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+            call_hooks(parts, "on_epoch_end", epoch=epoch, metrics=metrics, model=model, optimizer=optimizer)
+            tracker.log(metrics, epoch)
+            ckpt.save_atomic({
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "rng": ckpt.rng_state(generator),
+                "tracker": tracker.state(), "metrics": dict(tracker.last),
+                "callbacks": {k: c.state_dict() for k, c in callbacks.items() if hasattr(c, "state_dict")},
+            }, last_path)
+        call_hooks(parts, "on_fit_end", model=model)
+        return {"epochs": self.max_epochs}
