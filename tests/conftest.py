@@ -1,0 +1,86 @@
+"""Shared test helpers: compose configs, train in-process, or run the real CLI in a subprocess.
+
+Every run writes into pytest's temporary folders, with wandb offline and no network.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from odex.config import config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A run small enough for a 2-core CPU: 256 digits, 1 epoch, a narrow model.
+TINY = [
+    "dataset.limit_train=256",
+    "dataset.limit_test=128",
+    "trainer.max_epochs=1",
+    "trainer.progress=false",
+    "model.channels=8",
+    "model.hidden=16",
+]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def compose_cfg(overrides=(), *, keep_hydra: bool = False):
+    """The composed config for `overrides`, as `odex-train` would see it (minus the hydra node)."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=keep_hydra)
+    return cfg
+
+
+def train_in_process(tmp_path: Path, overrides=(), *, logger: str = "none") -> dict:
+    """Compose and call odex.train.run in this process (no Hydra run folder); returns the summary."""
+    from odex.train import run
+
+    cfg = compose_cfg([f"logger={logger}", *overrides])
+    return run(cfg, tmp_path)
+
+
+def run_cli(tmp_path: Path, *overrides: str, multirun: bool = False, timeout: int = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m odex.train <overrides>` in a subprocess, outputs under tmp_path."""
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "odex.train"]
+    if multirun:
+        args += ["-m", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    else:
+        args += [f"hydra.run.dir={run_dir}"]
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                "ODEX_DATA": str(tmp_path / "data"), **(env or {})}
+    return subprocess.run(args + list(overrides), cwd=tmp_path, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    return list(TINY)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
