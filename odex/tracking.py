@@ -79,7 +79,8 @@ class WandbSink(Sink):
                               "WANDB_API_KEY (or use the default offline mode and `wandb sync` later)")
         self.run = wandb.init(
             project=self.project, entity=self.entity, dir=str(run_dir), mode=self.mode,
-            group=self.group or job.get("group"), job_type=self.job_type, tags=self.tags or None,
+            group=self.group or job.get("group"), job_type=self.job_type,
+            tags=(self.tags + list(job.get("tags", []))) or None,
             name=self.name or job.get("name"), notes=self.notes, config=config,
             id=job.get("wandb_id"), resume="allow" if job.get("wandb_id") else None,
             settings=wandb.Settings(silent=True, console="off"),

@@ -36,8 +36,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _swept_keys(hc) -> set[str]:
+    """The keys a sweep varies: sweep-syntax command-line overrides (recorded by Hydra in the sweep
+    folder's multirun.yaml) and the sweeper's own `params` (sweep configs)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = set((hc.sweeper.get("params") or {}).keys())
+    recorded = Path(hc.sweep.dir) / "multirun.yaml"
+    if recorded.is_file():
+        task = OmegaConf.load(recorded).hydra.overrides.task
+        for o in OverridesParser.create().parse_overrides(list(task)):
+            if o.is_sweep_override():
+                keys.add(o.get_key_element())
+    return keys
+
+
 def _job_info() -> dict[str, Any]:
-    """Group and name for the tracker: inside a Hydra sweep, the sweep folder and the overrides."""
+    """Group and name for the tracker. Inside a Hydra sweep: the sweep folder's name as the group,
+    and the values of the swept keys (e.g. `optim.lr=0.01,dataset.batch_size=32`) as the name."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -45,9 +61,13 @@ def _job_info() -> dict[str, Any]:
         hc = HydraConfig.get()
     except (ImportError, ValueError):
         return {}
+    task = list(hc.overrides.task)
     if hc.mode != RunMode.MULTIRUN:
-        return {"name": ",".join(hc.overrides.task) or None}
-    return {"group": Path(hc.sweep.dir).name, "name": ",".join(hc.overrides.task) or f"job{hc.job.num}"}
+        return {"name": ",".join(task) or None}
+    swept = _swept_keys(hc)
+    varied = [o for o in task if o.split("=", 1)[0].lstrip("+~") in swept] or task
+    return {"group": Path(hc.sweep.dir).name, "name": ",".join(varied) or f"job{hc.job.num}",
+            "tags": [f"job{hc.job.num}"]}
 
 
 def _status(e: BaseException) -> str:

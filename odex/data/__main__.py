@@ -1,0 +1,35 @@
+"""Fetch real datasets into a folder (needs internet): `python -m odex.data mnist cifar10 --root data`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import OdexError
+from . import vision
+
+FETCHERS = {
+    "mnist": vision.mnist,
+    "fashion_mnist": vision.fashion_mnist,
+    "cifar10": vision.cifar10,
+    "cifar100": vision.cifar100,
+    "svhn": vision.svhn,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m odex.data", description=__doc__)
+    p.add_argument("names", nargs="+", choices=sorted(FETCHERS))
+    p.add_argument("--root", default="data", help="folder to download into (default: data)")
+    args = p.parse_args(argv)
+    for name in args.names:
+        try:
+            bundle = FETCHERS[name](root=args.root, download=True)
+        except OdexError as e:
+            print(f"odex: error: {e}", file=sys.stderr)
+            return 1
+        print(f"{name}: {len(bundle.train)} train / {len(bundle.test)} test images in {args.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The real image datasets, read by torchvision's own readers and kept as uint8 tensors.
+
+A dataset missing from `root` (with `download: false`, or with no network) raises one
+`DatasetNotFound` naming the dataset, the folder looked in and the command that fetches it, instead
+of a traceback from inside torchvision.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DatasetNotFound
+from .bundle import DataBundle, make_bundle
+
+# where torchvision's reader looks under root, for the error message
+_LAYOUT = {
+    "mnist": "MNIST/raw",
+    "fashion_mnist": "FashionMNIST/raw",
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "svhn": "train_32x32.mat and test_32x32.mat",
+}
+
+
+def _open(name: str, reader, root: str, download: bool, **kwargs):
+    root = os.path.expanduser(str(root))
+    try:
+        return reader(root=root, download=download, **kwargs)
+    except (RuntimeError, OSError, ValueError) as e:   # not found, corrupted, or no network
+        where = Path(root).resolve()
+        why = "download failed (no network?)" if download else "not found"
+        raise DatasetNotFound(
+            f"dataset {name!r} {why}: torchvision looked in {where} for {_LAYOUT[name]}. "
+            f"Fetch it on a machine with internet: `python -m odex.data {name} --root {root}` "
+            f"(or add dataset.download=true to the odex-train command), then copy the folder here."
+        ) from e
+
+
+def _tensor(a) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+
+
+def _mnist_like(name: str, reader_name: str, root: str, download: bool, **common) -> DataBundle:
+    import torchvision
+
+    reader = getattr(torchvision.datasets, reader_name)
+    train = _open(name, reader, root, download, train=True)
+    test = _open(name, reader, root, download, train=False)
+    return make_bundle(name, train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1),
+                       test.targets, 10, **common)
+
+
+def mnist(*, root: str = "data", download: bool = False, **common) -> DataBundle:
+    return _mnist_like("mnist", "MNIST", root, download, **common)
+
+
+def fashion_mnist(*, root: str = "data", download: bool = False, **common) -> DataBundle:
+    return _mnist_like("fashion_mnist", "FashionMNIST", root, download, **common)
+
+
+def mnist_t10k(*, root: str = "data", download: bool = False, train_size: int = 8000,
+               **common) -> DataBundle:
+    """Only the 10,000-image MNIST test set, split into the first `train_size` images for training
+    and the rest for testing: a real-data check where only the t10k files are at hand.
+
+    Reads root/MNIST/raw/t10k-{images-idx3,labels-idx1}-ubyte (gunzipping the .gz files there if
+    only those exist) with torchvision's IDX readers; torchvision's MNIST class itself would insist
+    on the training files too.
+    """
+    import gzip
+    import shutil
+
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    if download:
+        _open("mnist", __import__("torchvision").datasets.MNIST, root, True, train=False)
+    raw = Path(os.path.expanduser(str(root))) / "MNIST" / "raw"
+    paths = []
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        path = raw / stem
+        if not path.is_file() and path.with_suffix(".gz").is_file():
+            with gzip.open(path.with_suffix(".gz"), "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        if not path.is_file():
+            raise DatasetNotFound(
+                f"dataset 'mnist_t10k' not found: looked in {raw.resolve()} for {stem}[.gz]. "
+                f"Fetch MNIST on a machine with internet: `python -m odex.data mnist --root {root}`, "
+                f"or copy the two t10k files there.")
+        paths.append(path)
+    x, y = read_image_file(str(paths[0])).unsqueeze(1), read_label_file(str(paths[1]))
+    return make_bundle("mnist_t10k", x[:train_size], y[:train_size], x[train_size:], y[train_size:],
+                       10, **common)
+
+
+def _cifar(name: str, reader_name: str, classes: int, root: str, download: bool, **common) -> DataBundle:
+    import torchvision
+
+    reader = getattr(torchvision.datasets, reader_name)
+    train = _open(name, reader, root, download, train=True)
+    test = _open(name, reader, root, download, train=False)
+    hwc_to_chw = lambda d: _tensor(d).permute(0, 3, 1, 2).contiguous()   # noqa: E731
+    return make_bundle(name, hwc_to_chw(train.data), train.targets, hwc_to_chw(test.data),
+                       test.targets, classes, **common)
+
+
+def cifar10(*, root: str = "data", download: bool = False, **common) -> DataBundle:
+    return _cifar("cifar10", "CIFAR10", 10, root, download, **common)
+
+
+def cifar100(*, root: str = "data", download: bool = False, **common) -> DataBundle:
+    return _cifar("cifar100", "CIFAR100", 100, root, download, **common)
+
+
+def svhn(*, root: str = "data", download: bool = False, **common) -> DataBundle:
+    import torchvision
+
+    train = _open("svhn", torchvision.datasets.SVHN, root, download, split="train")
+    test = _open("svhn", torchvision.datasets.SVHN, root, download, split="test")
+    if common.get("augment") is True:
+        common["augment"] = {"flip": False}   # a mirrored digit is another symbol
+    return make_bundle("svhn", _tensor(train.data), _tensor(train.labels), _tensor(test.data),
+                       _tensor(test.labels), 10, **common)

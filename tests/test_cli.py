@@ -1,0 +1,91 @@
+"""The real `odex-train` command in subprocesses: what a run records, one clear line for errors,
+and multiruns."""
+import json
+from pathlib import Path
+
+import torch
+
+from conftest import TINY, read_metrics, read_summary, run_cli
+from odex.grad import METHODS
+from odex.wandb_offline import read_offline_run
+
+EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "test/acc", "lr", "time/epoch_s", "time/total_s",
+              "nfe/forward", "nfe/backward"}
+
+
+def test_every_gradient_method_trains_one_epoch(tmp_path):
+    """One subprocess, one job per gradient method (rk4 with 4 steps suits every method)."""
+    methods = sorted(METHODS)
+    p = run_cli(tmp_path, *TINY, "logger=none", "solver=rk4", "solver.steps=4",
+                f"grad={','.join(methods)}", multirun=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    jobs = sorted((tmp_path / "multirun").glob("[0-9]*"), key=lambda d: int(d.name))
+    assert len(jobs) == len(methods)
+    for job in jobs:
+        grad = [o for o in json.loads(json.dumps(
+            __import__("yaml").safe_load((job / ".hydra" / "overrides.yaml").read_text())))
+            if o.startswith("grad=")][0].split("=")[1]
+        assert read_summary(job)["status"] == "completed", grad
+        row = read_metrics(job)[-1]
+        assert EPOCH_KEYS <= set(row), EPOCH_KEYS - set(row)
+        assert row["nfe/forward"] == 16          # 4 rk4 steps x 4 stages per batch
+        if grad == "direct":
+            assert row["nfe/backward"] == 0
+        else:                                     # adjoint-type and recomputing methods call f
+            assert row["nfe/backward"] > 0, grad
+
+
+def test_default_run_records_wandb_checkpoint_and_summary(tmp_path):
+    p = run_cli(tmp_path, *TINY, "grad=adjoint")
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "run"
+    summary = read_summary(run)
+    assert summary["status"] == "completed" and summary["nfe/backward"] > 0
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1]
+    # the checkpoint loads into a fresh model
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and "optimizer" in ckpt and "rng" in ckpt
+    assert any(k.startswith("ode.field") for k in ckpt["model"])
+    # the offline wandb run is inside the run folder and holds the config and the logged row
+    wb = read_offline_run(run / "wandb")
+    assert wb["config"]["grad"]["_target_"] == "odex.grad.Adjoint"
+    assert wb["config"]["trainer"]["max_epochs"] == 1
+    logged = [r for r in wb["history"] if "train/loss" in r]
+    assert len(logged) == 1 and abs(logged[0]["train/loss"] - rows[0]["train/loss"]) < 1e-9
+    assert logged[0]["epoch"] == 1
+    assert "wandb sync" in p.stderr + p.stdout
+
+
+def test_missing_dataset_exits_with_one_clear_line(tmp_path):
+    p = run_cli(tmp_path, "dataset=mnist", "logger=none")
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr + p.stdout
+    errors = [line for line in p.stderr.splitlines() if line.startswith("odex: error:")]
+    assert len(errors) == 1
+    assert "mnist" in errors[0] and str(tmp_path / "data") in errors[0]
+    assert "python -m odex.data mnist" in errors[0]
+    assert read_summary(tmp_path / "run")["status"].startswith("failed: dataset 'mnist'")
+
+
+def test_wrong_override_is_rejected_clearly(tmp_path):
+    p = run_cli(tmp_path, "optim.lrr=0.1")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "optim.lrr" in p.stderr
+    p = run_cli(tmp_path, "model.widht=3", "logger=none", *TINY)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "widht" in p.stderr
+
+
+def test_multirun_grid_gives_four_grouped_runs(tmp_path):
+    p = run_cli(tmp_path, *TINY, "optim.lr=1e-2,1e-3", "dataset.batch_size=32,64", multirun=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    jobs = sorted(d for d in (tmp_path / "multirun").iterdir() if d.is_dir() and d.name.isdigit())
+    assert len(jobs) == 4
+    runs = [read_offline_run(j / "wandb") for j in jobs]
+    assert all(read_summary(j)["status"] == "completed" for j in jobs)
+    assert len({r["id"] for r in runs}) == 4
+    assert len({r["group"] for r in runs}) == 1 and runs[0]["group"]
+    assert {r["name"] for r in runs} == {
+        f"optim.lr={lr},dataset.batch_size={bs}" for lr in (0.01, 0.001) for bs in (32, 64)}
+    assert runs[0]["group"] == (tmp_path / "multirun").name

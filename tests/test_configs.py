@@ -1,0 +1,63 @@
+"""Every YAML of every config group composes, and builds into its object where that is cheap."""
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from conftest import compose_cfg
+from odex.config import config_dir
+
+CONF = Path(config_dir())
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+CHOICES = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
+
+
+def test_config_groups_found():
+    for group in ("dataset", "model", "solver", "grad", "objective", "optim", "schedule", "eval",
+                  "trainer", "logger", "experiment"):
+        assert group in GROUPS
+
+
+@pytest.mark.parametrize("group,choice", CHOICES, ids=[f"{g}={c}" for g, c in CHOICES])
+def test_every_choice_composes(group, choice):
+    if group == "experiment":
+        override = f"experiment={choice}"
+    elif group in ("sweep",):
+        override = f"+{group}={choice}"
+    else:
+        override = f"{group}={choice}"
+    cfg = compose_cfg([override])
+    assert cfg is not None
+    # every key resolves (interpolations such as ${trainer.max_epochs})
+    from omegaconf import OmegaConf
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("choice", sorted(f.stem for f in (CONF / "solver").glob("*.yaml")))
+def test_solvers_build(choice):
+    solver = instantiate(compose_cfg([f"solver={choice}"]).solver)
+    assert solver.method == choice
+    assert solver.fixed or solver.adaptive
+
+
+@pytest.mark.parametrize("choice", sorted(f.stem for f in (CONF / "grad").glob("*.yaml")))
+def test_gradient_methods_build(choice):
+    from odex.grad import GradientMethod
+    assert isinstance(instantiate(compose_cfg([f"grad={choice}"]).grad), GradientMethod)
+
+
+def test_defaults():
+    cfg = compose_cfg([])
+    assert cfg.dataset._target_.endswith("digits")
+    assert cfg.solver.method == "dopri5" and cfg.solver.rtol == 1e-3 and cfg.solver.atol == 1e-3
+    assert cfg.dataset.val_fraction == 0
+    for name in ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"):
+        ds = compose_cfg([f"dataset={name}"]).dataset
+        assert ds.download is False and ds.augment is False and "root" in ds
+
+
+def test_wandb_defaults_to_offline(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert compose_cfg([]).logger.mode == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert compose_cfg([]).logger.mode == "disabled"

@@ -1,0 +1,58 @@
+"""Bad input and failed training lose nothing: a clear status, the last good checkpoint kept."""
+import torch
+
+from conftest import TINY, read_metrics, read_summary, run_cli, train_in_process
+from odex.objectives import CrossEntropy, Step
+
+
+class NaNFromEpoch(CrossEntropy):
+    """Cross-entropy that turns NaN from a given epoch on (to fail a run on purpose)."""
+
+    def __init__(self, epoch: int = 2, label_smoothing: float = 0.0):
+        super().__init__(label_smoothing)
+        self.fail_from = epoch
+        self.epoch = 0
+
+    def on_epoch_start(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, model, x, y):
+        step = super().__call__(model, x, y)
+        if self.epoch >= self.fail_from:
+            return Step(step.loss * float("nan"), step.logits)
+        return step
+
+
+def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    summary = train_in_process(tmp_path, [*TINY, "trainer.max_epochs=3", "solver=rk4", "solver.steps=2",
+                                          "objective._target_=test_failures.NaNFromEpoch",
+                                          "+objective.epoch=2"])
+    assert summary["status"].startswith("failed: train/loss became nan in epoch 2")
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert (tmp_path / "summary.json").is_file() and (tmp_path / "error.log").is_file()
+
+
+def test_diverging_solver_fails_clearly(tmp_path):
+    # lr 1e4 wrecks the parameters in the first steps; dopri5 then gives up (step underflow or
+    # too many steps) or the loss turns non-finite: either way a failed status, not a hang.
+    summary = train_in_process(tmp_path, [*TINY, "optim.lr=1e4", "solver.max_num_steps=100"])
+    assert summary["status"].startswith("failed:"), summary["status"]
+    assert "solver gave up" in summary["status"] or "train/loss became" in summary["status"]
+
+
+def test_failed_cli_run_exits_nonzero_with_one_line(tmp_path):
+    p = run_cli(tmp_path, *TINY, "logger=none", "solver=rk4", "solver.step_size=-1")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert [ln for ln in p.stderr.splitlines() if ln.startswith("odex: error:")] == [
+        "odex: error: solver.step_size must be positive, got -1"]
+    assert read_summary(tmp_path / "run")["status"] == "failed: solver.step_size must be positive, got -1"
+
+
+def test_invalid_combination_in_a_sweep_does_not_stop_the_others(tmp_path):
+    p = run_cli(tmp_path, *TINY, "logger=none", "solver=rk4", "solver.step_size=0.25,-1", multirun=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    statuses = sorted(read_summary(tmp_path / "multirun" / str(i))["status"][:6] for i in range(2))
+    assert statuses == ["comple", "failed"]
