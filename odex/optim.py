@@ -13,7 +13,6 @@ import inspect
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from .config import build
@@ -58,7 +57,7 @@ def build_schedule(cfg_schedule, optimizer, *, steps_per_epoch: int, max_epochs:
         raise ConfigError(f"schedule.interval must be 'epoch' or 'step', got {interval!r}")
     if cfg_schedule.get("scheduler") is None:
         return Schedule(None, interval)
-    make = instantiate(cfg_schedule.scheduler)
+    make = build(cfg_schedule.scheduler)
     target = getattr(make, "func", make)
     params = inspect.signature(target).parameters
     extra = {}
