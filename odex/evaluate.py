@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from fractions import Fraction
 
 import torch
@@ -21,6 +22,8 @@ from torch import nn
 from .attacks import NORMS, attack_mode, pgd
 from .errors import ConfigError
 from .nfe import reset_nfe, total_nfe
+from .ode_block import solver_changed
+from .solver import Solver
 
 
 def parse_eps(value) -> tuple[float, str]:
@@ -76,10 +79,15 @@ class PGDAccuracy:
     (`<prefix>/pgd_linf_time_s`, one device synchronisation per attack). `linf` / `l2` are
     {eps, alpha, steps} or null to skip that norm. The random starts come from a generator seeded
     with `seed` at every evaluation, so epochs are compared on the same random starts. `limit`
-    attacks only the first N examples (whole batches)."""
+    attacks only the first N examples (whole batches).
+
+    ODE models are attacked through their own solver and gradient method, or, with `solver` (keys
+    of conf/solver, e.g. {method: rk4, steps: 8}), through that solver; the adversarial images are
+    then judged by the model as it is, with its own solver."""
 
     def __init__(self, linf: dict | None = None, l2: dict | None = None, random_start: bool = True,
-                 seed: int = 0, every: int | None = None, limit: int | None = None):
+                 seed: int = 0, every: int | None = None, limit: int | None = None,
+                 solver: dict | None = None):
         self.attacks: dict[str, dict] = {}
         for norm, spec in zip(NORMS, (linf, l2)):
             if spec is None:
@@ -95,6 +103,14 @@ class PGDAccuracy:
         if every is not None and every < 1:
             raise ConfigError(f"eval.pgd.every must be >= 1 or null, got {every}")
         self.random_start, self.seed, self.every, self.limit = random_start, seed, every, limit
+        self.solver = None if solver is None else dict(solver)
+        if self.solver is not None:     # unknown keys and bad values fail now, not after training
+            if "t1" in self.solver:
+                raise ConfigError("eval.pgd.solver cannot change t1 (it is part of the model)")
+            try:
+                replace(Solver(), **self.solver)
+            except TypeError as e:
+                raise ConfigError(f"eval.pgd.solver: {e}") from None
 
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -105,7 +121,8 @@ class PGDAccuracy:
                     break
                 if generator is None:
                     generator = torch.Generator(device=x.device).manual_seed(self.seed)
-                adv = pgd(model, x, y, norm=norm, random_start=self.random_start, generator=generator, **spec)
+                with solver_changed(model, self.solver):
+                    adv = pgd(model, x, y, norm=norm, random_start=self.random_start, generator=generator, **spec)
                 with attack_mode(model), torch.no_grad():
                     c = (model(adv).argmax(1) == y).sum()
                 correct = c if correct is None else correct + c

@@ -16,6 +16,7 @@ from odex.errors import ConfigError
 from odex.evaluate import CleanAccuracy, PGDAccuracy, evaluate, parse_eps
 from odex.models.augmented import AugmentedNODE
 from odex.nfe import reset_nfe, total_nfe
+from odex.ode_block import solver_changed
 from odex.solver import Solver
 
 
@@ -147,6 +148,25 @@ def test_ode_models_are_attacked_through_their_gradient_method():
     assert not torch.allclose(advs["direct"], x, atol=1e-2)
 
 
+def test_an_evaluation_solver_is_used_for_the_attack_only():
+    torch.manual_seed(0)
+    info = DataInfo("t", (1, 8, 8), 10, (0.5,), (0.3,))
+    model = AugmentedNODE(info, Solver("dopri5"), "adjoint", channels=4, hidden=8)
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    with solver_changed(model, {"method": "rk4", "steps": 1}):
+        assert model.ode.solver.method == "rk4" and model.ode.solver.t1 == 1.0
+        reset_nfe(model)
+        model(x)
+        assert total_nfe(model)[0].item() == 4                 # one rk4 step: four evaluations
+    assert model.ode.solver.method == "dopri5"
+    with pytest.raises(ConfigError, match="t1"):
+        PGDAccuracy(linf={"eps": 0.1, "alpha": 0.1}, solver={"t1": 2.0})
+    with pytest.raises(ConfigError):
+        PGDAccuracy(linf={"eps": 0.1, "alpha": 0.1}, solver={"metod": "rk4"})
+    with pytest.raises(ConfigError):
+        PGDAccuracy(linf={"eps": 0.1, "alpha": 0.1}, solver={"method": "euler"})   # no step given
+
+
 def test_bad_attack_settings_are_config_errors():
     model = nn.Flatten()
     with pytest.raises(ConfigError):
@@ -173,7 +193,8 @@ def test_pgd_runs_only_when_due(digits_mlp):
 
 def test_eval_pgd_with_the_augmented_node(tmp_path):
     summary = train_in_process(tmp_path, [*TINY, "eval=[clean,pgd]", "grad=adjoint",
-                                          "eval.pgd.linf.steps=2", "eval.pgd.l2.steps=2"])
+                                          "eval.pgd.linf.steps=2", "eval.pgd.l2.steps=2",
+                                          "eval.pgd.solver={method:rk4,steps:2}"])
     assert summary["status"] == "completed"
     (row,) = read_metrics(tmp_path)
     assert row["test/pgd_linf_acc"] <= row["test/acc"] and row["test/pgd_l2_acc"] <= row["test/acc"]
