@@ -6,7 +6,8 @@ evaluation) and after the last one; `every: null` means after the last epoch onl
 attacks). Evaluators without it run at every evaluation.
 
 Perturbation sizes may be written as fractions, `eps: 36/255` (YAML reads that as a string); the
-metric names keep the written form: `test/cert_acc@36/255`, or `test/cert_acc@0.5` for `eps: 0.5`.
+metric names keep the written form: `test/cert_acc@36/255`, or `test/cert_acc@0.5` for `eps: 0.5`
+(`@1.0` for `1.0`, `@1` for `1`).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def parse_eps(value) -> tuple[float, str]:
         label = value.replace(" ", "")
     else:
         eps = float(value)
-        label = f"{eps:g}"
+        label = str(value)
     if not math.isfinite(eps) or eps < 0:
         raise ConfigError(f"a radius must be finite and >= 0, got {value!r}")
     return eps, label
@@ -131,7 +132,8 @@ class PGDAccuracy:
                 continue
             _sync(correct.device)
             out[f"{prefix}/pgd_{norm}_acc"] = correct.float() / n
-            out[f"{prefix}/pgd_{norm}_time_s"] = torch.tensor(time.perf_counter() - t0)
+            # on the device of the other metrics: the trainer reads them all back in one stack
+            out[f"{prefix}/pgd_{norm}_time_s"] = torch.tensor(time.perf_counter() - t0, device=correct.device)
         return out
 
 

@@ -322,3 +322,12 @@ def test_cli_trains_cpl_with_all_evaluators(tmp_path):
     assert summary["status"] == "completed"
     for key in ("test/pgd_linf_acc", "test/pgd_l2_acc", "test/cert_acc@36/255", "test/cert_acc@108/255"):
         assert 0.0 <= summary[key] <= summary["test/acc"]
+
+
+@pytest.mark.gpu
+def test_cpl_with_all_evaluators_on_cuda(tmp_path):
+    summary = train_in_process(tmp_path, [*CPL_TINY, "eval=[clean,pgd,certified]", "trainer.device=cuda",
+                                          "schedule=piecewise_linear"])
+    assert summary["status"] == "completed", summary["status"]
+    (row,) = read_metrics(tmp_path)
+    assert row["test/pgd_l2_acc"] <= row["test/acc"] and row["test/cert_acc@36/255"] <= row["test/acc"]
