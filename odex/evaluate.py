@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +27,14 @@ from .solver import Solver
 
 
 def parse_eps(value) -> tuple[float, str]:
-    """A radius from the config (a number, or a fraction such as "8/255") and its label."""
+    """A radius from the config (a number, or a quotient such as "8/255" or "7.2/255") and its label."""
     if isinstance(value, str):
+        label = value.replace(" ", "")
+        num, _, den = label.partition("/")
         try:
-            eps = float(Fraction(value.replace(" ", "")))
+            eps = float(num) / float(den or 1)
         except (ValueError, ZeroDivisionError):
             raise ConfigError(f"cannot read {value!r} as a radius (write 0.5 or 36/255)") from None
-        label = value.replace(" ", "")
     else:
         eps = float(value)
         label = str(value)

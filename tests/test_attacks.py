@@ -178,6 +178,9 @@ def test_bad_attack_settings_are_config_errors():
     with pytest.raises(ConfigError):
         parse_eps("8/zero")
     assert parse_eps("8/255") == (8 / 255, "8/255") and parse_eps(0.5) == (0.5, "0.5")
+    assert parse_eps("7.2 / 255") == (7.2 / 255, "7.2/255") and parse_eps("0.25") == (0.25, "0.25")
+    with pytest.raises(ConfigError):
+        parse_eps("-1/255")
 
 
 def test_pgd_runs_only_when_due(digits_mlp):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import compose_cfg, read_metrics, read_summary, run_cli, train_in_process
 
 from odex.attacks import pgd
+from odex.config import build
 from odex.data import DataInfo
 from odex.errors import ConfigError
 from odex.evaluate import CertifiedAccuracy, CleanAccuracy, evaluate
@@ -297,6 +298,9 @@ def test_experiments_compose_the_cpl_recipe():
         assert cfg.schedule.interval == "step" and cfg.schedule.scheduler.factors == [0.0, 1.0, 0.05, 0.0]
         assert cfg.trainer.max_epochs == 200
         assert set(cfg.eval) == {"clean", "certified", "pgd"}
+        pgd_eval = build(cfg.eval.pgd)
+        assert pgd_eval.attacks["l2"] == {"eps": 36 / 255, "alpha": 7.2 / 255, "steps": 10}
+        assert [e for e, _ in build(cfg.eval.certified).eps] == [36 / 255, 72 / 255, 108 / 255]
 
 
 def test_train_cpl_with_all_evaluators_in_process(tmp_path):
