@@ -23,6 +23,7 @@ from .attacks import NORMS, attack_mode, pgd
 from .errors import ConfigError
 from .nfe import reset_nfe, total_nfe
 from .ode_block import solver_changed
+from .precision import full_fp32
 from .solver import Solver
 
 
@@ -155,7 +156,7 @@ class CertifiedAccuracy:
         was_training = model.training
         model.eval()
         counts, n = None, 0
-        with torch.no_grad():
+        with torch.no_grad(), full_fp32():     # margins read from TF32 logits could overstate a radius
             for x, y in batches:
                 logits = model(x)
                 radius = radius_of(logits)

@@ -335,3 +335,16 @@ def test_cpl_with_all_evaluators_on_cuda(tmp_path):
     assert summary["status"] == "completed", summary["status"]
     (row,) = read_metrics(tmp_path)
     assert row["test/pgd_l2_acc"] <= row["test/acc"] and row["test/cert_acc@36/255"] <= row["test/acc"]
+
+
+def test_full_fp32_turns_tf32_off_and_restores_it():
+    from odex.precision import full_fp32
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with full_fp32():
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

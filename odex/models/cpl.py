@@ -10,7 +10,8 @@ convolutional (W a 3x3 convolution to `conv_inner` channels, W^T its transposed 
 the same kernel) or dense. ||W||_2 is estimated by power iteration on the operator itself (for a
 convolution: on images of the input's size, zero padding included): one warm-started iteration
 per training forward, with the gradient flowing through the estimate; `eval_iters` iterations once
-in eval mode, cached until the next training forward or a change of the weight.
+in eval mode (in full float32, never TF32), cached until the next training forward or a change of
+the weight.
 
 The network: centre the input (x - mean; dividing by the std only with `norm_input`), zero-pad it
 to `channels` channels, conv CPL layers, 4x4 average pooling with divisor 4 (sum / 4: 1-Lipschitz),
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..data import DataInfo
 from ..errors import ConfigError
+from ..precision import full_fp32
 from .layers import Normalize
 
 # model.size presets: conv layers, dense layers, channels, dense inner width. S..XL as in the SLL
@@ -93,7 +95,7 @@ class ConvexPotentialLayer(nn.Module):
         # the weight's version counter and storage change with every optimizer step, load or move
         key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         if self._sigma_eval is None or key != self._sigma_key:
-            with torch.no_grad():
+            with torch.no_grad(), full_fp32():
                 self._sigma_eval = self.power_iteration(self.eval_iters)
             self._sigma_key = key
         return self._sigma_eval
