@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-
 from .grad import GradientMethod, gradient_method
 from .nfe import CountedField
 from .odeint import odeint
