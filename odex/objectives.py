@@ -28,3 +28,15 @@ class CrossEntropy:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Step:
         logits = model(x)
         return Step(F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits)
+
+
+class Margin:
+    """The multi-class hinge loss of the CPL paper (Meunier et al., ICML 2022), torch's
+    multi_margin_loss with p = 1:  mean over the batch of  sum_{j != y} max(0, m - z_y + z_j) / K."""
+
+    def __init__(self, margin: float = 0.7):
+        self.margin = margin
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Step:
+        logits = model(x)
+        return Step(F.multi_margin_loss(logits, y, p=1, margin=self.margin), logits)

@@ -7,9 +7,13 @@ at construction that the gradient method can differentiate this field with this 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import replace
+
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .grad import GradientMethod, gradient_method
 from .nfe import CountedField
 from .odeint import odeint
@@ -38,3 +42,28 @@ class ODEBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"solver={self.solver.method}, grad={self.grad.name}, t1={self.solver.t1}"
+
+
+@contextmanager
+def solver_changed(model: nn.Module, changes: dict | None):
+    """Inside the block, every ODE block of `model` integrates with its solver updated by
+    `changes` (e.g. {"method": "rk4", "steps": 8}: an evaluation or attack with another solver),
+    each checked against the block's gradient method; restored afterwards. t1 stays: it is part
+    of the model."""
+    changes = dict(changes or {})
+    if "t1" in changes:
+        raise ConfigError("an evaluation solver cannot change t1 (it is part of the model)")
+    blocks = [m for m in model.modules() if isinstance(m, ODEBlock)] if changes else []
+    saved = [b.solver for b in blocks]
+    try:
+        for b in blocks:
+            try:
+                solver = replace(b.solver, **changes)
+            except TypeError as e:
+                raise ConfigError(f"bad evaluation solver {changes}: {e}") from None
+            b.grad.check(solver, b.field.field)
+            b.solver = solver
+        yield
+    finally:
+        for b, s in zip(blocks, saved):
+            b.solver = s

@@ -156,10 +156,11 @@ class Trainer:
             metrics["lr"] = float(optimizer.param_groups[0]["lr"])
             schedule.step("epoch")
 
+            final = epoch == self.max_epochs     # all evaluators run; before, those with `every` only when due
             if "val" in loaders:
-                metrics.update(_host(evaluate(evaluators, model, loaders["val"], "val")))
-            if epoch % self.eval_every == 0 or epoch == self.max_epochs:
-                metrics.update(_host(evaluate(evaluators, model, loaders["test"], "test")))
+                metrics.update(_host(evaluate(evaluators, model, loaders["val"], "val", epoch=epoch, final=final)))
+            if epoch % self.eval_every == 0 or final:
+                metrics.update(_host(evaluate(evaluators, model, loaders["test"], "test", epoch=epoch, final=final)))
             metrics["time/epoch_s"] = epoch_s
             metrics["time/total_s"] = time.perf_counter() - t_start
             if cuda:
