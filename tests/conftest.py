@@ -30,7 +30,9 @@ TINY = [
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tests run tiny ops, where OpenMP hand-offs between threads cost more than the arithmetic (tens
+# of ms per op on a busy 2-core machine): one thread, here and in the CLI subprocesses.
+torch.set_num_threads(1)
 
 
 def compose_cfg(overrides=(), *, keep_hydra: bool = False):
@@ -59,7 +61,7 @@ def run_cli(tmp_path: Path, *overrides: str, multirun: bool = False, timeout: in
         args += [f"hydra.run.dir={run_dir}"]
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
                 "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                "ODEX_DATA": str(tmp_path / "data"), **(env or {})}
+                "ODEX_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(args + list(overrides), cwd=tmp_path, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

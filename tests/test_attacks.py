@@ -20,15 +20,6 @@ from odex.ode_block import solver_changed
 from odex.solver import Solver
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: one thread spares the OpenMP hand-offs that dominate them on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits_mlp():
     """A small MLP trained for a second on the digits, and the test split."""

@@ -19,16 +19,6 @@ from odex.models.cpl import (ConvexPotentialConv, ConvexPotentialDense, CPLNetwo
 from odex.objectives import Margin
 from odex.schedules import PiecewiseLinear
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These are tiny ops: one thread spares the OpenMP hand-offs that dominate them on a busy
-    2-core machine (tens of ms per call)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 CPL_TINY = ["model=cpl", "model.size=tiny", "objective=margin", "dataset.limit_train=256",
             "dataset.limit_test=128", "trainer.max_epochs=1", "trainer.progress=false"]
 
@@ -320,7 +310,7 @@ def test_train_cpl_with_all_evaluators_in_process(tmp_path):
 def test_cli_trains_cpl_with_all_evaluators(tmp_path):
     proc = run_cli(tmp_path, "model=cpl", "model.size=tiny", "objective=margin", "eval=[clean,pgd,certified]",
                    "dataset.limit_train=256", "dataset.limit_test=128", "trainer.max_epochs=1",
-                   "schedule=piecewise_linear", env={"OMP_NUM_THREADS": "1"})
+                   "schedule=piecewise_linear")
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "completed"
