@@ -239,8 +239,7 @@ def plot_heatmap(jobs: list[Job], metric: str, maximize: bool, path: Path) -> bo
                 grid[r, c], label[r][c] = v, f"{v:.3f}"
             elif v is None and not label[r][c]:
                 label[r][c] = "failed" if j.summary is not None else "unfinished"
-        cmap = plt.get_cmap("viridis" if maximize else "viridis_r").copy()
-        cmap.set_bad("lightgrey")
+        cmap = plt.get_cmap("viridis" if maximize else "viridis_r").with_extremes(bad="lightgrey")
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto", origin="lower")
         ax.set_xticks(range(len(bss)), [str(b) for b in bss])
         ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
