@@ -167,7 +167,7 @@ def test_isolated_job_restores_global_state():
 def test_sigterm_stops_a_multirun_and_a_rerun_resumes_it(tmp_path):
     """Through the CLI: SIGTERM in job 1's second epoch stops the sweep (exit 143) after a checkpoint;
     the same command again skips job 0 and finishes job 1 with an uninterrupted run's metrics."""
-    overrides = [*TINY, "trainer.max_epochs=2", "optim.lr=0.01,0.001", *signal_at(tmp_path, 2, 1, job=1)]
+    overrides = [*TINY, "solver=euler", "trainer.max_epochs=2", "optim.lr=0.01,0.001", *signal_at(tmp_path, 2, 1, job=1)]
     first = run_cli(tmp_path, *overrides, multirun=True, env=ONE_THREAD)
     sweep = tmp_path / "multirun"
     assert first.returncode == 128 + signal.SIGTERM, first.stderr[-2000:]
@@ -182,7 +182,7 @@ def test_sigterm_stops_a_multirun_and_a_rerun_resumes_it(tmp_path):
     assert ((sweep / "0" / "summary.json").read_bytes(), (sweep / "0" / "summary.json").stat().st_mtime_ns) == job0
     assert read_summary(sweep / "1")["status"] == "completed"
 
-    reference = train(tmp_path / "reference", [*TINY, "trainer.max_epochs=2", "optim.lr=0.001"])
+    reference = train(tmp_path / "reference", [*TINY, "solver=euler", "trainer.max_epochs=2", "optim.lr=0.001"])
     assert reference["status"] == "completed"
     assert without_time(read_metrics(sweep / "1")) == without_time(read_metrics(tmp_path / "reference"))
 

@@ -51,9 +51,11 @@ def check_grid(sweep: Path) -> list[dict]:
     assert len({r["id"] for r in runs}) == 4
     assert {r["group"] for r in runs} == {sweep.name}
     for d, r in zip(dirs, runs):
-        overrides = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
-        assert r["name"] == ",".join(overrides)
-        assert "sweep" in r["tags"] and "sweep:lr_bs_grid" in r["tags"]
+        cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
+        # named by the swept keys only
+        assert sorted(r["name"].split(",")) == [f"dataset.batch_size={cfg['dataset']['batch_size']}",
+                                                f"optim.lr={cfg['optim']['lr']}"]
+        assert {f"job{d.name}", "sweep", "sweep:lr_bs_grid"} <= set(r["tags"])
         assert [h["epoch"] for h in r["history"]] == [1]
         assert r["config"]["dataset"]["val_fraction"] == 0.1
     return summaries
