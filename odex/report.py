@@ -245,8 +245,10 @@ def plot_heatmap(jobs: list[Job], metric: str, maximize: bool, path: Path) -> bo
         ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
         for r in range(len(lrs)):
             for c in range(len(bss)):
+                # dark text on the bright end of the colour map, white on the dark end
+                bright = not np.isnan(grid[r, c]) and sum(cmap(im.norm(grid[r, c]))[:3]) > 1.8
                 ax.text(c, r, label[r][c], ha="center", va="center", fontsize=9,
-                        color="black" if np.isnan(grid[r, c]) else "white")
+                        color="black" if np.isnan(grid[r, c]) or bright else "white")
     else:
         ok = [(lr, bs, j.value(metric)) for lr, bs, j in pts if j.completed and j.value(metric) is not None]
         im = ax.scatter([p[1] for p in ok], [p[0] for p in ok], c=[p[2] for p in ok], cmap="viridis")
@@ -288,7 +290,7 @@ def plot_loss_vs_time(jobs: list[Job], path: Path) -> bool:
     if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
         ax.set_yscale("log")
     ax.set_title("training loss against wall-clock time")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -303,18 +305,22 @@ def plot_nfe(jobs: list[Job], path: Path) -> bool:
     if not runs:
         return False
     labels = _series_label(jobs)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4 + 0.18 * len(runs)), sharex=True)
+    epochs = sorted({r["epoch"] for j in runs for r in j.rows if "epoch" in r})
     for ax, key in zip(axes, ("nfe/forward", "nfe/backward")):
         for i, j in enumerate(runs):
             pts = [(r["epoch"], r[key]) for r in j.rows if isinstance(r.get(key), (int, float))]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=f"C{i % 10}",
                     label=f"{j.name}: {labels[j.name]}")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{key} per batch")
         ax.set_title(key)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(3, len(runs)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06 * ((len(runs) + 2) // 3), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
