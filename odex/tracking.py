@@ -57,7 +57,9 @@ class ConsoleSink(Sink):
 class WandbSink(Sink):
     """Weights & Biases. `mode`: offline (default; the run is written into the run folder and can
     be uploaded later with `wandb sync`), online (needs `wandb login` or WANDB_API_KEY), disabled.
-    In a sweep, runs are grouped by the sweep folder and named after their overrides."""
+    In a sweep, runs are grouped by the sweep folder, named after their overrides and tagged with
+    the sweep and launcher. A resumed run passes its earlier run's id (job["wandb_id"]) and goes on
+    in the same wandb run."""
 
     def __init__(self, mode: str | None = "offline", project: str = "odex", entity: str | None = None,
                  group: str | None = None, job_type: str = "train", tags: list[str] | None = None,
@@ -80,7 +82,7 @@ class WandbSink(Sink):
         self.run = wandb.init(
             project=self.project, entity=self.entity, dir=str(run_dir), mode=self.mode,
             group=self.group or job.get("group"), job_type=self.job_type,
-            tags=(self.tags + list(job.get("tags", []))) or None,
+            tags=list(dict.fromkeys(self.tags + list(job.get("tags", [])))) or None,
             name=self.name or job.get("name"), notes=self.notes, config=config,
             id=job.get("wandb_id"), resume="allow" if job.get("wandb_id") else None,
             settings=wandb.Settings(silent=True, console="off"),

@@ -6,7 +6,13 @@
 `run(cfg, run_dir)` does the work and returns the summary (also written to summary.json); it never
 raises for a failed run, so a sweep goes on when one of its jobs fails. `main` is the Hydra entry
 point: a failed single run prints one line to stderr and exits non-zero; in a sweep it returns the
-value a sweeper optimises (val/acc, else test/acc).
+value a sweeper optimises (val/acc, else test/acc; None for a failed job, which the basic sweeper
+ignores and the Optuna sweeper records as a failed trial).
+
+Sweeps (conf/sweep/, hydra/launcher=joblib|submitit_*): every job runs inside `isolated_job()`
+(odex/process_state.py), since launchers run several jobs in one process, and under `StopSignals`
+(odex/signals.py): SIGTERM/SIGUSR1 stop the job at a batch boundary with a checkpoint, and
+`trainer.resume=auto` (odex/resume.py) continues it when it is run again in the same folder.
 """
 from __future__ import annotations
 
@@ -22,9 +28,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import resume as resuming
 from .config import build, config_dir
 from .errors import OdexError
 from .optim import build_optimizer, build_schedule
+from .process_state import isolated_job
+from .signals import StopSignals
 from .tracking import ConsoleSink, JsonlSink, Tracker
 
 log = logging.getLogger("odex")
@@ -52,8 +61,9 @@ def _swept_keys(hc) -> set[str]:
 
 
 def _job_info() -> dict[str, Any]:
-    """Group and name for the tracker. Inside a Hydra sweep: the sweep folder's name as the group,
-    and the values of the swept keys (e.g. `optim.lr=0.01,dataset.batch_size=32`) as the name."""
+    """Group, name and tags for the tracker. Inside a Hydra sweep: the sweep folder's name as the
+    group, the values of the swept keys (e.g. `optim.lr=0.01,dataset.batch_size=32`) as the name,
+    and tags naming the job, the sweep config and the launcher."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -66,8 +76,11 @@ def _job_info() -> dict[str, Any]:
         return {"name": ",".join(task) or None}
     swept = _swept_keys(hc)
     varied = [o for o in task if o.split("=", 1)[0].lstrip("+~") in swept] or task
-    return {"group": Path(hc.sweep.dir).name, "name": ",".join(varied) or f"job{hc.job.num}",
-            "tags": [f"job{hc.job.num}"]}
+    choices = hc.runtime.choices
+    tags = [f"job{hc.job.num}", "sweep", f"launcher:{choices.get('hydra/launcher', 'basic')}"]
+    if choices.get("sweep"):
+        tags.append(f"sweep:{choices.get('sweep')}")
+    return {"group": Path(hc.sweep.dir).name, "name": ",".join(varied) or f"job{hc.job.num}", "tags": tags}
 
 
 def _status(e: BaseException) -> str:
@@ -78,15 +91,34 @@ def _status(e: BaseException) -> str:
     return f"failed: {type(e).__name__}: {e}"
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train one configuration; returns the summary (with `status`), never raises for the run."""
+def _config(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 -- e.g. ${hydra:...} outside a Hydra run: record it unresolved
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None) -> dict[str, Any]:
+    """Train one configuration; returns the summary (with `status`), never raises for the run.
+
+    With trainer.resume=auto|must an earlier attempt in `run_dir` is continued from its checkpoint,
+    or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.signals)
+    ends training at a batch boundary with a checkpoint; the status then says how to resume.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
     extra: dict[str, Any] = {"run_dir": str(run_dir)}
     status = "failed: did not start"
+    completed_before = None
     try:
         trainer = build(cfg.trainer)
+        config = _config(cfg)
+        previous = resuming.prepare(run_dir, trainer.resume, config, trainer.max_epochs)
+        if previous.completed is not None:
+            completed_before = previous.completed
+            log.info("%s already holds this completed run: skipped (trainer.resume=never runs it again)", run_dir)
+            return completed_before
         seed_everything(trainer.seed)
         data = build(cfg.dataset)
         solver = build(cfg.solver)
@@ -103,16 +135,25 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
                  type(model).__name__, trainer.device, extra["params"], len(data.train), len(data.test), run_dir)
+        checkpoint = previous.checkpoint
+        if checkpoint is not None:
+            where = (f"epoch {checkpoint['epoch'] + 1}, batch {checkpoint['progress']['step']}"
+                     if checkpoint.get("progress") else f"the end of epoch {checkpoint['epoch']}")
+            log.info("resuming from %s (%s)", resuming.checkpoint_path(run_dir), where)
 
         logger = build(cfg.logger)
         if logger is not None:
             tracker.sinks.append(logger)
-        tracker.start(OmegaConf.to_container(cfg, resolve=True), _job_info())
+        job = _job_info()
+        if checkpoint is not None and checkpoint.get("tracker", {}).get("wandb_id"):
+            job["wandb_id"] = checkpoint["tracker"]["wandb_id"]     # the same wandb run goes on
+        tracker.start(config, job)
         callbacks = {name: build(node) for name, node in (cfg.get("callbacks") or {}).items()
                      if node is not None}
         extra.update(trainer.fit(model=model, data=data, objective=objective, optimizer=optimizer,
                                  schedule=schedule, evaluators=evaluators, tracker=tracker,
-                                 run_dir=run_dir, generator=generator, callbacks=callbacks))
+                                 run_dir=run_dir, generator=generator, callbacks=callbacks,
+                                 resume=checkpoint, stop=stop, config=config))
         status = "completed"
     except KeyboardInterrupt:
         status = "failed: interrupted"
@@ -123,7 +164,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if not isinstance(e, (OdexError, torch.cuda.OutOfMemoryError)):
             log.error("unexpected error (traceback also in %s)", run_dir / "error.log", exc_info=True)
     finally:
-        summary = tracker.finish(status, extra)
+        if completed_before is None:
+            summary = tracker.finish(status, extra)
     return summary
 
 
@@ -133,9 +175,16 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    summary = run(cfg, hc.runtime.output_dir)
+    if hc.mode == RunMode.RUN and hc.runtime.choices.get("sweep"):
+        log.warning("sweep=%s sets up a multirun: add -m to run its jobs (this is one run)",
+                    hc.runtime.choices.get("sweep"))
+    with isolated_job(), StopSignals() as stop:
+        summary = run(cfg, hc.runtime.output_dir, stop=stop)
     if summary["status"] != "completed":
         print(f"odex: error: {summary['status'][len('failed: '):]}", file=sys.stderr)
+    if stop.requested:        # the checkpoint is written: hand the signal on (submitit requeues) and exit
+        stop.hand_over()
+    if summary["status"] != "completed":
         if hc.mode == RunMode.RUN:
             sys.exit(1)
         return None

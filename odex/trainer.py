@@ -6,6 +6,13 @@ read back once, at the epoch boundary, together with the NFE counters, after the
 synchronisation that also times the epoch. Then validation and test evaluation, one row to the
 tracker, and an atomic checkpoint. A non-finite loss or a failed solve stops the run with
 `TrainingFailed`; the last good checkpoint stays.
+
+Resume and preemption (odex/resume.py, odex/signals.py): `fit(resume=checkpoint)` continues where
+the checkpoint left off. A stop signal is noticed at the next batch boundary; the loop then writes a
+mid-epoch checkpoint (the state after the batches done so far, the epoch's running sums and the
+batch generator's state at the epoch's start) and raises `Preempted`. Resuming replays the epoch's
+batch order from that generator state, skips the batches already done, and restores everything else
+just before the first batch it trains on, so the run ends with the numbers of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -23,9 +30,12 @@ from .data import DataBundle
 from .data.batches import Batches, RandomCropFlip
 from .errors import ConfigError, TrainingFailed
 from .evaluate import evaluate
-from .nfe import reset_nfe, total_nfe
+from .nfe import counted_fields, reset_nfe, total_nfe
 from .odeint import as_solver_error
 from .optim import Schedule
+from .resume import MODES as RESUME_MODES
+from .resume import fingerprint as resume_fingerprint
+from .signals import Preempted, StopSignals
 from .tracking import Tracker
 
 
@@ -64,11 +74,14 @@ def _host(values: dict[str, torch.Tensor]) -> dict[str, float]:
 class Trainer:
     def __init__(self, max_epochs: int = 10, device: str = "auto", seed: int = 0,
                  eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
-                 tf32: bool = True):
+                 tf32: bool = True, resume: str = "auto"):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
             raise ConfigError(f"trainer.eval_every must be >= 1, got {eval_every}")
+        if resume not in RESUME_MODES:
+            raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
+        self.resume = resume              # read by odex.train.run (odex/resume.py)
         self.max_epochs = max_epochs
         self.device = resolve_device(device)
         self.seed = seed
@@ -90,29 +103,71 @@ class Trainer:
     def fit(self, *, model: nn.Module, data: DataBundle, objective, optimizer: torch.optim.Optimizer,
             schedule: Schedule, evaluators: dict, tracker: Tracker, run_dir: str | Path,
             generator: torch.Generator, start_epoch: int = 0,
-            callbacks: dict | None = None) -> dict[str, Any]:
+            callbacks: dict | None = None, resume: dict[str, Any] | None = None,
+            stop: StopSignals | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train from `start_epoch` (or from the `resume` checkpoint) to max_epochs. `stop.requested`
+        ends the run at a batch boundary with a checkpoint and `Preempted`; `config` (the resolved
+        run configuration) is stored in checkpoints so a resumption can check it is the same run."""
         callbacks = dict(callbacks or {})
         parts = [model, objective, *callbacks.values()]
         loaders = self.batches(data, generator)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         last_path = Path(run_dir) / "checkpoints" / "last.pt"
+        fingerprint = None if config is None else resume_fingerprint(config)
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        t_start = time.perf_counter()
         call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
+        progress, elapsed = None, 0.0
+        if resume is not None:            # after on_fit_start, so callbacks' state exists to load into
+            start_epoch, progress, elapsed = _restore(resume, model=model, optimizer=optimizer,
+                                                      schedule=schedule, callbacks=callbacks,
+                                                      tracker=tracker, generator=generator)
+        t_start = time.perf_counter() - elapsed
+
+        def save(epoch_done: int, epoch_progress: dict | None = None) -> None:
+            ckpt.save_atomic({
+                "epoch": epoch_done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "rng": ckpt.rng_state(generator),
+                "tracker": tracker.state(), "metrics": dict(tracker.last),
+                "callbacks": {k: c.state_dict() for k, c in callbacks.items() if hasattr(c, "state_dict")},
+                "elapsed_s": time.perf_counter() - t_start, "progress": epoch_progress,
+                "config": fingerprint,
+            }, last_path)
 
         for epoch in range(start_epoch + 1, self.max_epochs + 1):
             t0 = time.perf_counter()
             call_hooks(parts, "on_epoch_start", epoch=epoch)
             model.train()
             reset_nfe(model)
+            # The epoch's batch order (and augmentation) is drawn from here: kept for a mid-epoch
+            # checkpoint, which replays it. get_state() copies the generator's state, no GPU sync.
+            if progress is not None:
+                generator.set_state(progress["batches_rng"])
+            epoch_rng = generator.get_state()
             zero = torch.zeros((), device=self.device)
             loss_sum, correct, seen_logits, stat_sums = zero.clone(), zero.clone(), 0, {}
             n_seen = 0
-            bar = tqdm(total=len(loaders["train"]), desc=f"epoch {epoch}/{self.max_epochs}", unit="batch",
+            n_batches = len(loaders["train"])
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{self.max_epochs}", unit="batch",
                        disable=None if self.progress is None else not self.progress, leave=True)
-            for x, y in loaders["train"]:
+            for k, (x, y) in enumerate(loaders["train"]):
+                if progress is not None:
+                    if k < progress["step"]:   # done before the interruption: replayed, not trained
+                        continue
+                    sums = _restore_progress(progress, model, self.device)
+                    loss_sum, correct, seen_logits, n_seen = (sums["loss_sum"], sums["correct"],
+                                                              sums["seen_logits"], sums["n_seen"])
+                    stat_sums, t0 = sums["stat_sums"], t0 - progress["epoch_s"]
+                    bar.update(k)
+                    progress = None
+                if stop is not None and stop.requested:     # a Python bool: no GPU sync
+                    save(epoch - 1, _progress(k, epoch_rng, model, time.perf_counter() - t0, {
+                        "loss_sum": loss_sum, "correct": correct, "seen_logits": seen_logits,
+                        "n_seen": n_seen, "stat_sums": stat_sums}))
+                    bar.close()
+                    raise Preempted(f"preempted ({stop.name}) in epoch {epoch} after batch {k}/{n_batches}; "
+                                    f"checkpoint in {last_path}: resume with trainer.resume=auto")
                 step = objective(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 try:
@@ -130,8 +185,8 @@ class Trainer:
                 if step.logits is not None:
                     correct += (step.logits.detach().argmax(1) == y).sum()
                     seen_logits += n
-                for k, v in step.stats.items():
-                    stat_sums[k] = stat_sums.get(k, 0) + v.detach() * n
+                for k_, v in step.stats.items():
+                    stat_sums[k_] = stat_sums.get(k_, 0) + v.detach() * n
                 bar.update()
             if cuda:
                 torch.cuda.synchronize(self.device)
@@ -167,11 +222,48 @@ class Trainer:
                 metrics["mem/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
             call_hooks(parts, "on_epoch_end", epoch=epoch, metrics=metrics, model=model, optimizer=optimizer)
             tracker.log(metrics, epoch)
-            ckpt.save_atomic({
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "rng": ckpt.rng_state(generator),
-                "tracker": tracker.state(), "metrics": dict(tracker.last),
-                "callbacks": {k: c.state_dict() for k, c in callbacks.items() if hasattr(c, "state_dict")},
-            }, last_path)
+            save(epoch)
+            if stop is not None and stop.requested and epoch < self.max_epochs:
+                raise Preempted(f"preempted ({stop.name}) after epoch {epoch}; checkpoint in {last_path}: "
+                                "resume with trainer.resume=auto")
         call_hooks(parts, "on_fit_end", model=model)
         return {"epochs": self.max_epochs}
+
+
+def _progress(step: int, epoch_rng: torch.Tensor, model: nn.Module, epoch_s: float,
+              sums: dict[str, Any]) -> dict[str, Any]:
+    """What a mid-epoch checkpoint adds: where in the epoch, the epoch's running sums and NFE
+    counters, and the global random states (the objective or the model may draw from them)."""
+    return {"step": step, "batches_rng": epoch_rng, "epoch_s": epoch_s, "sums": sums,
+            "nfe": [(m.nfe_forward.clone(), m.nfe_backward.clone()) for m in counted_fields(model)],
+            "rng": ckpt.rng_state()}
+
+
+def _restore_progress(progress: dict[str, Any], model: nn.Module, device: torch.device) -> dict:
+    """Put back the state at the batch the interrupted run was about to train on; returns the sums."""
+    for m, (fwd, bwd) in zip(counted_fields(model), progress["nfe"]):
+        m.nfe_forward.copy_(fwd)
+        m.nfe_backward.copy_(bwd)
+    ckpt.set_rng_state(progress["rng"])
+    sums = dict(progress["sums"])
+    for key in ("loss_sum", "correct"):
+        sums[key] = sums[key].to(device)
+    sums["stat_sums"] = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in sums["stat_sums"].items()}
+    return sums
+
+
+def _restore(state: dict[str, Any], *, model, optimizer, schedule, callbacks, tracker,
+             generator) -> tuple[int, dict | None, float]:
+    """Load a checkpoint into the run's objects; returns (epochs done, mid-epoch progress, seconds
+    the run had taken)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    for name, c in callbacks.items():
+        if hasattr(c, "load_state_dict") and name in state.get("callbacks", {}):
+            c.load_state_dict(state["callbacks"][name])
+    tracker.last.update(state.get("metrics", {}))
+    progress = state.get("progress")
+    if progress is None:                  # an epoch boundary: the random states are those at its end
+        ckpt.set_rng_state(state["rng"], generator)
+    return state["epoch"], progress, float(state.get("elapsed_s", 0.0))

@@ -20,12 +20,7 @@ def test_config_groups_found():
 
 @pytest.mark.parametrize("group,choice", CHOICES, ids=[f"{g}={c}" for g, c in CHOICES])
 def test_every_choice_composes(group, choice):
-    if group == "experiment":
-        override = f"experiment={choice}"
-    elif group in ("sweep",):
-        override = f"+{group}={choice}"
-    else:
-        override = f"{group}={choice}"
+    override = f"{group}={choice}"      # every group, sweep included, has a default (maybe null)
     cfg = compose_cfg([override])
     assert cfg is not None
     # every key resolves (interpolations such as ${trainer.max_epochs})

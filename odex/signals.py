@@ -1,0 +1,85 @@
+"""Stopping cleanly when the scheduler says so (SLURM preemption, a time limit, `kill`).
+
+SIGTERM (preemption, `scancel`, `kill`), SIGUSR1 (`sbatch --signal=USR1@120`: the time limit is near)
+and SIGUSR2 (submitit's preemption/timeout signal) only set a flag here. The training loop reads that
+flag -- a Python attribute, so no GPU synchronisation -- at each batch boundary, writes a checkpoint
+there and raises `Preempted`; the run is recorded as `failed: preempted (...)` and `odex-train` then
+hands the signal over (`StopSignals.hand_over`): to submitit's own handler when the job runs under
+submitit (it pickles the job again and requeues it), otherwise it exits with 128 + the signal number.
+The requeued or rerun job continues from the checkpoint with `trainer.resume=auto`.
+
+Python runs a signal handler in the main thread between two bytecodes, so setting an attribute there
+is safe; anything heavier (saving tensors mid-step) would not be.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+from .errors import OdexError
+
+# SIGUSR2 is submitit's default preemption/timeout signal (SUBMITIT_PREEMPT_SIGNAL changes it).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n))
+
+
+class Preempted(OdexError):
+    """A stop signal arrived; a checkpoint was written and the run can be resumed."""
+
+
+class StopSignals:
+    """Context manager that turns the stop signals into `requested` for the training loop.
+
+    Outside the main thread (where Python cannot install handlers) it installs nothing and only
+    serves as a flag that code may set with `request(signum)` (as the tests do).
+    """
+
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
+        self.signals = signals
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._installed = False
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def request(self, signum: int, frame=None) -> None:
+        """The handler: remember the first stop signal; the loop stops at the next batch boundary."""
+        # Nothing else here: printing or logging from a handler can re-enter a stream the main
+        # thread is writing (tqdm, logging) and fail; the loop reports the stop when it sees it.
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self.request)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            for s, previous in self._previous.items():
+                signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+            self._installed = False
+
+    def hand_over(self) -> None:
+        """After the checkpoint: pass the signal on to whoever handled it before us, then exit.
+
+        Under submitit that handler checkpoints the launcher's call and requeues the job (it exits
+        itself); for SIGTERM it only logs. Everywhere else this process exits with 128 + signum, the
+        status a shell reports for a process the signal ended, so a sweep stops here too; rerunning
+        it with the same hydra.sweep.dir resumes this job and skips the finished ones.
+        """
+        if self.signum is None:
+            return
+        previous = self._previous.get(self.signum)
+        if callable(previous):
+            previous(self.signum, None)
+        sys.exit(128 + self.signum)
