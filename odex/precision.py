@@ -1,4 +1,5 @@
-"""Full float32 arithmetic where a bound is at stake.
+"""Arithmetic precision: full float32 where a bound is at stake, and the vector field's dtype
+(`trainer.precision`, applied by odex.fast_paths).
 
 On CUDA the trainer allows TF32 (about 10 mantissa bits) for matmuls and cuDNN convolutions, which
 is fine for training but too coarse for a spectral-norm estimate behind a Lipschitz bound or for
@@ -22,3 +23,20 @@ def full_fp32():
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = cudnn
+
+
+# trainer.precision: the dtype the vector field computes in (None: the state's own dtype). The
+# state, the solver's arithmetic and the adjoint always stay in the state's dtype (float32).
+# fp16 is left out on purpose: its range needs loss scaling, which an adjoint's backward solve
+# (gradients computed inside autograd.Function.backward) cannot apply; bf16 has float32's range.
+FIELD_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def field_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype for `trainer.precision`, or None for full precision."""
+    try:
+        return FIELD_PRECISIONS[precision]
+    except KeyError:
+        from .errors import ConfigError
+        raise ConfigError(f"trainer.precision must be one of {', '.join(FIELD_PRECISIONS)}, "
+                          f"got {precision!r}") from None

@@ -124,6 +124,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         solver = build(cfg.solver)
         grad = build(cfg.grad)
         model = build(cfg.model, info=data.info, solver=solver, grad=grad).to(trainer.device)
+        trainer.fast_paths.apply(model)     # trainer.precision / compile / channels_last
         data = data.to(trainer.device)
         objective = build(cfg.objective)
         evaluators = {name: build(node) for name, node in cfg.eval.items()}

@@ -30,6 +30,7 @@ from .data import DataBundle
 from .data.batches import Batches, RandomCropFlip
 from .errors import ConfigError, TrainingFailed
 from .evaluate import evaluate
+from .fast_paths import FastPaths
 from .nfe import counted_fields, reset_nfe, total_nfe
 from .odeint import as_solver_error
 from .optim import Schedule
@@ -74,7 +75,8 @@ def _host(values: dict[str, torch.Tensor]) -> dict[str, float]:
 class Trainer:
     def __init__(self, max_epochs: int = 10, device: str = "auto", seed: int = 0,
                  eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
-                 tf32: bool = True, resume: str = "auto"):
+                 tf32: bool = True, resume: str = "auto", precision: str = "fp32",
+                 compile: bool | str | None = None, channels_last: bool = False):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
@@ -82,6 +84,8 @@ class Trainer:
         if resume not in RESUME_MODES:
             raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
         self.resume = resume              # read by odex.train.run (odex/resume.py)
+        # the vector fields' speed settings, applied by odex.train.run once the model is built
+        self.fast_paths = FastPaths(precision, compile, channels_last)
         self.max_epochs = max_epochs
         self.device = resolve_device(device)
         self.seed = seed

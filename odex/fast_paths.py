@@ -1,0 +1,69 @@
+"""Speed settings of the vector fields (`trainer.precision`, `trainer.compile`,
+`trainer.channels_last`), applied once to a built model by `FastPaths.apply(model)`.
+
+- precision=bf16: every vector-field evaluation runs under `torch.autocast(bfloat16)` and its
+  output is cast back to the state's dtype (odex.nfe.CountedField), so the solver's state, its
+  stage combinations, its error control and an adjoint's state all stay in float32; only the
+  field's own arithmetic (convolutions, matmuls) drops to bf16.
+- compile: `torch.compile` of each ODE block's vector field in place (`nn.Module.compile`, so
+  the state_dict keys and checkpoints stay those of the eager model). `true` means the default
+  backend (inductor); a string names a backend ("aot_eager" is a cheap one for testing).
+  The solver's Python stepping (torchdiffeq) stays eager.
+- channels_last: the model's 4-d weights in channels-last memory format (cuDNN then picks NHWC
+  convolution kernels; the inputs follow the weights).
+
+All off by default: each is switched on only where a benchmark (scripts/bench.py) shows a gain and
+training still reaches the same accuracy. TF32 is a separate switch (trainer.tf32, on by default).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .nfe import counted_fields
+from .precision import field_dtype
+
+
+@dataclass
+class FastPaths:
+    precision: str = "fp32"
+    compile: bool | str | None = None
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        field_dtype(self.precision)          # a ConfigError for an unknown name
+        if self.compile is not None and not isinstance(self.compile, (bool, str)):
+            raise ConfigError(f"trainer.compile must be false, true or a torch.compile backend name, "
+                              f"got {self.compile!r}")
+        if isinstance(self.compile, str):
+            if self.compile.lower() in ("", "none", "false", "eager"):
+                self.compile = None
+            elif self.compile.lower() == "true":
+                self.compile = True
+            else:
+                from torch._dynamo import list_backends
+                known = set(list_backends(exclude_tags=())) | {"inductor"}
+                if self.compile not in known:
+                    raise ConfigError(f"trainer.compile={self.compile!r} is not a torch.compile backend; "
+                                      f"choose true (inductor) or one of {sorted(known)}")
+
+    @property
+    def backend(self) -> str | None:
+        """The torch.compile backend, or None for eager."""
+        if not self.compile:
+            return None
+        return "inductor" if self.compile is True else self.compile
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Switch the settings on for every ODE block of `model` (in place; returns it)."""
+        dtype = field_dtype(self.precision)
+        for counted in counted_fields(model):
+            counted.autocast_dtype = dtype
+            if self.backend is not None:
+                counted.field.compile(backend=self.backend)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
