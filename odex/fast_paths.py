@@ -60,6 +60,11 @@ class FastPaths:
     def apply(self, model: nn.Module) -> nn.Module:
         """Switch the settings on for every ODE block of `model` (in place; returns it)."""
         dtype = field_dtype(self.precision)
+        if self.backend is not None:
+            # torchdiffeq's adjoint takes each field's VJP with retain_graph=True, which a compiled
+            # backward that donates its saved buffers refuses; donation only saves memory.
+            import torch._functorch.config as functorch_config
+            functorch_config.donated_buffer = False
         for counted in counted_fields(model):
             counted.autocast_dtype = dtype
             if self.backend is not None:

@@ -1,0 +1,561 @@
+"""Training-iteration speed of odex against plain torchdiffeq fed by a DataLoader, side by side.
+
+For every model, drift width, batch size, gradient method and solver given on the command line,
+the same network (same initial weights) is trained for the same number of iterations along two
+paths, in this one process, in interleaved rounds:
+
+- reference: the ODE block as a torchdiffeq user writes it (torchdiffeq.odeint for direct and
+  anode, odeint_adjoint for adjoint and gq, odeint_adjoint with the seminorm for seminorm), batches
+  from a torch DataLoader over a CPU TensorDataset moved to the device per batch, eager float32;
+- odex: the model as odex-train builds it (ODE block -> odex.odeint -> the gradient method), batches
+  from odex's device-resident `Batches`, the objective and the trainer's per-step arithmetic, and
+  each fast-path variant asked for (--precision, --compile, --channels-last; odex/fast_paths.py).
+
+Per path: median ms per training iteration (data, forward, cross-entropy, backward, Adam step),
+timed between consecutive iterations with CUDA events on a GPU (perf_counter on the CPU) after
+warm-up; forward and backward NFE per iteration; median ms of one vector-field evaluation (forward,
+no grad); peak GPU memory of one iteration above what the models hold; images/s; and achieved
+TFLOP/s: the FLOPs of one vector-field call and of its vector-Jacobian product, counted with
+torch.utils.flop_counter.FlopCounterMode, times the evaluations (direct: forward NFE x (call +
+VJP); adjoint-type: forward NFE x call + backward NFE x (call + VJP)); the encoder and readout are
+left out. Every odex figure carries its ratio to the reference's. Adam runs with lr 0 (the same
+arithmetic, weights unchanged), so an adaptive solver's NFE stays that of the initial weights on
+both paths and the rounds are comparable.
+
+    python scripts/bench.py --device cuda --widths 50 500 --batches 16 128 \\
+        --grads direct adjoint seminorm gq --solvers dopri5 rk4:10 --precision fp32 bf16 \\
+        --out docs/bench-h100
+    python scripts/bench.py --device cpu --widths 8 --batches 4 --iters 2 --rounds 1 --warmup 1
+
+Writes <out>.json (every row and the run's settings) and <out>.md (a Markdown table); prints the
+table. Only ratios from one run mean much: absolute GPU times move between machines.
+
+The model is the GQ paper's MNIST network (model=gq_image: encoder to a 10x11x11 state, drift
+three 3x3 convs 10 -> w -> w -> 10 with softplus, MLP readout) on random MNIST-shaped images. Its
+config comes from conf/model/gq_image.yaml; where that is not merged yet, the script's own copy
+of the network below is used (and the JSON says so). Any other model config works with --models,
+its width key given by --width-key (default: `width`, else `hidden`).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchdiffeq
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from odex.config import build, config_dir  # noqa: E402
+from odex.data import DataInfo  # noqa: E402
+from odex.data.batches import Batches  # noqa: E402
+from odex.data.bundle import Split  # noqa: E402
+from odex.errors import OdexError  # noqa: E402
+from odex.fast_paths import FastPaths  # noqa: E402
+from odex.models.layers import Normalize  # noqa: E402
+from odex.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
+from odex.objectives import CrossEntropy  # noqa: E402
+from odex.ode_block import ODEBlock  # noqa: E402
+from odex.solver import Solver  # noqa: E402
+
+MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
+
+# What a torchdiffeq user calls in place of each odex gradient method.
+REFERENCE_CALL = {"direct": "odeint", "anode": "odeint", "adjoint": "odeint_adjoint",
+                  "seminorm": "odeint_adjoint+seminorm", "gq": "odeint_adjoint"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The GQ paper's MNIST network, used only while conf/model/gq_image.yaml is not on this branch
+# (the gq-anode work adds it as odex.models.gq_image). Same layers, same parameter counts.
+
+class _SoftplusConvDrift(nn.Module):
+    """f(t, h) = conv3x3(softplus(conv3x3(softplus(conv3x3(h))))), 10 -> w -> w -> 10, autonomous
+    (Norcliffe & Deisenroth, TMLR 2023, experiments/images.py)."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.Softplus(),
+                                 nn.Conv2d(width, width, 3, padding=1), nn.Softplus(),
+                                 nn.Conv2d(width, channels, 3, padding=1))
+
+    def forward(self, t, h):
+        return self.net(h)
+
+
+class _GQImageNODE(nn.Module):
+    """normalise -> BN -> ReLU -> conv3x3 (->10) -> maxpool 2 -> ReLU -> conv3x3 -> ODE block
+    (10x11x11 on MNIST) -> Linear(->50) -> ReLU -> Linear(->10)."""
+
+    def __init__(self, info, solver, grad="direct", *, width=50, state_channels=10, readout_hidden=50,
+                 normalize=True):
+        super().__init__()
+        c, h, w = info.shape
+        size = ((h - 2) // 2 - 2, (w - 2) // 2 - 2)
+        self.normalize = Normalize(info, enabled=normalize)
+        self.encoder = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, state_channels, 3),
+                                     nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(state_channels, state_channels, 3))
+        self.ode = ODEBlock(_SoftplusConvDrift(state_channels, width), solver, grad)
+        self.readout = nn.Sequential(nn.Linear(state_channels * size[0] * size[1], readout_hidden),
+                                     nn.ReLU(), nn.Linear(readout_hidden, info.num_classes))
+
+    def forward(self, x):
+        return self.readout(self.ode(self.encoder(self.normalize(x))).flatten(1))
+
+
+def model_config(name: str, width: int, width_key: str | None):
+    """The composed conf/model/<name>.yaml with its width set, or None where it does not exist."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        try:
+            cfg = compose("train", overrides=[f"model={name}"]).model
+        except MissingConfigException:
+            return None
+    key = width_key or ("width" if "width" in cfg else "hidden")
+    cfg[key] = width
+    return cfg
+
+
+def build_model(name: str, width: int, solver: Solver, grad: str, width_key: str | None) -> tuple[nn.Module, str]:
+    cfg = model_config(name, width, width_key)
+    if cfg is not None:
+        from odex.grad import gradient_method
+        return build(cfg, info=MNIST, solver=solver, grad=gradient_method(grad)), f"conf/model/{name}.yaml"
+    if name == "gq_image":
+        return _GQImageNODE(MNIST, solver, grad, width=width), "scripts/bench.py's copy (gq_image not merged)"
+    raise OdexError(f"no model config {name!r} in {config_dir()}/model")
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference path
+
+class _HostCounted(nn.Module):
+    """The field with host-side counters (a Python int per call: no kernel, no sync), as a
+    torchdiffeq user counts NFE."""
+
+    def __init__(self, field: nn.Module):
+        super().__init__()
+        self.field = field
+        self.forward_calls = self.backward_calls = 0
+        self.backward_phase = False
+
+    def forward(self, t, y):
+        if self.backward_phase:
+            self.backward_calls += 1
+        else:
+            self.forward_calls += 1
+        return self.field(t, y)
+
+
+class PlainODEBlock(nn.Module):
+    """y(t1) from torchdiffeq called directly on the (unwrapped) field."""
+
+    def __init__(self, field: nn.Module, solver: Solver, call: str):
+        super().__init__()
+        self.field = _HostCounted(field)
+        self.register_buffer("t", torch.tensor([0.0, float(solver.t1)]), persistent=False)
+        self.kw = dict(method=solver.method, rtol=solver.rtol, atol=solver.atol,
+                       options={"step_size": solver.h} if solver.fixed else None)
+        self.adjoint = call.startswith("odeint_adjoint")
+        if call.endswith("seminorm"):
+            # the backward solve takes adjoint_options instead of options: keep the step size
+            self.kw["adjoint_options"] = {**(self.kw["options"] or {}), "norm": "seminorm"}
+
+    def forward(self, y0):
+        self.field.backward_phase = False
+        solve = torchdiffeq.odeint_adjoint if self.adjoint else torchdiffeq.odeint
+        ys = solve(self.field, y0, self.t, **self.kw)
+        self.field.backward_phase = True
+        return ys[-1]
+
+
+def _replace_ode_blocks(model: nn.Module, make) -> None:
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ODEBlock):
+                setattr(parent, name, make(child))
+
+
+def _fields(model: nn.Module) -> list[nn.Module]:
+    """The bare vector fields (inside odex's CountedField or the reference's counter)."""
+    return [m.field for m in model.modules() if isinstance(m, (_HostCounted, CountedField))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+class Marks:
+    """Time stamps between iterations: CUDA events on a GPU (recorded in the stream, so no host
+    sync between them), perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.stamps: list = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            self.stamps.append(e)
+        else:
+            self.stamps.append(time.perf_counter())
+
+    def intervals_ms(self) -> list[float]:
+        if self.cuda:
+            self.stamps[-1].synchronize()
+            return [a.elapsed_time(b) for a, b in zip(self.stamps, self.stamps[1:])]
+        return [(b - a) * 1e3 for a, b in zip(self.stamps, self.stamps[1:])]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Path_:
+    label: str
+    kind: str                    # "reference" | "odex"
+    model: nn.Module
+    step: object                 # () -> None, one training iteration
+    fast: FastPaths | None = None
+
+
+def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int, device) -> Path_:
+    model = copy.deepcopy(base)
+    call = REFERENCE_CALL.get(grad, "odeint_adjoint")
+    _replace_ode_blocks(model, lambda blk: PlainODEBlock(blk.field.field, solver, call))
+    model.to(device).train()
+    loader = DataLoader(TensorDataset(x.float().div(255), y), batch_size=batch, shuffle=True, drop_last=True)
+    opt = torch.optim.Adam(model.parameters(), lr=0.0)
+    batches = iter(())
+
+    def step():
+        nonlocal batches
+        try:
+            xb, yb = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            xb, yb = next(batches)
+        xb, yb = xb.to(device), yb.to(device)
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return Path_(f"torchdiffeq {call} + DataLoader", "reference", model, step)
+
+
+def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Path_:
+    """The trainer's iteration (odex/trainer.py, Trainer.fit) on odex's device-resident batches."""
+    model = copy.deepcopy(base).to(device).train()
+    fast.apply(model)
+    split = Split(x.to(device), y.to(device))
+    gen = torch.Generator(device=device).manual_seed(0)
+    loader = Batches(split, batch, shuffle=True, generator=gen, drop_last=True)
+    objective = CrossEntropy()
+    opt = torch.optim.Adam(model.parameters(), lr=0.0)
+    zero = torch.zeros((), device=device)
+    sums = {"loss": zero.clone(), "correct": zero.clone()}
+    batches = iter(())
+
+    def step():
+        nonlocal batches
+        try:
+            xb, yb = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            xb, yb = next(batches)
+        out = objective(model, xb, yb)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        sums["loss"] += out.loss.detach() * len(yb)
+        sums["correct"] += (out.logits.detach().argmax(1) == yb).sum()
+
+    label = "odex " + fast.precision + (f" compile={fast.backend}" if fast.backend else "") + \
+        (" channels_last" if fast.channels_last else "")
+    return Path_(label, "odex", model, step, fast)
+
+
+def _nfe(path: Path_) -> tuple[float, float]:
+    if path.kind == "reference":
+        f = sum(m.forward_calls for m in path.model.modules() if isinstance(m, _HostCounted))
+        b = sum(m.backward_calls for m in path.model.modules() if isinstance(m, _HostCounted))
+        return float(f), float(b)
+    f, b = total_nfe(path.model)
+    return float(f), float(b)
+
+
+def _reset_nfe(path: Path_) -> None:
+    if path.kind == "reference":
+        for m in path.model.modules():
+            if isinstance(m, _HostCounted):
+                m.forward_calls = m.backward_calls = 0
+                m.backward_phase = False
+    else:
+        reset_nfe(path.model)
+
+
+def _field_call(path: Path_):
+    """One forward vector-field evaluation through the path's own wrapper (odex: CountedField,
+    with its autocast/compile settings; reference: the bare field)."""
+    if path.kind == "reference":
+        return next(m for m in path.model.modules() if isinstance(m, _HostCounted)).field
+    return counted_fields(path.model)[0]
+
+
+def _state(base: nn.Module, x: torch.Tensor, device) -> torch.Tensor:
+    """The ODE block's input for a batch (the encoder's output, in training mode, as the solver
+    sees it), to time and count one field call."""
+    captured = {}
+    model = copy.deepcopy(base).to(device).train()
+    block = next(m for m in model.modules() if isinstance(m, ODEBlock))
+    block.register_forward_pre_hook(lambda mod, args: captured.setdefault("y0", args[0].detach()))
+    with torch.no_grad():
+        model(x.to(device))
+    return captured["y0"]
+
+
+def field_flops(field: nn.Module, y0: torch.Tensor) -> tuple[int, int]:
+    """FLOPs of one call f(t, y) and of one VJP (with respect to y and every parameter)."""
+    t = torch.zeros((), device=y0.device)
+    y = y0.detach().clone().requires_grad_(True)
+    params = [p for p in field.parameters() if p.requires_grad]
+    with FlopCounterMode(display=False) as fwd:
+        out = field(t, y)
+    with FlopCounterMode(display=False) as vjp:
+        torch.autograd.grad(out, [y, *params], torch.ones_like(out), allow_unused=True)
+    return fwd.get_total_flops(), vjp.get_total_flops()
+
+
+def iteration_flops(nfe_f: float, nfe_b: float, f_call: int, f_vjp: int) -> float:
+    if nfe_b == 0:        # backprop through the solver: one VJP per recorded evaluation
+        return nfe_f * (f_call + f_vjp)
+    return nfe_f * f_call + nfe_b * (f_call + f_vjp)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def parse_solver(spec: str, tol: float) -> Solver:
+    """"dopri5" (rtol = atol = --tol) or "rk4:10" (10 fixed steps on [0, 1])."""
+    method, _, steps = spec.partition(":")
+    if steps:
+        return Solver(method=method, steps=int(steps), max_num_steps=None)
+    return Solver(method=method, rtol=tol, atol=tol)
+
+
+def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> list[dict]:
+    solver = parse_solver(solver_spec, args.tol)
+    torch.manual_seed(args.seed)
+    base, source = build_model(model_name, width, solver, grad, args.width_key)
+    n_images = batch * args.dataset_batches
+    g = torch.Generator().manual_seed(args.seed + 1)
+    x = torch.randint(0, 256, (n_images, *MNIST.shape), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, MNIST.num_classes, (n_images,), generator=g)
+    y0 = _state(base, x[:batch].float().div(255), device)
+    bare = copy.deepcopy(_fields(base)[0]).to(device)
+    f_call, f_vjp = field_flops(bare, y0)
+    del bare
+
+    paths = [_reference_path(base, solver, grad, x, y, batch, device)]
+    for fast in variants(args):
+        paths.append(_odex_path(base, fast, x, y, batch, device))
+
+    for p in paths:                    # warm-up: allocator, cuDNN choice, compilation
+        for _ in range(args.warmup):
+            p.step()
+    _sync(device)
+
+    eval_ms = {p.label: [] for p in paths}
+    with torch.no_grad():
+        for p in paths:
+            for _ in range(3):
+                _field_call(p)(torch.zeros((), device=device), y0)
+        for _ in range(args.rounds):
+            for p in paths:
+                call, marks = _field_call(p), Marks(device)
+                marks.mark()
+                for _ in range(args.eval_calls):
+                    call(torch.zeros((), device=device), y0)
+                    marks.mark()
+                eval_ms[p.label] += marks.intervals_ms()
+
+    peak = {}
+    for p in paths:
+        if device.type == "cuda":
+            _sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            held = torch.cuda.memory_allocated(device)
+            p.step()
+            _sync(device)
+            peak[p.label] = (torch.cuda.max_memory_allocated(device) - held) / 2**20
+        else:
+            peak[p.label] = None
+
+    iter_ms = {p.label: [] for p in paths}
+    for p in paths:
+        _reset_nfe(p)
+    for _ in range(args.rounds):       # interleaved, so drift in the machine's speed hits all alike
+        for p in paths:
+            marks = Marks(device)
+            marks.mark()
+            for _ in range(args.iters):
+                p.step()
+                marks.mark()
+            iter_ms[p.label] += marks.intervals_ms()
+    n_timed = args.rounds * args.iters
+
+    rows = []
+    for p in paths:
+        nfe_f, nfe_b = (v / n_timed for v in _nfe(p))
+        ms = statistics.median(iter_ms[p.label])
+        ev = statistics.median(eval_ms[p.label])
+        rows.append({
+            "model": model_name, "model_source": source, "width": width, "batch": batch,
+            "grad": grad, "solver": solver_spec, "tol": args.tol if solver.adaptive else None,
+            "path": p.kind, "label": p.label,
+            "precision": p.fast.precision if p.fast else "fp32",
+            "compile": p.fast.backend if p.fast else None,
+            "channels_last": bool(p.fast.channels_last) if p.fast else False,
+            "ms_iter": ms, "ms_iter_all": iter_ms[p.label], "ms_eval": ev,
+            "nfe_forward": nfe_f, "nfe_backward": nfe_b, "peak_mb": peak[p.label],
+            "images_per_s": batch / ms * 1e3,
+            "flops_call": f_call, "flops_vjp": f_vjp,
+            "tflops_iter": iteration_flops(nfe_f, nfe_b, f_call, f_vjp) / (ms * 1e-3) / 1e12,
+            "tflops_eval": f_call / (ev * 1e-3) / 1e12,
+            "params": sum(q.numel() for q in p.model.parameters()),
+        })
+    ref = rows[0]
+    for r in rows:
+        r["ratio_ms_iter"] = r["ms_iter"] / ref["ms_iter"]
+        r["ratio_ms_eval"] = r["ms_eval"] / ref["ms_eval"]
+        r["ratio_peak_mb"] = (r["peak_mb"] / ref["peak_mb"]) if ref["peak_mb"] else None
+    return rows
+
+
+def variants(args) -> list[FastPaths]:
+    out = []
+    for precision in args.precision:
+        for backend in args.compile:
+            for cl in args.channels_last:
+                out.append(FastPaths(precision, None if backend in ("none", "eager") else backend, cl))
+    return out
+
+
+def _fmt(v, digits=2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    head = ("| model | w | batch | grad | solver | path | ms/iter | x ref | ms/eval | x ref | NFE f/b "
+            "| peak MB | img/s | TFLOP/s |")
+    lines = [f"Device: {meta['device_name']} ({meta['device']}), torch {meta['torch']}, "
+             f"torchdiffeq {meta['torchdiffeq']}, TF32 {'on' if meta['tf32'] else 'off'}.",
+             "", head, "|" + " --- |" * 14]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['width']} | {r['batch']} | {r['grad']} | {r['solver']} "
+                         f"| skipped: {r['error']} |" + " |" * 8)
+            continue
+        ref = r["path"] == "reference"
+        lines.append(
+            f"| {r['model']} | {r['width']} | {r['batch']} | {r['grad']} | {r['solver']} | {r['label']} "
+            f"| {_fmt(r['ms_iter'])} | {'1' if ref else _fmt(r['ratio_ms_iter'])} "
+            f"| {_fmt(r['ms_eval'], 3)} | {'1' if ref else _fmt(r['ratio_ms_eval'])} "
+            f"| {_fmt(r['nfe_forward'], 1)}/{_fmt(r['nfe_backward'], 1)} | {_fmt(r['peak_mb'], 0)} "
+            f"| {_fmt(r['images_per_s'], 0)} | {_fmt(r['tflops_iter'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--models", nargs="+", default=["gq_image"])
+    p.add_argument("--width-key", default=None, help="the model config's width key (default: width, else hidden)")
+    p.add_argument("--widths", nargs="+", type=int, default=[50, 500])
+    p.add_argument("--batches", nargs="+", type=int, default=[16])
+    p.add_argument("--grads", nargs="+", default=["direct", "adjoint", "seminorm"])
+    p.add_argument("--solvers", nargs="+", default=["dopri5", "rk4:10"],
+                   help="adaptive by name (tolerance --tol) or fixed as method:steps")
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--precision", nargs="+", default=["fp32"], help="odex variants: fp32 bf16")
+    p.add_argument("--compile", nargs="+", default=["none"],
+                   help="odex variants: none, inductor, aot_eager, ... (torch.compile backends)")
+    p.add_argument("--channels-last", nargs="+", default=[False], type=lambda s: s.lower() in ("1", "true", "on"),
+                   help="odex variants: off on")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="TF32 is on by default, as in odex-train")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per round and path")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--eval-calls", type=int, default=20, help="timed field evaluations per round and path")
+    p.add_argument("--dataset-batches", type=int, default=8, help="random images = batch x this")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cudnn.benchmark = False
+    meta = {
+        "command": "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
+        "python": platform.python_version(), "tf32": bool(args.tf32 and device.type == "cuda"),
+        "iters": args.iters, "rounds": args.rounds, "warmup": args.warmup,
+    }
+    rows = []
+    for model_name in args.models:
+        for width in args.widths:
+            for batch in args.batches:
+                for grad in args.grads:
+                    for solver_spec in args.solvers:
+                        case = dict(model=model_name, width=width, batch=batch, grad=grad, solver=solver_spec)
+                        print(f"bench: {case}", file=sys.stderr, flush=True)
+                        try:
+                            rows += bench_case(args, model_name, width, batch, grad, solver_spec, device)
+                        except (OdexError, torch.cuda.OutOfMemoryError) as e:
+                            rows.append({**case, "error": str(e).split(";")[0]})
+                            if device.type == "cuda":
+                                torch.cuda.empty_cache()
+    result = {"meta": meta, "rows": rows}
+    table = markdown(rows, meta)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        out.with_suffix(".md").write_text(f"`{meta['command']}`\n\n{table}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
