@@ -227,7 +227,7 @@ def _sync(device: torch.device) -> None:
 
 
 @dataclass
-class Path_:
+class TrainPath:
     label: str
     kind: str                    # "reference" | "odex"
     model: nn.Module
@@ -235,7 +235,7 @@ class Path_:
     fast: FastPaths | None = None
 
 
-def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int, device) -> Path_:
+def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int, device) -> TrainPath:
     model = copy.deepcopy(base)
     call = REFERENCE_CALL.get(grad, "odeint_adjoint")
     _replace_ode_blocks(model, lambda blk: PlainODEBlock(blk.field.field, solver, call))
@@ -257,10 +257,10 @@ def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int
         loss.backward()
         opt.step()
 
-    return Path_(f"torchdiffeq {call} + DataLoader", "reference", model, step)
+    return TrainPath(f"torchdiffeq {call} + DataLoader", "reference", model, step)
 
 
-def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Path_:
+def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> TrainPath:
     """The trainer's iteration (odex/trainer.py, Trainer.fit) on odex's device-resident batches."""
     model = copy.deepcopy(base).to(device).train()
     fast.apply(model)
@@ -289,10 +289,10 @@ def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Pa
 
     label = "odex " + fast.precision + (f" compile={fast.backend}" if fast.backend else "") + \
         (" channels_last" if fast.channels_last else "")
-    return Path_(label, "odex", model, step, fast)
+    return TrainPath(label, "odex", model, step, fast)
 
 
-def _nfe(path: Path_) -> tuple[float, float]:
+def _nfe(path: TrainPath) -> tuple[float, float]:
     if path.kind == "reference":
         f = sum(m.forward_calls for m in path.model.modules() if isinstance(m, _HostCounted))
         b = sum(m.backward_calls for m in path.model.modules() if isinstance(m, _HostCounted))
@@ -301,7 +301,7 @@ def _nfe(path: Path_) -> tuple[float, float]:
     return float(f), float(b)
 
 
-def _reset_nfe(path: Path_) -> None:
+def _reset_nfe(path: TrainPath) -> None:
     if path.kind == "reference":
         for m in path.model.modules():
             if isinstance(m, _HostCounted):
@@ -311,7 +311,7 @@ def _reset_nfe(path: Path_) -> None:
         reset_nfe(path.model)
 
 
-def _field_call(path: Path_):
+def _field_call(path: TrainPath):
     """One forward vector-field evaluation through the path's own wrapper (odex: CountedField,
     with its autocast/compile settings; reference: the bare field)."""
     if path.kind == "reference":

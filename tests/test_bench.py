@@ -1,0 +1,55 @@
+"""scripts/bench.py at toy sizes: every figure and ratio is in the JSON and the Markdown, the
+counts agree with the solver's arithmetic, and the FLOPs with the drift's hand-counted ones."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("odex_bench", REPO / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+KEYS = {"model", "width", "batch", "grad", "solver", "path", "label", "precision", "compile",
+        "channels_last", "ms_iter", "ms_eval", "nfe_forward", "nfe_backward", "peak_mb",
+        "images_per_s", "flops_call", "flops_vjp", "tflops_iter", "tflops_eval", "ratio_ms_iter",
+        "ratio_ms_eval", "params"}
+
+
+def test_bench_smoke_run(bench, tmp_path):
+    w, b = 4, 2
+    result = bench.main(["--device", "cpu", "--threads", "1", "--widths", str(w), "--batches", str(b),
+                         "--grads", "direct", "adjoint", "--solvers", "rk4:2", "dopri5",
+                         "--precision", "fp32", "bf16", "--iters", "2", "--rounds", "1",
+                         "--warmup", "1", "--eval-calls", "2", "--dataset-batches", "2",
+                         "--out", str(tmp_path / "bench")])
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+    assert {"command", "device", "torch", "torchdiffeq", "tf32"} <= set(saved["meta"])
+    rows = saved["rows"]
+    assert len(rows) == 2 * 2 * 3                       # grads x solvers x (reference + 2 variants)
+    for r in rows:
+        assert KEYS <= set(r), KEYS - set(r)
+        assert r["ms_iter"] > 0 and r["ms_eval"] > 0 and r["images_per_s"] > 0 and r["tflops_iter"] > 0
+    refs = [r for r in rows if r["path"] == "reference"]
+    assert len(refs) == 4 and all(r["ratio_ms_iter"] == 1 for r in refs)
+    assert {r["label"] for r in refs} == {"torchdiffeq odeint + DataLoader",
+                                         "torchdiffeq odeint_adjoint + DataLoader"}
+    for r in rows:
+        if r["solver"] == "rk4:2":                      # 4 evaluations per rk4 step, both paths
+            assert r["nfe_forward"] == 8
+            assert r["nfe_backward"] == (8 if r["grad"] == "adjoint" else 0)
+    # three 3x3 convs 10 -> w -> w -> 10 on an 11x11 state: 2 * 9 * (10w + w^2 + 10w) * 121 per image
+    assert rows[0]["flops_call"] == 2 * 9 * (10 * w + w * w + w * 10) * 121 * b
+    md = (tmp_path / "bench.md").read_text()
+    assert md.startswith("`python scripts/bench.py") and "| odex bf16 |" in md and "x ref" in md
