@@ -9,6 +9,9 @@
   the state_dict keys and checkpoints stay those of the eager model). `true` means the default
   backend (inductor); a string names a backend ("aot_eager" is a cheap one for testing).
   The solver's Python stepping (torchdiffeq) stays eager.
+- fixed_grid=odex: ODE blocks with a fixed-step euler/midpoint/rk4 solver and grad=direct step
+  on odex's own grid (odex/fixed_grid.py): torchdiffeq's arithmetic without its host reads of the
+  time grid, so a training step makes no host sync at all (and could be captured in a CUDA graph).
 - channels_last: the model's 4-d weights in channels-last memory format (cuDNN then picks NHWC
   convolution kernels; the inputs follow the weights).
 
@@ -23,7 +26,9 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .fixed_grid import use_sync_free_grid
 from .nfe import counted_fields
+from .ode_block import ODEBlock
 from .precision import field_dtype
 
 
@@ -32,9 +37,12 @@ class FastPaths:
     precision: str = "fp32"
     compile: bool | str | None = None
     channels_last: bool = False
+    fixed_grid: str = "torchdiffeq"
 
     def __post_init__(self) -> None:
         field_dtype(self.precision)          # a ConfigError for an unknown name
+        if self.fixed_grid not in ("torchdiffeq", "odex"):
+            raise ConfigError(f"trainer.fixed_grid must be torchdiffeq or odex, got {self.fixed_grid!r}")
         if self.compile is not None and not isinstance(self.compile, (bool, str)):
             raise ConfigError(f"trainer.compile must be false, true or a torch.compile backend name, "
                               f"got {self.compile!r}")
@@ -69,6 +77,10 @@ class FastPaths:
             counted.autocast_dtype = dtype
             if self.backend is not None:
                 counted.field.compile(backend=self.backend)
+        if self.fixed_grid == "odex":
+            for block in model.modules():
+                if isinstance(block, ODEBlock):
+                    use_sync_free_grid(block)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return model

@@ -9,7 +9,8 @@ paths, in this one process, in interleaved rounds:
   from a torch DataLoader over a CPU TensorDataset moved to the device per batch, eager float32;
 - odex: the model as odex-train builds it (ODE block -> odex.odeint -> the gradient method), batches
   from odex's device-resident `Batches`, the objective and the trainer's per-step arithmetic, and
-  each fast-path variant asked for (--precision, --compile, --channels-last; odex/fast_paths.py).
+  each fast-path variant asked for (--precision, --compile, --channels-last, --fixed-grid;
+  odex/fast_paths.py).
 
 Per path: median ms per training iteration (data, forward, cross-entropy, backward, Adam step),
 timed between consecutive iterations with CUDA events on a GPU (perf_counter on the CPU) after
@@ -64,6 +65,7 @@ from odex.data.batches import Batches  # noqa: E402
 from odex.data.bundle import Split  # noqa: E402
 from odex.errors import OdexError  # noqa: E402
 from odex.fast_paths import FastPaths  # noqa: E402
+from odex.fixed_grid import STEPS  # noqa: E402
 from odex.models.layers import Normalize  # noqa: E402
 from odex.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
 from odex.objectives import CrossEntropy  # noqa: E402
@@ -288,7 +290,8 @@ def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Tr
         sums["correct"] += (out.logits.detach().argmax(1) == yb).sum()
 
     label = "odex " + fast.precision + (f" compile={fast.backend}" if fast.backend else "") + \
-        (" channels_last" if fast.channels_last else "")
+        (" channels_last" if fast.channels_last else "") + \
+        (" fixed_grid=odex" if fast.fixed_grid == "odex" else "")
     return TrainPath(label, "odex", model, step, fast)
 
 
@@ -374,6 +377,8 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
 
     paths = [_reference_path(base, solver, grad, x, y, batch, device)]
     for fast in variants(args):
+        if fast.fixed_grid == "odex" and not (grad == "direct" and solver.method in STEPS):
+            continue                    # it changes nothing there: the torchdiffeq variant covers it
         paths.append(_odex_path(base, fast, x, y, batch, device))
 
     for p in paths:                    # warm-up: allocator, cuDNN choice, compilation
@@ -432,6 +437,7 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
             "precision": p.fast.precision if p.fast else "fp32",
             "compile": p.fast.backend if p.fast else None,
             "channels_last": bool(p.fast.channels_last) if p.fast else False,
+            "fixed_grid": p.fast.fixed_grid if p.fast else "torchdiffeq",
             "ms_iter": ms, "ms_iter_all": iter_ms[p.label], "ms_eval": ev,
             "nfe_forward": nfe_f, "nfe_backward": nfe_b, "peak_mb": peak[p.label],
             "images_per_s": batch / ms * 1e3,
@@ -453,7 +459,8 @@ def variants(args) -> list[FastPaths]:
     for precision in args.precision:
         for backend in args.compile:
             for cl in args.channels_last:
-                out.append(FastPaths(precision, None if backend in ("none", "eager") else backend, cl))
+                for grid in args.fixed_grid:
+                    out.append(FastPaths(precision, None if backend in ("none", "eager") else backend, cl, grid))
     return out
 
 
@@ -503,6 +510,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="odex variants: none, inductor, aot_eager, ... (torch.compile backends)")
     p.add_argument("--channels-last", nargs="+", default=[False], type=lambda s: s.lower() in ("1", "true", "on"),
                    help="odex variants: off on")
+    p.add_argument("--fixed-grid", nargs="+", default=["torchdiffeq"], choices=["torchdiffeq", "odex"],
+                   help="odex variants: torchdiffeq's fixed-grid stepping or odex's sync-free one "
+                        "(grad=direct with euler/midpoint/rk4 only)")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="TF32 is on by default, as in odex-train")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per round and path")
     p.add_argument("--rounds", type=int, default=3)

@@ -21,7 +21,7 @@ def bench():
 
 
 KEYS = {"model", "width", "batch", "grad", "solver", "path", "label", "precision", "compile",
-        "channels_last", "ms_iter", "ms_eval", "nfe_forward", "nfe_backward", "peak_mb",
+        "channels_last", "fixed_grid", "ms_iter", "ms_eval", "nfe_forward", "nfe_backward", "peak_mb",
         "images_per_s", "flops_call", "flops_vjp", "tflops_iter", "tflops_eval", "ratio_ms_iter",
         "ratio_ms_eval", "params"}
 
@@ -30,14 +30,16 @@ def test_bench_smoke_run(bench, tmp_path):
     w, b = 4, 2
     result = bench.main(["--device", "cpu", "--threads", "1", "--widths", str(w), "--batches", str(b),
                          "--grads", "direct", "adjoint", "--solvers", "rk4:2", "dopri5",
-                         "--precision", "fp32", "bf16", "--iters", "2", "--rounds", "1",
+                         "--precision", "fp32", "bf16", "--fixed-grid", "torchdiffeq", "odex", "--iters", "2", "--rounds", "1",
                          "--warmup", "1", "--eval-calls", "2", "--dataset-batches", "2",
                          "--out", str(tmp_path / "bench")])
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(result["rows"]))
     assert {"command", "device", "torch", "torchdiffeq", "tf32"} <= set(saved["meta"])
     rows = saved["rows"]
-    assert len(rows) == 2 * 2 * 3                       # grads x solvers x (reference + 2 variants)
+    # grads x solvers x (reference + 2 precisions), + 2 sync-free variants for direct with rk4
+    assert len(rows) == 2 * 2 * 3 + 2
+    assert sum(r["fixed_grid"] == "odex" for r in rows) == 2
     for r in rows:
         assert KEYS <= set(r), KEYS - set(r)
         assert r["ms_iter"] > 0 and r["ms_eval"] > 0 and r["images_per_s"] > 0 and r["tflops_iter"] > 0

@@ -209,3 +209,67 @@ def test_inductor_compile_on_cuda_gives_the_eager_outputs():
     torch.testing.assert_close(out_c, out_e, rtol=1e-3, atol=1e-4)
     for a, b in zip(g_c, g_e):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# trainer.fixed_grid=odex: torchdiffeq's fixed-grid arithmetic without its host reads
+
+@pytest.mark.parametrize("method, steps, step_size", [
+    ("rk4", 4, None), ("rk4", None, 0.3), ("midpoint", 3, None), ("euler", None, 0.1)])
+def test_sync_free_grid_computes_what_torchdiffeq_computes(method, steps, step_size, monkeypatch):
+    torch.manual_seed(0)
+    solver = Solver(method=method, steps=steps, step_size=step_size, t1=1.0, max_num_steps=None)
+    ref = ODEBlock(ConvField(4, 8, act="softplus"), solver, "direct")
+    fast = FastPaths(fixed_grid="odex").apply(copy.deepcopy(ref))
+    y0 = torch.randn(2, 4, 5, 5)
+    out_r, g_r = loss_and_grads(ref, y0)
+    import torchdiffeq
+
+    def no_torchdiffeq(*a, **k):
+        raise AssertionError("the sync-free grid fell back to torchdiffeq")
+    monkeypatch.setattr(torchdiffeq, "odeint", no_torchdiffeq)
+    out_f, g_f = loss_and_grads(fast, y0)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g_f, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert fast.field.nfe_forward.item() == ref.field.nfe_forward.item()
+    n_steps = steps or math.ceil(1.0 / step_size)
+    assert fast.field.nfe_forward.item() == n_steps * {"rk4": 4, "midpoint": 2, "euler": 1}[method]
+
+
+def test_sync_free_grid_leaves_other_solves_to_torchdiffeq():
+    torch.manual_seed(0)
+    block = FastPaths(fixed_grid="odex").apply(conv_block("direct"))
+    assert type(block.grad).__name__ == "SyncFreeDirect"
+    copied = copy.deepcopy(block)                     # the copy's solves use the copy's own interval
+    assert copied.grad._block() is copied
+    y0 = torch.randn(2, 4, 5, 5)
+    times = torch.tensor([0.0, 0.5, 1.0])            # a trajectory: torchdiffeq's interpolation
+    traj = block(y0, times)
+    assert traj.shape == (3, *y0.shape)
+    torch.testing.assert_close(traj[-1], block(y0), rtol=1e-6, atol=1e-7)
+    for grad, method in (("adjoint", "rk4"), ("direct", "dopri5")):
+        other = FastPaths(fixed_grid="odex").apply(conv_block(grad, method=method))
+        assert type(other.grad).__name__ != "SyncFreeDirect"
+
+
+def test_sync_free_grid_trains_like_torchdiffeq(tmp_path):
+    fixed = [*TINY, "solver=rk4", "solver.steps=3"]
+    ref = train_in_process(tmp_path / "ref", fixed)
+    fast = train_in_process(tmp_path / "fast", [*fixed, "trainer.fixed_grid=odex"])
+    assert ref["status"] == fast["status"] == "completed"
+    assert fast["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-5)
+    assert fast["test/acc"] == ref["test/acc"]
+
+
+@pytest.mark.gpu
+def test_fixed_step_training_epoch_with_sync_free_grid_never_syncs(tmp_path):
+    """With trainer.fixed_grid=odex nothing in a training epoch's batches reads the GPU back: sync
+    debugging records no synchronising call at all (warn mode, so a failure lists every place)."""
+    SyncWatch.records = []
+    overrides = [*TINY, "trainer.device=cuda", "dataset.batch_size=32", "solver=rk4", "solver.steps=4",
+                 "trainer.fixed_grid=odex", "+callbacks.sync_watch._target_=test_fast_paths.SyncWatch",
+                 "+callbacks.sync_watch.batches=8"]
+    summary = train_in_process(tmp_path, overrides)
+    assert summary["status"] == "completed", summary["status"]
+    assert SyncWatch.records == [], "\n".join(f"{f}:{n}" for f, n, _ in SyncWatch.records)
