@@ -63,8 +63,13 @@ def grid_points(t0: float, t1: float, step_size: float, dtype: torch.dtype) -> i
 def solve(func, y0: torch.Tensor, t: torch.Tensor, *, method: str, step_size: float,
           t_host: tuple[float, float]) -> torch.Tensor:
     """y at the two times `t` (= `t_host` on the host), stacked like torchdiffeq's output."""
+    return integrate(func, y0, t, grid_points(t_host[0], t_host[1], step_size, t.dtype),
+                     method=method, step_size=step_size)
+
+
+def integrate(func, y0: torch.Tensor, t: torch.Tensor, n: int, *, method: str, step_size: float) -> torch.Tensor:
+    """The n - 1 steps of `solve`: device work only (torch.compile can take it as one graph)."""
     step = STEPS[method]
-    n = grid_points(t_host[0], t_host[1], step_size, t.dtype)
     grid = torch.arange(0, n, dtype=t.dtype, device=t.device) * step_size + t[0]
     grid[-1] = t[-1]
     y = y0
