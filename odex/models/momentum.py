@@ -8,8 +8,9 @@ github.com/pmcsh04/AdamNODE).
 
 The setup all five share (the papers' comparisons at an equal parameter budget): no encoder, the
 ODE state lives on the input's own pixel grid (C x H x W at full resolution); the vector field f is
-`ConvField` (1x1, 3x3, 1x1 convolutions with ReLU, t appended as a channel before each); the logits
-are a linear layer on h(T), the first `dim` channels of the final state.
+`ConvField` (1x1, 3x3, 1x1 convolutions with ReLU -- the `activation` key -- and t appended as a
+channel before each); the logits are a linear layer on h(T), the first `dim` channels of the final
+state.
 
     PixelNODE       h(0) = [x, 0 (augment_dim channels)]       h' = f(t, h)
                     augment_dim 0 is the plain NODE (Chen et al. 2018); > 0 is Dupont et al.'s
@@ -30,8 +31,8 @@ are a linear layer on h(T), the first `dim` channels of the final state.
 Sign of m. The heavy-ball equations above are the paper's. The authors' code integrates
 h' = sigma(-m), m' = f(h) - gamma m + xi h: its m is minus ours and its f minus ours. Both f and
 m(0) are learned networks with sign-symmetric initialisations, so the model families coincide;
-only the stored m has the opposite sign. AdamNODE is written as in the issue and the authors' code:
-there m follows -f, so h moves along +f in all three models.
+only the stored m has the opposite sign. AdamNODE is written as in its authors' code (and paper):
+there m follows -f and h' has a minus sign, so h moves along +f in all three models.
 
 Initial state (both papers): a small conv net g(x) = Conv1x1 -> LeakyReLU(0.3) -> Conv3x3 ->
 LeakyReLU(0.3) -> Conv1x1 gives [a, b]; h(0) = [x, a] (x keeps its channels), m(0) = b, and for
@@ -60,7 +61,8 @@ from ..errors import ConfigError
 from ..grad import GradientMethod
 from ..ode_block import ODEBlock
 from ..solver import Solver
-from .layers import ConvField, Normalize, activation
+from .layers import ConvField, Normalize
+from .layers import activation as activation_module
 
 # rho in AdamNODE's sqrt(rho(v)): v follows f^2 >= 0 but can dip below 0 numerically.
 ROOTS = {"softplus": F.softplus, "sigmoid": torch.sigmoid}
@@ -99,7 +101,7 @@ class HeavyBallField(nn.Module):
         self.f = f
         self.dim = dim
         self.gamma_logit = nn.Parameter(torch.tensor(float(gamma_logit)))
-        self.sigma = nn.Identity() if sigma is None else activation(sigma)
+        self.sigma = nn.Identity() if sigma is None else activation_module(sigma)
         if xi is not None and xi <= 0:
             raise ConfigError(f"model.xi must be > 0 (or null for no restoring term), got {xi}")
         self.xi_raw = None if xi is None else nn.Parameter(torch.tensor(inverse_softplus(float(xi))))
@@ -229,15 +231,16 @@ class PixelNODE(PixelStateClassifier):
 
     def __init__(self, info: DataInfo, solver: Solver, grad: GradientMethod | str = "direct", *,
                  preset: str | None = None, presets: Mapping | None = None,
-                 augment_dim: int | None = None, hidden: int | None = None, normalize: bool = True):
+                 augment_dim: int | None = None, hidden: int | None = None, activation: str = "relu",
+                 normalize: bool = True):
         channels = _image_channels(info, "pixel_node")
         size = from_preset(preset, presets, augment_dim=augment_dim, hidden=hidden)
         if size["augment_dim"] < 0:
             raise ConfigError(f"model.augment_dim must be >= 0, got {size['augment_dim']}")
         dim = channels + size["augment_dim"]
         _check_size(dim, size["hidden"], channels)
-        super().__init__(info, ZeroChannels(size["augment_dim"]), ConvField(dim, size["hidden"]),
-                         dim, solver, grad, normalize)
+        field = ConvField(dim, size["hidden"], act=activation)
+        super().__init__(info, ZeroChannels(size["augment_dim"]), field, dim, solver, grad, normalize)
 
 
 class HeavyBallNODE(PixelStateClassifier):
@@ -246,11 +249,12 @@ class HeavyBallNODE(PixelStateClassifier):
     def __init__(self, info: DataInfo, solver: Solver, grad: GradientMethod | str = "direct", *,
                  preset: str | None = None, presets: Mapping | None = None,
                  dim: int | None = None, hidden: int | None = None, xi: float | None = None,
-                 sigma: str | None = None, gamma_logit: float = -3.0, normalize: bool = True):
+                 sigma: str | None = None, gamma_logit: float = -3.0, activation: str = "relu",
+                 normalize: bool = True):
         channels = _image_channels(info, "heavy_ball")
         size = from_preset(preset, presets, dim=dim, hidden=hidden, xi=xi, sigma=sigma)
         _check_size(size["dim"], size["hidden"], channels)
-        field = HeavyBallField(ConvField(size["dim"], size["hidden"]), size["dim"],
+        field = HeavyBallField(ConvField(size["dim"], size["hidden"], act=activation), size["dim"],
                                gamma_logit=gamma_logit, sigma=size["sigma"], xi=size["xi"])
         super().__init__(info, LearnedMomentum(channels, size["dim"], size["hidden"]), field,
                          size["dim"], solver, grad, normalize)
@@ -263,12 +267,13 @@ class AdamNODE(PixelStateClassifier):
                  preset: str | None = None, presets: Mapping | None = None,
                  dim: int | None = None, hidden: int | None = None, root: str | None = None,
                  beta1_logit: float | None = None, beta2_logit: float | None = None,
-                 eps: float = 1e-8, normalize: bool = True):
+                 eps: float = 1e-8, activation: str = "relu", normalize: bool = True):
         channels = _image_channels(info, "adam_node")
         size = from_preset(preset, presets, dim=dim, hidden=hidden, root=root,
                            beta1_logit=beta1_logit, beta2_logit=beta2_logit)
         _check_size(size["dim"], size["hidden"], channels)
         variant = {k: size[k] for k in ("root", "beta1_logit", "beta2_logit") if size[k] is not None}
-        field = AdamField(ConvField(size["dim"], size["hidden"]), size["dim"], eps=eps, **variant)
+        field = AdamField(ConvField(size["dim"], size["hidden"], act=activation), size["dim"], eps=eps,
+                          **variant)
         super().__init__(info, LearnedMomentum(channels, size["dim"], size["hidden"], second_moment=True),
                          field, size["dim"], solver, grad, normalize)
