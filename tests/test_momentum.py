@@ -166,10 +166,11 @@ def test_explicit_keys_win_over_the_preset():
     (["model=ghbnode", "model.xi=-1"], "model.xi must be > 0"),
     (["model=pixel_augmented", "model.augment_dim=-1"], "model.augment_dim must be >= 0"),
     (["model=heavy_ball", "model.preset=null"], "model.dim is not set"),
+    (["model=heavy_ball", "+model.presets.mnist.hiden=3"], r"model.presets.mnist sets \['hiden'\]"),
 ])
 def test_bad_sizes_are_config_errors(overrides, message):
     cfg = compose_cfg(overrides)
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=message):
         build(cfg.model, info=CIFAR, solver=build(cfg.solver), grad="direct")
 
 

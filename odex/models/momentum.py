@@ -75,6 +75,10 @@ def from_preset(preset: str | None, presets: Mapping | None, **given: Any) -> di
         if not presets or preset not in presets:
             raise ConfigError(f"model.preset={preset!r} is not one of {sorted(presets or {})}")
         row = presets[preset]
+        unknown = sorted(set(row) - set(given))
+        if unknown:      # a typo in a preset row would otherwise be ignored silently
+            raise ConfigError(f"model.presets.{preset} sets {unknown}, which this model does not take; "
+                              f"it takes {sorted(given)}")
     out = {k: (row.get(k) if v is None else v) for k, v in given.items()}
     missing = [k for k in ("dim", "augment_dim", "hidden") if k in out and out[k] is None]
     if missing:
