@@ -237,7 +237,8 @@ def test_adjoint_gradients_agree_with_direct_in_float64(name):
     x, y = torch.rand(3, 1, 5, 5, dtype=torch.float64), torch.tensor([0, 3, 7])
     reference = _grads(direct, x, y)
     assert all(g.abs().sum() > 0 for g in reference.values())     # every parameter gets a gradient
-    for grad in ["adjoint", "seminorm", "gq"]:
+    # GQ's parameter gradient is a Gauss-Legendre quadrature on top of the backward solve: looser.
+    for grad, rel in [("adjoint", 1e-6), ("seminorm", 1e-6), ("gq", 1e-4)]:
         if grad not in METHODS:
             continue
         other = build_model(name, info, keys, solver=tight, grad=grad).double()
@@ -246,7 +247,7 @@ def test_adjoint_gradients_agree_with_direct_in_float64(name):
         assert other.ode.field.nfe_backward.item() > 0
         for k, ref in reference.items():
             err = (got[k] - ref).abs().max().item()
-            assert err <= 1e-6 * ref.abs().max().item(), f"grad={grad}: {k} off by {err:.2e}"
+            assert err <= rel * ref.abs().max().item(), f"grad={grad}: {k} off by {err:.2e}"
 
 
 # ---------------------------------------------------------------------------------------------
