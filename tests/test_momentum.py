@@ -27,16 +27,6 @@ MOMENTUM = ["heavy_ball", "ghbnode", "adam_node"]
 FAMILY = ["pixel_node", "pixel_augmented", *MOMENTUM]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a shared 2-core machine two threads per
-    process made the adjoint tests 20-50x slower (spinning workers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.13,), (0.31,))
 CIFAR = DataInfo("cifar10", (3, 32, 32), 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
 
