@@ -14,7 +14,7 @@ from odex.ode_block import ODEBlock
 from odex.odeint import odeint
 from odex.solver import Solver
 
-SMALL_RUN = ["dataset.limit_train=128", "dataset.limit_test=64", "trainer.max_epochs=1",
+SMALL_RUN = ["dataset.limit_train=64", "dataset.limit_test=64", "trainer.max_epochs=1",
              "trainer.progress=false"]
 
 

@@ -10,7 +10,7 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from conftest import TINY, read_summary, run_cli, train_in_process
+from conftest import read_summary, run_cli, train_in_process
 from odex.errors import ConfigError
 from odex.grad.gq import GaussLegendreAdjoint, gauss_legendre, node_count
 from odex.models.layers import MLPField
@@ -20,6 +20,9 @@ from odex.odeint import odeint
 from odex.solver import Solver
 
 TIGHT = dict(method="dopri5", rtol=1e-12, atol=1e-12)
+# one batch of digits, one epoch, a narrow model: enough to show a run completes and logs NFE
+ONE_BATCH = ["dataset.limit_train=64", "dataset.limit_test=64", "trainer.max_epochs=1",
+             "trainer.progress=false"]
 
 
 def mlp_problem(seed=0):
@@ -210,15 +213,13 @@ def test_gq_refuses_fixed_steps_and_train_mode_batchnorm():
 
 
 def test_odex_train_gq_one_epoch(tmp_path):
-    summary = train_in_process(tmp_path, [*TINY, "grad=gq"])
+    summary = train_in_process(tmp_path, [*ONE_BATCH, "model.channels=8", "model.hidden=16", "grad=gq"])
     assert summary["status"] == "completed", summary["status"]
     assert summary["nfe/backward"] > summary["nfe/forward"] * 0.5 > 0
 
 
 def test_odex_train_gq_image_model(tmp_path):
-    summary = train_in_process(tmp_path, ["dataset.limit_train=128", "dataset.limit_test=64",
-                                          "trainer.max_epochs=1", "trainer.progress=false",
-                                          "model=gq_image", "model.width=8", "grad=gq"])
+    summary = train_in_process(tmp_path, [*ONE_BATCH, "model=gq_image", "model.width=8", "grad=gq"])
     assert summary["status"] == "completed", summary["status"]
     assert summary["nfe/backward"] > 0
 
@@ -227,8 +228,8 @@ def test_odex_train_gq_image_model(tmp_path):
 def test_cli_gq_and_anode(tmp_path):
     """The real command line, one sweep: gq and anode each with a solver they accept complete; the
     two invalid pairs fail with a one-line reason while the sweep goes on."""
-    proc = run_cli(tmp_path, *TINY, "logger=none", "grad=gq,anode", "solver=dopri5,rk4",
-                   "++solver.steps=4", multirun=True)
+    proc = run_cli(tmp_path, *ONE_BATCH, "model.channels=4", "model.hidden=8", "logger=none",
+                   "grad=gq,anode", "solver=dopri5,rk4", "++solver.steps=4", multirun=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = {}
     for job in sorted((tmp_path / "multirun").glob("[0-9]*")):

@@ -16,8 +16,9 @@ Gauss–Legendre quadrature on that interval,
 with n_i = min(ceil(C * NFE_forward * (t_i - t_{i-1}) / (t_N - t_0)), max_nodes) nodes (`c` = C,
 default 0.1; a larger C means more nodes). The nodes tau_k are extra output times of the backward
 solve, so z(tau_k) and a(tau_k) come from the solver's dense output (no forced steps); each node
-costs one evaluation of f and one VJP with respect to theta, added to a running sum (the parameter
-gradient's memory does not grow with n). Between intervals z restarts from the stored forward
+costs one evaluation of f and one VJP with respect to theta, added to a running sum, so the
+parameter gradient's memory does not grow with n (the n node values of [z, a] themselves are
+state-sized and held only while their interval is processed). Between intervals z restarts from the stored forward
 output y(t_{i-1}) and a gains dL/dy(t_{i-1}). Backward NFE = backward solver stages + sum of n_i
 (+ one evaluation per output time when the times require grad).
 
@@ -192,11 +193,12 @@ class _GaussLegendreAdjointFn(torch.autograd.Function):
                                         rtol=setup.backward_rtol, atol=setup.backward_atol,
                                         options=options)
             if params:
+                taus, weights = taus.to(ys.dtype), weights.to(ys.dtype)
                 for k in range(len(taus)):
                     z_k, a_k = states[1 + k]
                     with torch.enable_grad():
-                        f = func(taus[k].to(ys.dtype), z_k)
-                        g = _vjp(f, params, a_k * weights[k].to(a_k.dtype))
+                        f = func(taus[k], z_k)
+                        g = _vjp(f, params, a_k * weights[k])
                     _accumulate(grad_params, g)
             a = states[-1][1]
             z = ys[i - 1]
@@ -220,6 +222,9 @@ def _zeros_if_none(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 def _accumulate(total: list[torch.Tensor | None], new) -> None:
+    if all(g is not None for g in new) and all(g is not None for g in total):
+        torch._foreach_add_(total, list(new))      # one fused launch on a GPU
+        return
     for j, g in enumerate(new):
         if g is None:
             continue
