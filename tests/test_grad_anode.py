@@ -111,3 +111,22 @@ def test_ode_resnet_refuses_gq():
     info = DataInfo("digits", (1, 8, 8), 10, (0.5,), (0.3,))
     with pytest.raises(ConfigError, match="BatchNorm"):
         build(cfg.model, info=info, solver=build(cfg.solver), grad=build(cfg.grad))
+
+
+def test_anode_cifar10_experiment_is_the_papers_recipe():
+    import torch.nn.functional as F
+
+    from conftest import compose_cfg
+    from odex.config import build
+    from odex.data import DataInfo
+
+    cfg = compose_cfg(["experiment=anode_cifar10", "model.width=0.0625"])
+    assert (cfg.grad._target_, cfg.solver.method, cfg.solver.steps) == ("odex.grad.CheckpointedANODE", "midpoint", 2)
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 5e-4)
+    assert list(cfg.schedule.scheduler.milestones) == [150, 250] and cfg.schedule.scheduler.gamma == 0.1
+    assert (cfg.trainer.max_epochs, cfg.dataset.batch_size, cfg.dataset.augment) == (350, 256, True)
+    info = DataInfo("cifar10", (3, 32, 32), 10, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+    model = build(cfg.model, info=info, solver=build(cfg.solver), grad=build(cfg.grad))
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 2])
+    F.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())
