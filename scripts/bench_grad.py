@@ -169,8 +169,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
            "", f"torch {meta['torch']}, torchdiffeq {meta['torchdiffeq']}, {meta['date']}; "
            f"median of {meta['iters']} iterations after {meta['warmup']} warm-up; one Adam step, "
            "untrained weights, random inputs.", ""]
-    out += ["| width | batch | method | solver | ms / iteration | fNFE | bNFE | peak MB | x adjoint time | x torchdiffeq-adjoint time | x adjoint memory |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out += ["| width | batch | method | solver | ms / iteration | fNFE | bNFE | peak MB "
+            "| x adjoint time | x torchdiffeq-adjoint time | x adjoint memory |",
+            "| --- " * 11 + "|"]
     for r in rows:
         same = [q for q in rows if (q["width"], q["batch"], q["tol"]) == (r["width"], r["batch"], r["tol"])]
         ref = {q["method"]: q for q in same}
@@ -214,7 +215,8 @@ def main(argv=None) -> None:
     method, steps = args.anode.split("x")
     args.anode_solver = Solver(method=method, steps=int(steps))
 
-    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+    cpu = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
             "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "iters": args.iters, "warmup": args.warmup, "tf32": device.type == "cuda" and not args.no_tf32}

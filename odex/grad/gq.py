@@ -18,9 +18,9 @@ default 0.1; a larger C means more nodes). The nodes tau_k are extra output time
 solve, so z(tau_k) and a(tau_k) come from the solver's dense output (no forced steps); each node
 costs one evaluation of f and one VJP with respect to theta, added to a running sum, so the
 parameter gradient's memory does not grow with n (the n node values of [z, a] themselves are
-state-sized and held only while their interval is processed). Between intervals z restarts from the stored forward
-output y(t_{i-1}) and a gains dL/dy(t_{i-1}). Backward NFE = backward solver stages + sum of n_i
-(+ one evaluation per output time when the times require grad).
+state-sized and held only while their interval is processed). Between intervals z restarts from
+the stored forward output y(t_{i-1}) and a gains dL/dy(t_{i-1}). Backward NFE = backward solver
+stages + sum of n_i (+ one evaluation per output time when the times require grad).
 
 Gradients: the parameters of `func` that require grad, y0, and the times t when they require grad
 (dL/dt_i = dL/dy_i . f(t_i, y_i) for i >= 1, dL/dt_0 = -a(t_0) . f(t_0, y_0)).

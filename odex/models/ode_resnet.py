@@ -65,16 +65,19 @@ class ODEResNet(nn.Module):
                  normalize: bool = True):
         super().__init__()
         if not info.is_image:
-            raise ConfigError(f"model=ode_resnet needs image data; dataset {info.name} has shape {info.shape}")
+            raise ConfigError(f"model=ode_resnet needs image data; dataset {info.name} has shape "
+                              f"{info.shape}")
         if width <= 0:
             raise ConfigError(f"model.width must be positive, got {width}")
         channels = [max(1, round(c * width)) for c in stages]
         self.normalize = Normalize(info, enabled=normalize)
-        self.stem = nn.Sequential(_conv3x3(info.channels, channels[0]), nn.BatchNorm2d(channels[0]), nn.ReLU())
+        self.stem = nn.Sequential(_conv3x3(info.channels, channels[0]), nn.BatchNorm2d(channels[0]),
+                                  nn.ReLU())
         layers: list[nn.Module] = []
         c_prev = channels[0]
         for i, c in enumerate(channels):
-            layers += [BasicBlock(c_prev, c, stride=1 if i == 0 else 2), ODEBlock(ConvBNField(c), solver, grad)]
+            layers += [BasicBlock(c_prev, c, stride=1 if i == 0 else 2),
+                       ODEBlock(ConvBNField(c), solver, grad)]
             c_prev = c
         self.stages = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
