@@ -45,6 +45,7 @@ def saved_bytes(grad, steps_or_tol, method) -> tuple[int, int]:
 @pytest.mark.parametrize("grad,method,few,many", [
     ("direct", "rk4", 4, 32),
     ("anode", "rk4", 4, 32),
+    ("gq", "rk4", 4, 32),
     ("gq", "dopri5", 1e-3, 1e-10),
     ("adjoint", "dopri5", 1e-3, 1e-10),
     ("seminorm", "dopri5", 1e-3, 1e-10),
