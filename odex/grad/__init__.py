@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .adjoint import Adjoint, SeminormAdjoint
+from .anode import CheckpointedANODE
 from .base import GradientMethod
 from .direct import Direct
+from .gq import GaussLegendreAdjoint
 
 METHODS: dict[str, type[GradientMethod]] = {
     "direct": Direct,
     "adjoint": Adjoint,
     "seminorm": SeminormAdjoint,
+    "gq": GaussLegendreAdjoint,
+    "anode": CheckpointedANODE,
 }
 
 
@@ -26,4 +30,5 @@ def gradient_method(grad: str | GradientMethod, options: dict | None = None) -> 
     return cls(**(options or {}))
 
 
-__all__ = ["METHODS", "GradientMethod", "gradient_method", "Direct", "Adjoint", "SeminormAdjoint"]
+__all__ = ["METHODS", "GradientMethod", "gradient_method", "Direct", "Adjoint", "SeminormAdjoint",
+           "GaussLegendreAdjoint", "CheckpointedANODE"]

@@ -1,0 +1,283 @@
+"""Momentum neural ODEs and the first-order NODEs they are compared with, as image classifiers
+built the way their papers build them.
+
+Papers: Xia, Suliafu, Ji, Nguyen, Bertozzi, Osher, Wang, "Heavy Ball Neural Ordinary Differential
+Equations", NeurIPS 2021 (HBNODE, GHBNODE; github.com/hedixia/HeavyBallNODE); Cho et al.,
+"Improving Neural ODE Training with Temporal Adaptive Momentum", 2022 (AdamNODE;
+github.com/pmcsh04/AdamNODE).
+
+The setup all five share (the papers' comparisons at an equal parameter budget): no encoder, the
+ODE state lives on the input's own pixel grid (C x H x W at full resolution); the vector field f is
+`ConvField` (1x1, 3x3, 1x1 convolutions with ReLU -- the `activation` key -- and t appended as a
+channel before each); the logits are a linear layer on h(T), the first `dim` channels of the final
+state.
+
+    PixelNODE       h(0) = [x, 0 (augment_dim channels)]       h' = f(t, h)
+                    augment_dim 0 is the plain NODE (Chen et al. 2018); > 0 is Dupont et al.'s
+                    augmented NODE, which the authors' repositories call "anode" (not Gholami's
+                    checkpointed ANODE, which is the gradient method `grad=anode`).
+    HeavyBallNODE   z = [h, m]      h' = sigma(m)
+                                    m' = -gamma m + f(t, h) - xi h
+                    gamma = sigmoid(gamma_logit) in (0, 1), xi = softplus(.) >= 0, both trainable.
+                    sigma = identity and no xi term: HBNODE; sigma = tanh with xi: GHBNODE.
+    AdamNODE        z = [h, m, v]   h' = -m / (sqrt(rho(v)) + eps)
+                                    m' = beta1 (-f(t, h) - m)
+                                    v' = beta2 (f(t, h)^2 - v)
+                    beta_i = sigmoid(beta_i_logit), trainable. rho keeps the root real:
+                    softplus (default; the authors' library/MNIST code, base.py, rates initialised
+                    at logits -5 / +5) or sigmoid (their CIFAR-10 code, cifar10/models.py, logits
+                    +3 / +3). The `mnist` and `cifar10` presets pick the respective variant.
+
+Sign of m. The heavy-ball equations above are the paper's. The authors' code integrates
+h' = sigma(-m), m' = f(h) - gamma m + xi h: its m is minus ours and its f minus ours. Both f and
+m(0) are learned networks with sign-symmetric initialisations, so the model families coincide;
+only the stored m has the opposite sign. AdamNODE is written as in its authors' code (and paper):
+there m follows -f and h' has a minus sign, so h moves along +f in all three models.
+
+Initial state (both papers): a small conv net g(x) = Conv1x1 -> LeakyReLU(0.3) -> Conv3x3 ->
+LeakyReLU(0.3) -> Conv1x1 gives [a, b]; h(0) = [x, a] (x keeps its channels), m(0) = b, and for
+AdamNODE v(0) = b^2. The authors' AdamNODE code concatenates [x, g, g^2] and splits the result
+into three equal parts, which mixes squared values into m(0); we keep v(0) = m(0)^2, the same idea
+with a clean split (a few more output weights in g, still within the budget).
+
+The extended state is one tensor (the parts concatenated along channels), so every gradient method
+and the NFE counter see one vector field: one evaluation of the whole system is one NFE.
+
+Sizes: each model's YAML has a `presets` table (dim/augment_dim, hidden, and the variant keys
+the authors used per dataset) chosen by `preset`; a key given explicitly wins over the preset.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import DataInfo
+from ..errors import ConfigError
+from ..grad import GradientMethod
+from ..ode_block import ODEBlock
+from ..solver import Solver
+from .layers import ConvField, Normalize
+from .layers import activation as activation_module
+
+# rho in AdamNODE's sqrt(rho(v)): v follows f^2 >= 0 but can dip below 0 numerically.
+ROOTS = {"softplus": F.softplus, "sigmoid": torch.sigmoid}
+
+
+def from_preset(preset: str | None, presets: Mapping | None, **given: Any) -> dict[str, Any]:
+    """`given` with every None replaced by the preset's value for that key (explicit keys win)."""
+    row: Mapping = {}
+    if preset is not None:
+        if not presets or preset not in presets:
+            raise ConfigError(f"model.preset={preset!r} is not one of {sorted(presets or {})}")
+        row = presets[preset]
+        unknown = sorted(set(row) - set(given))
+        if unknown:      # a typo in a preset row would otherwise be ignored silently
+            raise ConfigError(f"model.presets.{preset} sets {unknown}, which this model does not take; "
+                              f"it takes {sorted(given)}")
+    out = {k: (row.get(k) if v is None else v) for k, v in given.items()}
+    missing = [k for k in ("dim", "augment_dim", "hidden") if k in out and out[k] is None]
+    if missing:
+        raise ConfigError(f"model.{missing[0]} is not set: give it or choose a model.preset that sets it")
+    return out
+
+
+def inverse_softplus(y: float) -> float:
+    """x with softplus(x) = y > 0 (stable form of log(exp(y) - 1))."""
+    return y + math.log(-math.expm1(-y))
+
+
+# ----------------------------------------------------------------------------------------------
+# Vector fields of the extended state
+# ----------------------------------------------------------------------------------------------
+
+class HeavyBallField(nn.Module):
+    """d/dt [h, m] = [sigma(m), -gamma m + f(t, h) - xi h] (Xia et al. 2021, eq. HBNODE/GHBNODE),
+    gamma = sigmoid(gamma_logit), xi = softplus(xi_raw) initialised at `xi` (None: no xi term)."""
+
+    def __init__(self, f: nn.Module, dim: int, *, gamma_logit: float = -3.0,
+                 sigma: str | None = None, xi: float | None = None):
+        super().__init__()
+        self.f = f
+        self.dim = dim
+        self.gamma_logit = nn.Parameter(torch.tensor(float(gamma_logit)))
+        self.sigma = nn.Identity() if sigma is None else activation_module(sigma)
+        if xi is not None and xi <= 0:
+            raise ConfigError(f"model.xi must be > 0 (or null for no restoring term), got {xi}")
+        self.xi_raw = None if xi is None else nn.Parameter(torch.tensor(inverse_softplus(float(xi))))
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        return torch.sigmoid(self.gamma_logit)
+
+    @property
+    def xi(self) -> torch.Tensor | None:
+        return None if self.xi_raw is None else F.softplus(self.xi_raw)
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h, m = z.split(self.dim, dim=1)
+        dm = self.f(t, h) - self.gamma * m
+        if self.xi_raw is not None:
+            dm = dm - self.xi * h
+        return torch.cat([self.sigma(m), dm], dim=1)
+
+
+class AdamField(nn.Module):
+    """d/dt [h, m, v] = [-m / (sqrt(rho(v)) + eps), beta1 (-f - m), beta2 (f^2 - v)], f = f(t, h)
+    (Cho et al. 2022), beta_i = sigmoid(beta_i_logit), rho = softplus or sigmoid."""
+
+    def __init__(self, f: nn.Module, dim: int, *, beta1_logit: float = -5.0, beta2_logit: float = 5.0,
+                 root: str = "softplus", eps: float = 1e-8):
+        super().__init__()
+        if root not in ROOTS:
+            raise ConfigError(f"model.root={root!r}: choose one of {sorted(ROOTS)}")
+        self.f = f
+        self.dim = dim
+        self.beta1_logit = nn.Parameter(torch.tensor(float(beta1_logit)))
+        self.beta2_logit = nn.Parameter(torch.tensor(float(beta2_logit)))
+        self.root = root
+        self.eps = eps
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h, m, v = z.split(self.dim, dim=1)
+        f = self.f(t, h)
+        dh = -m / (ROOTS[self.root](v).sqrt() + self.eps)
+        dm = torch.sigmoid(self.beta1_logit) * (-f - m)
+        dv = torch.sigmoid(self.beta2_logit) * (f * f - v)
+        return torch.cat([dh, dm, dv], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Initial states
+# ----------------------------------------------------------------------------------------------
+
+class ZeroChannels(nn.Module):
+    """h(0) = [x, 0]: `augment_dim` zero channels appended (Dupont et al. 2019)."""
+
+    def __init__(self, augment_dim: int):
+        super().__init__()
+        self.augment_dim = augment_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.augment_dim == 0:
+            return x
+        return torch.cat([x, x.new_zeros((x.shape[0], self.augment_dim, *x.shape[2:]))], dim=1)
+
+
+class LearnedMomentum(nn.Module):
+    """h(0) = [x, a], m(0) = b and, with `second_moment`, v(0) = b^2, where [a, b] = g(x) and g is
+    Conv1x1 -> LeakyReLU(0.3) -> Conv3x3 -> LeakyReLU(0.3) -> Conv1x1 (Xia et al. 2021)."""
+
+    def __init__(self, in_channels: int, dim: int, hidden: int, second_moment: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.dim = dim
+        self.second_moment = second_moment
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1), nn.LeakyReLU(0.3),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.3),
+            nn.Conv2d(hidden, 2 * dim - in_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        m = out[:, self.dim - self.in_channels:]
+        parts = [x, out]
+        if self.second_moment:
+            parts.append(m * m)
+        return torch.cat(parts, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifiers
+# ----------------------------------------------------------------------------------------------
+
+class PixelStateClassifier(nn.Module):
+    """logits = readout(h(T)), z(0) = initial(normalize(x)), z(T) from the ODE block, h the first
+    `dim` channels of z. The state keeps the input's spatial size (no encoder)."""
+
+    def __init__(self, info: DataInfo, initial: nn.Module, field: nn.Module, dim: int,
+                 solver: Solver, grad: GradientMethod | str, normalize: bool):
+        super().__init__()
+        _, height, width = info.shape
+        self.normalize = Normalize(info, enabled=normalize)
+        self.initial = initial
+        self.ode = ODEBlock(field, solver, grad)
+        self.dim = dim
+        self.readout = nn.Linear(dim * height * width, info.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.ode(self.initial(self.normalize(x)))
+        return self.readout(z[:, :self.dim].flatten(1))
+
+
+def _image_channels(info: DataInfo, model: str) -> int:
+    if not info.is_image:
+        raise ConfigError(f"model={model} is a convolutional image classifier; dataset "
+                          f"{info.name!r} has vector inputs of shape {tuple(info.shape)}")
+    return info.channels
+
+
+def _check_size(dim: int, hidden: int, channels: int) -> None:
+    if dim < channels:
+        raise ConfigError(f"model.dim={dim} must be >= the input's {channels} channels "
+                          "(h(0) starts with the input itself)")
+    if hidden < 1:
+        raise ConfigError(f"model.hidden must be >= 1, got {hidden}")
+
+
+class PixelNODE(PixelStateClassifier):
+    """First-order NODE on the pixel grid: h(0) = [x, 0], h' = f(t, h) (plain for augment_dim 0,
+    Dupont et al.'s augmented NODE otherwise)."""
+
+    def __init__(self, info: DataInfo, solver: Solver, grad: GradientMethod | str = "direct", *,
+                 preset: str | None = None, presets: Mapping | None = None,
+                 augment_dim: int | None = None, hidden: int | None = None, activation: str = "relu",
+                 normalize: bool = True):
+        channels = _image_channels(info, "pixel_node")
+        size = from_preset(preset, presets, augment_dim=augment_dim, hidden=hidden)
+        if size["augment_dim"] < 0:
+            raise ConfigError(f"model.augment_dim must be >= 0, got {size['augment_dim']}")
+        dim = channels + size["augment_dim"]
+        _check_size(dim, size["hidden"], channels)
+        field = ConvField(dim, size["hidden"], act=activation)
+        super().__init__(info, ZeroChannels(size["augment_dim"]), field, dim, solver, grad, normalize)
+
+
+class HeavyBallNODE(PixelStateClassifier):
+    """HBNODE (sigma None, xi None) or GHBNODE (sigma tanh, xi > 0); see `HeavyBallField`."""
+
+    def __init__(self, info: DataInfo, solver: Solver, grad: GradientMethod | str = "direct", *,
+                 preset: str | None = None, presets: Mapping | None = None,
+                 dim: int | None = None, hidden: int | None = None, xi: float | None = None,
+                 sigma: str | None = None, gamma_logit: float = -3.0, activation: str = "relu",
+                 normalize: bool = True):
+        channels = _image_channels(info, "heavy_ball")
+        size = from_preset(preset, presets, dim=dim, hidden=hidden, xi=xi, sigma=sigma)
+        _check_size(size["dim"], size["hidden"], channels)
+        field = HeavyBallField(ConvField(size["dim"], size["hidden"], act=activation), size["dim"],
+                               gamma_logit=gamma_logit, sigma=size["sigma"], xi=size["xi"])
+        super().__init__(info, LearnedMomentum(channels, size["dim"], size["hidden"]), field,
+                         size["dim"], solver, grad, normalize)
+
+
+class AdamNODE(PixelStateClassifier):
+    """AdamNODE; see `AdamField`. Variant keys (root, rate logits) come from the preset unless given."""
+
+    def __init__(self, info: DataInfo, solver: Solver, grad: GradientMethod | str = "direct", *,
+                 preset: str | None = None, presets: Mapping | None = None,
+                 dim: int | None = None, hidden: int | None = None, root: str | None = None,
+                 beta1_logit: float | None = None, beta2_logit: float | None = None,
+                 eps: float = 1e-8, activation: str = "relu", normalize: bool = True):
+        channels = _image_channels(info, "adam_node")
+        size = from_preset(preset, presets, dim=dim, hidden=hidden, root=root,
+                           beta1_logit=beta1_logit, beta2_logit=beta2_logit)
+        _check_size(size["dim"], size["hidden"], channels)
+        variant = {k: size[k] for k in ("root", "beta1_logit", "beta2_logit") if size[k] is not None}
+        field = AdamField(ConvField(size["dim"], size["hidden"], act=activation), size["dim"], eps=eps,
+                          **variant)
+        super().__init__(info, LearnedMomentum(channels, size["dim"], size["hidden"], second_moment=True),
+                         field, size["dim"], solver, grad, normalize)
