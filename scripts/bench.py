@@ -31,11 +31,10 @@ both paths and the rounds are comparable.
 Writes <out>.json (every row and the run's settings) and <out>.md (a Markdown table); prints the
 table. Only ratios from one run mean much: absolute GPU times move between machines.
 
-The model is the GQ paper's MNIST network (model=gq_image: encoder to a 10x11x11 state, drift
-three 3x3 convs 10 -> w -> w -> 10 with softplus, MLP readout) on random MNIST-shaped images. Its
-config comes from conf/model/gq_image.yaml; where that is not merged yet, the script's own copy
-of the network below is used (and the JSON says so). Any other model config works with --models,
-its width key given by --width-key (default: `width`, else `hidden`).
+The model is the GQ paper's MNIST network (model=gq_image, odex/models/gq_image.py: encoder to a
+10x11x11 state, drift three 3x3 convs 10 -> w -> w -> 10 with softplus, MLP readout) on random
+MNIST-shaped images, built from its config. Any other model config works with --models, its width
+key given by --width-key (default: `width`, else `hidden`).
 """
 from __future__ import annotations
 
@@ -66,7 +65,6 @@ from odex.data.bundle import Split  # noqa: E402
 from odex.errors import OdexError  # noqa: E402
 from odex.fast_paths import FastPaths  # noqa: E402
 from odex.fixed_grid import STEPS  # noqa: E402
-from odex.models.layers import Normalize  # noqa: E402
 from odex.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
 from odex.objectives import CrossEntropy  # noqa: E402
 from odex.ode_block import ODEBlock  # noqa: E402
@@ -77,44 +75,6 @@ MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
 # What a torchdiffeq user calls in place of each odex gradient method.
 REFERENCE_CALL = {"direct": "odeint", "anode": "odeint", "adjoint": "odeint_adjoint",
                   "seminorm": "odeint_adjoint+seminorm", "gq": "odeint_adjoint"}
-
-
-# ---------------------------------------------------------------------------------------------
-# The GQ paper's MNIST network, used only while conf/model/gq_image.yaml is not on this branch
-# (the gq-anode work adds it as odex.models.gq_image). Same layers, same parameter counts.
-
-class _SoftplusConvDrift(nn.Module):
-    """f(t, h) = conv3x3(softplus(conv3x3(softplus(conv3x3(h))))), 10 -> w -> w -> 10, autonomous
-    (Norcliffe & Deisenroth, TMLR 2023, experiments/images.py)."""
-
-    def __init__(self, channels: int, width: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.Softplus(),
-                                 nn.Conv2d(width, width, 3, padding=1), nn.Softplus(),
-                                 nn.Conv2d(width, channels, 3, padding=1))
-
-    def forward(self, t, h):
-        return self.net(h)
-
-
-class _GQImageNODE(nn.Module):
-    """normalise -> BN -> ReLU -> conv3x3 (->10) -> maxpool 2 -> ReLU -> conv3x3 -> ODE block
-    (10x11x11 on MNIST) -> Linear(->50) -> ReLU -> Linear(->10)."""
-
-    def __init__(self, info, solver, grad="direct", *, width=50, state_channels=10, readout_hidden=50,
-                 normalize=True):
-        super().__init__()
-        c, h, w = info.shape
-        size = ((h - 2) // 2 - 2, (w - 2) // 2 - 2)
-        self.normalize = Normalize(info, enabled=normalize)
-        self.encoder = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, state_channels, 3),
-                                     nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(state_channels, state_channels, 3))
-        self.ode = ODEBlock(_SoftplusConvDrift(state_channels, width), solver, grad)
-        self.readout = nn.Sequential(nn.Linear(state_channels * size[0] * size[1], readout_hidden),
-                                     nn.ReLU(), nn.Linear(readout_hidden, info.num_classes))
-
-    def forward(self, x):
-        return self.readout(self.ode(self.encoder(self.normalize(x))).flatten(1))
 
 
 def model_config(name: str, width: int, width_key: str | None):
@@ -137,8 +97,6 @@ def build_model(name: str, width: int, solver: Solver, grad: str, width_key: str
     if cfg is not None:
         from odex.grad import gradient_method
         return build(cfg, info=MNIST, solver=solver, grad=gradient_method(grad)), f"conf/model/{name}.yaml"
-    if name == "gq_image":
-        return _GQImageNODE(MNIST, solver, grad, width=width), "scripts/bench.py's copy (gq_image not merged)"
     raise OdexError(f"no model config {name!r} in {config_dir()}/model")
 
 

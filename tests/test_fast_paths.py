@@ -52,7 +52,7 @@ def test_bf16_runs_the_field_in_bf16_and_the_solver_in_fp32():
     assert block.field(torch.zeros(()), y0).dtype == torch.float32
 
 
-@pytest.mark.parametrize("grad", ["direct", "adjoint"])
+@pytest.mark.parametrize("grad", ["direct", "adjoint", "gq", "anode"])
 def test_bf16_gradients_stay_close_to_fp32(grad):
     y0 = torch.randn(3, 4, 6, 6)
     fp32 = conv_block(grad)
@@ -85,7 +85,7 @@ def test_bf16_trains_like_fp32(tmp_path):
     assert abs(bf16["test/acc"] - fp32["test/acc"]) <= 0.05
 
 
-@pytest.mark.parametrize("grad", ["direct", "adjoint"])
+@pytest.mark.parametrize("grad", ["direct", "adjoint", "gq"])
 def test_compile_gives_the_eager_outputs_and_gradients(grad):
     torch._dynamo.reset()
     y0 = torch.randn(2, 4, 5, 5)
