@@ -158,10 +158,25 @@ class SyncWatch:
             return
         self.steps += 1
         if self.steps == self.batches:
-            torch.cuda.set_sync_debug_mode(0)
+            self.close()
+
+    def close(self):
+        torch.cuda.set_sync_debug_mode(0)
+        if self._catch is not None:
             self._catch.__exit__(None, None, None)
             SyncWatch.records = [(w.filename, w.lineno, str(w.message)) for w in self._seen
                                  if "synchroniz" in str(w.message)]
+            self._catch = None
+
+
+def watched_run(tmp_path, overrides):
+    """train_in_process with a SyncWatch callback; sync debugging is off again whatever happens."""
+    SyncWatch.records = []
+    try:
+        return train_in_process(tmp_path, [*overrides, "+callbacks.sync_watch._target_=test_fast_paths.SyncWatch",
+                                           "+callbacks.sync_watch.batches=8"])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
 
 
 @pytest.mark.gpu
@@ -172,11 +187,8 @@ def test_fixed_step_training_epoch_has_no_host_sync_of_odex(tmp_path):
     and allowed here; removing them needs odex's own sync-free stepping (docs/benchmarks.md)."""
     import torchdiffeq
 
-    SyncWatch.records = []
-    overrides = [*TINY, "trainer.device=cuda", "dataset.batch_size=32", "solver=rk4", "solver.steps=4",
-                 "+callbacks.sync_watch._target_=test_fast_paths.SyncWatch",
-                 "+callbacks.sync_watch.batches=8"]
-    summary = train_in_process(tmp_path, overrides)
+    summary = watched_run(tmp_path, [*TINY, "trainer.device=cuda", "dataset.batch_size=32", "solver=rk4",
+                                     "solver.steps=4"])
     assert summary["status"] == "completed", summary["status"]
     records = SyncWatch.records
     assert records, "sync debug mode recorded nothing: the check would not see a sync"
@@ -266,10 +278,7 @@ def test_sync_free_grid_trains_like_torchdiffeq(tmp_path):
 def test_fixed_step_training_epoch_with_sync_free_grid_never_syncs(tmp_path):
     """With trainer.fixed_grid=odex nothing in a training epoch's batches reads the GPU back: sync
     debugging records no synchronising call at all (warn mode, so a failure lists every place)."""
-    SyncWatch.records = []
-    overrides = [*TINY, "trainer.device=cuda", "dataset.batch_size=32", "solver=rk4", "solver.steps=4",
-                 "trainer.fixed_grid=odex", "+callbacks.sync_watch._target_=test_fast_paths.SyncWatch",
-                 "+callbacks.sync_watch.batches=8"]
-    summary = train_in_process(tmp_path, overrides)
+    summary = watched_run(tmp_path, [*TINY, "trainer.device=cuda", "dataset.batch_size=32", "solver=rk4",
+                                     "solver.steps=4", "trainer.fixed_grid=odex"])
     assert summary["status"] == "completed", summary["status"]
     assert SyncWatch.records == [], "\n".join(f"{f}:{n}" for f, n, _ in SyncWatch.records)
