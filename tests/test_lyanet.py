@@ -312,3 +312,41 @@ def test_cli_lyanet_mc_with_nero_runs_an_epoch(tmp_path):
     assert row["nfe/forward"] == 1 and row["nfe/backward"] == 0       # one batched evaluation, no solve
     assert 0 <= row["lyapunov/violation_rate"] <= 1 and row["test/nfe"] == 16
     assert 1.0 <= row["model/gain"] < 100.0                           # the controller acted per step
+
+
+def test_resnet18_encoder_is_torchvisions_from_scratch():
+    import torchvision
+
+    info = DataInfo("img", (1, 28, 28), 10, (0.5,), (0.25,))
+    model = LyaNet(info, Solver(), encoder="resnet18", hidden=8, gain=1.0).eval()
+    assert isinstance(model.encoder, torchvision.models.ResNet)
+    assert model.encoder.conv1.in_channels == 1 and model.encoder.fc.out_features == 64
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert model.kappa == pytest.approx(3.8593, abs=1e-4)          # log(15 sqrt(10)), as the reference
+
+
+@pytest.mark.parametrize("name", ["lyanet_fmnist", "lyanet_cifar10", "lyanet_cifar100",
+                                  "backprop_fmnist", "backprop_cifar10", "backprop_cifar100"])
+def test_lyanet_recipes_build(name):
+    from conftest import compose_cfg
+    from odex.config import build
+
+    cfg = compose_cfg([f"experiment={name}"])
+    lyanet = name.startswith("lyanet")
+    assert cfg.trainer.max_epochs == 120 and cfg.dataset.val_fraction == 0.1
+    assert cfg.dataset.batch_size == (64 if lyanet else 128)
+    assert (cfg.optim.lr, cfg.optim.beta, cfg.optim.constrain) == (0.01, 0.9, "conv")
+    assert (cfg.schedule.scheduler.step_size, cfg.schedule.scheduler.gamma) == (60, 0.1)
+    assert cfg.callbacks.swa.after_epoch == 60 and cfg.callbacks.swa.lr_factor == 0.1
+    assert cfg.callbacks.best_checkpoint.monitor == "val/acc"
+    solver = build(cfg.solver)
+    assert (solver.method, solver.h) == (("dopri5", None) if lyanet else ("rk4", 0.1))
+    assert cfg.model.gain == (100.0 if lyanet else 1.0)
+    objective = build(cfg.objective)
+    assert type(objective).__name__ == ("LyapunovMC" if lyanet else "CrossEntropy")
+    evaluators = {k: build(v) for k, v in cfg.eval.items()}
+    assert evaluators["pgd"].attacks == {"linf": {"eps": 8 / 255, "alpha": 2 / 255, "steps": 10}}
+    assert set(evaluators) == {"clean", "pgd", "dynamics"}
+    assert {k: type(build(v)).__name__ for k, v in cfg.callbacks.items()} == {
+        "swa": "StochasticWeightAveraging", "best_checkpoint": "BestCheckpoint"}
