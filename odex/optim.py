@@ -25,6 +25,40 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
 
+# Which tensors Nero keeps at zero mean and unit norm per output neuron (Nero only ever constrains
+# tensors with more than one dimension).
+NERO_CONSTRAINED = {
+    # LyaNet's grouping: convolution kernels; biases and all 2-D parameters (linear weights) free
+    "conv": lambda p: p.dim() > 2,
+    "all": lambda p: p.dim() > 1,      # Nero's own default
+    "none": lambda p: False,
+}
+
+
+def nero(params, *, lr: float = 0.01, beta: float = 0.999, constrain: str = "conv", eps: float = 1e-8):
+    """pytorch-optimizer's Nero (Liu, Bernstein, Meister, Yue, "Learning by Turning: Neural
+    Architecture Aware Optimisation", ICML 2021), with each parameter group split by whether its
+    tensors are constrained (`constrain`, a key of NERO_CONSTRAINED). Per neuron (row 0):
+    v = beta v + (1 - beta) ||g||^2,  p -= lr scale g / sqrt(v / (1 - beta^t)), then constrained
+    tensors are re-projected to zero mean, unit norm per neuron. The algorithm's license is
+    CC BY-NC-SA 4.0 (it ships inside the Apache-2.0 pytorch-optimizer package)."""
+    from pytorch_optimizer import Nero
+
+    if constrain not in NERO_CONSTRAINED:
+        raise ConfigError(f"optim.constrain={constrain!r}; choose one of {sorted(NERO_CONSTRAINED)}")
+    rule = NERO_CONSTRAINED[constrain]
+    groups = []
+    for group in params:
+        group = group if isinstance(group, dict) else {"params": [group]}
+        options = {k: v for k, v in group.items() if k != "params"}
+        members = list(group["params"])
+        for constrained in (True, False):
+            chosen = [p for p in members if bool(rule(p)) == constrained]
+            if chosen:
+                groups.append({**options, "params": chosen, "constraints": constrained})
+    return Nero(groups, lr=float(lr), beta=float(beta), eps=float(eps))
+
+
 def build_optimizer(cfg_optim, model: nn.Module) -> torch.optim.Optimizer:
     make = build(cfg_optim)
     if not callable(make):
@@ -38,9 +72,11 @@ class Schedule:
     def __init__(self, scheduler, interval: str):
         self.scheduler = scheduler
         self.interval = interval
+        # set by a part that takes the learning rate over (stochastic weight averaging, odex/callbacks.py)
+        self.suspended = False
 
     def step(self, at: str) -> None:
-        if self.scheduler is not None and at == self.interval:
+        if self.scheduler is not None and at == self.interval and not self.suspended:
             self.scheduler.step()
 
     def state_dict(self) -> dict:

@@ -52,10 +52,12 @@ def resolve_device(name: str) -> torch.device:
 def call_hooks(parts, hook: str, **kwargs) -> None:
     """Call `hook(**kwargs)` on every part that defines it (model, objective, callbacks).
 
-    Hooks: on_fit_start(trainer, model, optimizer, schedule), on_epoch_start(epoch),
-    on_step_end(epoch, step), on_epoch_end(epoch, metrics, model, optimizer) -- may add to
-    `metrics` before they are logged --, on_fit_end(model). A part that keeps state across epochs
-    also defines state_dict() / load_state_dict(), saved in the checkpoint.
+    Hooks: on_fit_start(trainer, model, optimizer, schedule) -- `trainer.run_dir` is the run's
+    folder --, on_epoch_start(epoch), on_step_end(epoch, step), on_evaluate_start(epoch, model,
+    train_batches, final) -- after the epoch's training, before its evaluation (stochastic weight
+    averaging puts the averaged weights in here) --, on_epoch_end(epoch, metrics, model, optimizer)
+    -- may add to `metrics` before they are logged --, on_fit_end(model). A part that keeps state
+    across epochs also defines state_dict() / load_state_dict(), saved in the checkpoint.
     """
     for p in parts:
         fn = getattr(p, hook, None)
@@ -122,6 +124,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
+        self.run_dir = Path(run_dir)
         call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
         progress, elapsed = None, 0.0
         if resume is not None:            # after on_fit_start, so callbacks' state exists to load into
@@ -217,6 +220,8 @@ class Trainer:
             schedule.step("epoch")
 
             final = epoch == self.max_epochs     # all evaluators run; before, those with `every` only when due
+            call_hooks(parts, "on_evaluate_start", epoch=epoch, model=model, train_batches=loaders["train"],
+                       final=final)
             if "val" in loaders:
                 metrics.update(_host(evaluate(evaluators, model, loaders["val"], "val", epoch=epoch, final=final)))
             if epoch % self.eval_every == 0 or final:

@@ -17,6 +17,7 @@ from torch import nn
 from ..data import DataInfo
 from ..errors import ConfigError
 from ..grad import GradientMethod
+from ..lyapunov import FlatReadout, LyapunovParts
 from ..ode_block import ODEBlock
 from ..solver import Solver
 from .layers import ConvField, MLPField, Normalize
@@ -65,3 +66,7 @@ class AugmentedNODE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.augment(self.encoder(self.normalize(x)))
         return self.readout(self.ode(h).flatten(1))
+
+    def lyapunov_parts(self, x: torch.Tensor) -> LyapunovParts:
+        """The ODE block, its initial state and the state's readout (objective=lyanet_path)."""
+        return LyapunovParts(self.ode, self.augment(self.encoder(self.normalize(x))), FlatReadout(self.readout))
