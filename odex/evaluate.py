@@ -76,6 +76,7 @@ class CleanAccuracy:
 
 
 class PGDAccuracy:
+    test_only = True       # an attack costs (steps + 1) evaluations: not on the validation part
     """Accuracy under PGD attacks (odex.attacks.pgd, torchattacks' semantics), one per norm:
     `<prefix>/pgd_linf_acc`, `<prefix>/pgd_l2_acc`, and each attack's wall time in seconds
     (`<prefix>/pgd_linf_time_s`, one device synchronisation per attack). `linf` / `l2` are
@@ -178,9 +179,12 @@ def _due(evaluator, epoch: int | None, final: bool) -> bool:
 
 def evaluate(evaluators: dict, model: nn.Module, batches, prefix: str = "test", *,
              epoch: int | None = None, final: bool = True) -> dict[str, torch.Tensor]:
-    """Every evaluator that is due at `epoch` (all of them when `final`)."""
+    """Every evaluator that is due at `epoch` (all of them when `final`). Evaluators marked
+    `test_only` (attacks: their cost is a multiple of an evaluation) skip the validation part."""
     out: dict[str, torch.Tensor] = {}
     for ev in evaluators.values():
+        if prefix != "test" and getattr(ev, "test_only", False):
+            continue
         if _due(ev, epoch, final):
             out.update(ev(model, batches, prefix))
     return out

@@ -83,6 +83,21 @@ def _job_info() -> dict[str, Any]:
     return {"group": Path(hc.sweep.dir).name, "name": ",".join(varied) or f"job{hc.job.num}", "tags": tags}
 
 
+def chosen_parts(node, group: str) -> dict[str, Any]:
+    """Build a list-valued group (eval=[clean,pgd], callbacks=[swa]): one object per entry. An entry
+    with settings but no `_target_` is a choice an experiment configured and the command line left
+    out (experiment=lyanet_fmnist eval=[clean]): it is skipped, with a note."""
+    out: dict[str, Any] = {}
+    for name, sub in (node or {}).items():
+        if sub is None:
+            continue
+        if not (hasattr(sub, "get") and sub.get("_target_")):
+            log.info("%s.%s has settings but %s is not among the chosen %s: not used", group, name, name, group)
+            continue
+        out[name] = build(sub)
+    return out
+
+
 def _status(e: BaseException) -> str:
     if isinstance(e, OdexError):
         return f"failed: {e}"
@@ -127,7 +142,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         trainer.fast_paths.apply(model)     # trainer.precision / compile / channels_last
         data = data.to(trainer.device)
         objective = build(cfg.objective)
-        evaluators = {name: build(node) for name, node in cfg.eval.items()}
+        evaluators = chosen_parts(cfg.eval, "eval")
         optimizer = build_optimizer(cfg.optim, model)
         steps_per_epoch = -(-len(data.train) // data.batch_size)
         schedule = build_schedule(cfg.schedule, optimizer, steps_per_epoch=steps_per_epoch,
@@ -149,8 +164,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         if checkpoint is not None and checkpoint.get("tracker", {}).get("wandb_id"):
             job["wandb_id"] = checkpoint["tracker"]["wandb_id"]     # the same wandb run goes on
         tracker.start(config, job)
-        callbacks = {name: build(node) for name, node in (cfg.get("callbacks") or {}).items()
-                     if node is not None}
+        callbacks = chosen_parts(cfg.get("callbacks"), "callbacks")
         extra.update(trainer.fit(model=model, data=data, objective=objective, optimizer=optimizer,
                                  schedule=schedule, evaluators=evaluators, tracker=tracker,
                                  run_dir=run_dir, generator=generator, callbacks=callbacks,

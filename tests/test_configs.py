@@ -56,3 +56,33 @@ def test_wandb_defaults_to_offline(monkeypatch):
     assert compose_cfg([]).logger.mode == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert compose_cfg([]).logger.mode == "disabled"
+
+
+def test_list_groups_skip_entries_left_out_of_the_choice():
+    """experiment=lyanet_fmnist eval=[clean]: the experiment's eval.pgd settings stay in the
+    config without a _target_; only the chosen evaluators are built."""
+    from odex.evaluate import CleanAccuracy
+    from odex.train import chosen_parts
+
+    cfg = compose_cfg(["experiment=lyanet_fmnist", "eval=[clean]", "callbacks=[swa]"])
+    assert "pgd" in cfg.eval and "_target_" not in cfg.eval.pgd
+    evaluators = chosen_parts(cfg.eval, "eval")
+    assert list(evaluators) == ["clean"] and isinstance(evaluators["clean"], CleanAccuracy)
+    assert list(chosen_parts(cfg.callbacks, "callbacks")) == ["swa"]
+
+
+def test_attacks_skip_the_validation_part():
+    import torch
+
+    from odex.evaluate import evaluate
+
+    class Probe:
+        def __init__(self, test_only):
+            self.test_only = test_only
+
+        def __call__(self, model, batches, prefix):
+            return {f"{prefix}/probe{int(self.test_only)}": torch.tensor(1.0)}
+
+    evs = {"a": Probe(False), "b": Probe(True)}
+    assert set(evaluate(evs, None, [], "val")) == {"val/probe0"}
+    assert set(evaluate(evs, None, [], "test")) == {"test/probe0", "test/probe1"}
