@@ -1,5 +1,6 @@
-"""Speed settings of the vector fields (`trainer.precision`, `trainer.compile`,
-`trainer.channels_last`), applied once to a built model by `FastPaths.apply(model)`.
+"""Speed settings (`trainer.precision`, `trainer.compile`, `trainer.channels_last`,
+`trainer.fixed_grid`, `trainer.cuda_graph`): the vector fields' are applied once to a built model
+by `FastPaths.apply(model)`; the training step is built by `FastPaths.train_step(...)`.
 
 - precision=bf16: every vector-field evaluation runs under `torch.autocast(bfloat16)` and its
   output is cast back to the state's dtype (odex.nfe.CountedField), so the solver's state, its
@@ -12,6 +13,9 @@
 - fixed_grid=odex: ODE blocks with a fixed-step euler/midpoint/rk4 solver and grad=direct step
   on odex's own grid (odex/fixed_grid.py): torchdiffeq's arithmetic without its host reads of the
   time grid, so a training step makes no host sync at all (and could be captured in a CUDA graph).
+- cuda_graph: the whole training step captured once as a CUDA graph and replayed per batch
+  (odex/cuda_graph.py); implies the sync-free fixed grid, and is refused (ConfigError, before
+  training) for a model with a block whose solve syncs, and off a CUDA device.
 - channels_last: the model's 4-d weights in channels-last memory format (cuDNN then picks NHWC
   convolution kernels; the inputs follow the weights).
 
@@ -25,11 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .cuda_graph import GraphedTrainStep
 from .errors import ConfigError
 from .fixed_grid import use_sync_free_grid
 from .nfe import counted_fields
 from .ode_block import ODEBlock
 from .precision import field_dtype
+from .train_step import TrainStep
 
 
 @dataclass
@@ -38,11 +44,14 @@ class FastPaths:
     compile: bool | str | None = None
     channels_last: bool = False
     fixed_grid: str = "torchdiffeq"
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         field_dtype(self.precision)          # a ConfigError for an unknown name
         if self.fixed_grid not in ("torchdiffeq", "odex"):
             raise ConfigError(f"trainer.fixed_grid must be torchdiffeq or odex, got {self.fixed_grid!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ConfigError(f"trainer.cuda_graph must be true or false, got {self.cuda_graph!r}")
         if self.compile is not None and not isinstance(self.compile, (bool, str)):
             raise ConfigError(f"trainer.compile must be false, true or a torch.compile backend name, "
                               f"got {self.compile!r}")
@@ -84,3 +93,10 @@ class FastPaths:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return model
+
+    def train_step(self, model: nn.Module, objective, optimizer: torch.optim.Optimizer, *,
+                   grad_clip: float | None = None, device: torch.device) -> TrainStep:
+        """The training loop's step: eager, or replayed as a CUDA graph (trainer.cuda_graph)."""
+        if self.cuda_graph:
+            return GraphedTrainStep(model, objective, optimizer, grad_clip, device=device)
+        return TrainStep(model, objective, optimizer, grad_clip)

@@ -1,7 +1,8 @@
 """The one training loop.
 
 Per epoch: shuffle on the device, for each batch compute the objective, backpropagate (the model's
-ODE blocks pick the gradient method), clip, step; every metric is accumulated in device tensors and
+ODE blocks pick the gradient method), clip, step (odex/train_step.py; with trainer.cuda_graph=true
+one CUDA graph replay, odex/cuda_graph.py); every metric is accumulated in device tensors and
 read back once, at the epoch boundary, together with the NFE counters, after the single GPU
 synchronisation that also times the epoch. Then validation and test evaluation, one row to the
 tracker, and an atomic checkpoint. A non-finite loss or a failed solve stops the run with
@@ -32,7 +33,6 @@ from .errors import ConfigError, TrainingFailed
 from .evaluate import evaluate
 from .fast_paths import FastPaths
 from .nfe import counted_fields, reset_nfe, total_nfe
-from .odeint import as_solver_error
 from .optim import Schedule
 from .resume import MODES as RESUME_MODES
 from .resume import fingerprint as resume_fingerprint
@@ -79,7 +79,7 @@ class Trainer:
                  eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
                  tf32: bool = True, resume: str = "auto", precision: str = "fp32",
                  compile: bool | str | None = None, channels_last: bool = False,
-                 fixed_grid: str = "torchdiffeq"):
+                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
@@ -88,7 +88,7 @@ class Trainer:
             raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
         self.resume = resume              # read by odex.train.run (odex/resume.py)
         # the vector fields' speed settings, applied by odex.train.run once the model is built
-        self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid)
+        self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid, cuda_graph)
         self.max_epochs = max_epochs
         self.device = resolve_device(device)
         self.seed = seed
@@ -118,7 +118,6 @@ class Trainer:
         callbacks = dict(callbacks or {})
         parts = [model, objective, *callbacks.values()]
         loaders = self.batches(data, generator)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
         last_path = Path(run_dir) / "checkpoints" / "last.pt"
         fingerprint = None if config is None else resume_fingerprint(config)
         cuda = self.device.type == "cuda"
@@ -132,6 +131,10 @@ class Trainer:
                                                       schedule=schedule, callbacks=callbacks,
                                                       tracker=tracker, generator=generator)
         t_start = time.perf_counter() - elapsed
+        # after the checkpoint's optimizer state is in (a CUDA graph moves it to the device), and
+        # before any training, so a graph the model cannot have is a ConfigError up front
+        train_step = self.fast_paths.train_step(model, objective, optimizer, grad_clip=self.grad_clip,
+                                                device=self.device)
 
         def save(epoch_done: int, epoch_progress: dict | None = None) -> None:
             ckpt.save_atomic({
@@ -176,15 +179,7 @@ class Trainer:
                     bar.close()
                     raise Preempted(f"preempted ({stop.name}) in epoch {epoch} after batch {k}/{n_batches}; "
                                     f"checkpoint in {last_path}: resume with trainer.resume=auto")
-                step = objective(model, x, y)
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    step.loss.backward()
-                except AssertionError as e:       # torchdiffeq's failed solves inside an adjoint
-                    raise as_solver_error(e) from e
-                if self.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                optimizer.step()
+                step = train_step(x, y)          # objective, backward, clip, optimizer step
                 schedule.step("step")
                 call_hooks(parts, "on_step_end", epoch=epoch, step=step)
                 n = len(y)
@@ -217,6 +212,8 @@ class Trainer:
                     f"train/loss became {metrics['train/loss']} in epoch {epoch}: try a lower optim.lr "
                     f"or trainer.grad_clip (the last good checkpoint is kept in {last_path.parent})")
             metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+            if getattr(train_step, "captures", None) is not None:    # trainer.cuda_graph
+                metrics["cuda_graph/captures"] = train_step.captures
             schedule.step("epoch")
 
             final = epoch == self.max_epochs     # all evaluators run; before, those with `every` only when due

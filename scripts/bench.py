@@ -9,8 +9,9 @@ paths, in this one process, in interleaved rounds:
   from a torch DataLoader over a CPU TensorDataset moved to the device per batch, eager float32;
 - odex: the model as odex-train builds it (ODE block -> odex.odeint -> the gradient method), batches
   from odex's device-resident `Batches`, the objective and the trainer's per-step arithmetic, and
-  each fast-path variant asked for (--precision, --compile, --channels-last, --fixed-grid;
-  odex/fast_paths.py).
+  each fast-path variant asked for (--precision, --compile, --channels-last, --fixed-grid,
+  --cuda-graph; odex/fast_paths.py), stepping through the trainer's own TrainStep /
+  GraphedTrainStep (odex/train_step.py, odex/cuda_graph.py).
 
 Per path: median ms per training iteration (data, forward, cross-entropy, backward, Adam step),
 timed between consecutive iterations with CUDA events on a GPU (perf_counter on the CPU) after
@@ -193,6 +194,9 @@ class TrainPath:
     model: nn.Module
     step: object                 # () -> None, one training iteration
     fast: FastPaths | None = None
+    # calls before the step is steady: a CUDA graph's eager warm-up; its next call captures (the
+    # call whose peak memory is measured, since a replay allocates nothing)
+    warmup_calls: int | None = None
 
 
 def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int, device) -> TrainPath:
@@ -229,6 +233,7 @@ def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Tr
     loader = Batches(split, batch, shuffle=True, generator=gen, drop_last=True)
     objective = CrossEntropy()
     opt = torch.optim.Adam(model.parameters(), lr=0.0)
+    train_step = fast.train_step(model, objective, opt, device=device)
     zero = torch.zeros((), device=device)
     sums = {"loss": zero.clone(), "correct": zero.clone()}
     batches = iter(())
@@ -240,17 +245,15 @@ def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Tr
         except StopIteration:
             batches = iter(loader)
             xb, yb = next(batches)
-        out = objective(model, xb, yb)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        out = train_step(xb, yb)
         sums["loss"] += out.loss.detach() * len(yb)
         sums["correct"] += (out.logits.detach().argmax(1) == yb).sum()
 
     label = "odex " + fast.precision + (f" compile={fast.backend}" if fast.backend else "") + \
         (" channels_last" if fast.channels_last else "") + \
-        (" fixed_grid=odex" if fast.fixed_grid == "odex" else "")
-    return TrainPath(label, "odex", model, step, fast)
+        (" fixed_grid=odex" if fast.fixed_grid == "odex" and not fast.cuda_graph else "") + \
+        (" cuda_graph" if fast.cuda_graph else "")
+    return TrainPath(label, "odex", model, step, fast, getattr(train_step, "warmup", None))
 
 
 def _nfe(path: TrainPath) -> tuple[float, float]:
@@ -337,10 +340,12 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
     for fast in variants(args):
         if fast.fixed_grid == "odex" and not (grad == "direct" and solver.method in STEPS):
             continue                    # it changes nothing there: the torchdiffeq variant covers it
+        if fast.cuda_graph and device.type != "cuda":
+            continue                    # CUDA only
         paths.append(_odex_path(base, fast, x, y, batch, device))
 
     for p in paths:                    # warm-up: allocator, cuDNN choice, compilation
-        for _ in range(args.warmup):
+        for _ in range(args.warmup if p.warmup_calls is None else p.warmup_calls):
             p.step()
     _sync(device)
 
@@ -396,6 +401,7 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
             "compile": p.fast.backend if p.fast else None,
             "channels_last": bool(p.fast.channels_last) if p.fast else False,
             "fixed_grid": p.fast.fixed_grid if p.fast else "torchdiffeq",
+            "cuda_graph": bool(p.fast.cuda_graph) if p.fast else False,
             "ms_iter": ms, "ms_iter_all": iter_ms[p.label], "ms_eval": ev,
             "nfe_forward": nfe_f, "nfe_backward": nfe_b, "peak_mb": peak[p.label],
             "images_per_s": batch / ms * 1e3,
@@ -417,8 +423,11 @@ def variants(args) -> list[FastPaths]:
     for precision in args.precision:
         for backend in args.compile:
             for cl in args.channels_last:
+                compiled = None if backend in ("none", "eager") else backend
                 for grid in args.fixed_grid:
-                    out.append(FastPaths(precision, None if backend in ("none", "eager") else backend, cl, grid))
+                    out.append(FastPaths(precision, compiled, cl, grid))
+                if args.cuda_graph:       # a graph implies odex's sync-free grid
+                    out.append(FastPaths(precision, compiled, cl, "odex", cuda_graph=True))
     return out
 
 
@@ -471,6 +480,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--fixed-grid", nargs="+", default=["torchdiffeq"], choices=["torchdiffeq", "odex"],
                    help="odex variants: torchdiffeq's fixed-grid stepping or odex's sync-free one "
                         "(grad=direct with euler/midpoint/rk4 only)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="add, per variant, one replaying the whole training step as a CUDA graph "
+                        "(CUDA; grad=direct with euler/midpoint/rk4 only)")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="TF32 is on by default, as in odex-train")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per round and path")
     p.add_argument("--rounds", type=int, default=3)
