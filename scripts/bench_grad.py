@@ -4,8 +4,11 @@ For each drift width and batch size, every method runs the same training iterati
 cross-entropy, backward, one Adam step) from the same untrained weights on the same random batch:
 odex's direct, adjoint, seminorm, gq and anode (fixed steps), plus plain torchdiffeq.odeint_adjoint
 (and its seminorm variant) called directly, in the same process. Reported: median ms per iteration
-(CUDA events on a GPU, perf_counter on the CPU, after warm-up), forward/backward NFE and peak GPU
-memory. Writes <out>.json and <out>.md (a Markdown table with the gq/adjoint ratios).
+(CUDA events on a GPU, perf_counter on the CPU, after warm-up), forward/backward NFE and peak
+memory of one iteration: on a GPU the allocator's peak; on the CPU, which keeps no such statistic,
+the peak of the running sum of the allocations and frees torch.profiler records (a stand-in: what
+an op allocates and frees inside itself does not show). Both count the weights, the batch, the
+gradients, Adam's state and the activations. Writes <out>.json and <out>.md (a Markdown table with the gq/adjoint ratios).
 
     python scripts/bench_grad.py --device cuda --widths 50 500 --batches 16 128
     python scripts/bench_grad.py --device cpu --widths 50 --batches 16 --iters 5
@@ -98,6 +101,21 @@ class Clock:
         return self.ms
 
 
+def cpu_peak_bytes(fn) -> int:
+    """The peak of the running sum of the CPU allocations and frees torch.profiler records while
+    `fn()` runs (each op's own, in start order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    now = peak = 0
+    for e in events:
+        now += e.self_cpu_memory_usage
+        peak = max(peak, now)
+    return peak
+
+
 class Case:
     """One method on one (width, batch, tol): the model, its untrained weights, the batch."""
 
@@ -121,13 +139,15 @@ class Case:
         self.times: list[float] = []
         for _ in range(args.warmup):
             self.iteration()
-        self.peak_mb = None
         if self.cuda:   # this model's own footprint: weights, grads, Adam state, activations
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             self.iteration()
             torch.cuda.synchronize(device)
             self.peak_mb = (torch.cuda.max_memory_allocated(device) - base - init_bytes) / 2**20
+        else:           # the same, what the iteration allocates plus what it holds from before
+            held = init_bytes + sum(t.numel() * t.element_size() for t in (self.x, self.y))
+            self.peak_mb = (cpu_peak_bytes(self.iteration) + held) / 2**20
         f, b = total_nfe(self.model)
         self.nfe = (int(f), int(b))
 

@@ -108,8 +108,10 @@ case $part in
     "$py" scripts/bench_cpl_epoch.py --device "$device" "${args[@]}" 2>&1 | tee "$out/cpl_epoch.txt" | tail -n 20
     ;;
   lyanet)   # issue 6: LyaNet vs backprop (clean, PGD, NFE) on real MNIST
+    # (no QUICK form: a LyaNet trained on a few hundred images has stiff inference dynamics, tens
+    # of thousands of NFE per batch)
+    [ -n "$quick" ] && { echo "lyanet: no quick form; run it on the GPU"; exit 0; }
     extra=(trainer.device="$device" eval.pgd.limit=1000)
-    [ -n "$quick" ] && extra+=(model.encoder=small model.hidden=32 "${small[@]}")
     PYTHON="$py" scripts/lyanet_vs_backprop.sh "$mnist/MNIST/raw" "$out/lyanet" "${epochs:-10}" "${extra[@]}" \
       2>&1 | tail -n 20 | tee "$out/lyanet_summary.txt"
     ;;

@@ -55,3 +55,41 @@ def test_bench_smoke_run(bench, tmp_path):
     assert rows[0]["flops_call"] == 2 * 9 * (10 * w + w * w + w * 10) * 121 * b
     md = (tmp_path / "bench.md").read_text()
     assert md.startswith("`python scripts/bench.py") and "| odex bf16 |" in md and "x ref" in md
+
+
+def test_cuda_graph_variants_are_skipped_off_cuda(bench, tmp_path):
+    result = bench.main(["--device", "cpu", "--threads", "1", "--widths", "4", "--batches", "2",
+                         "--grads", "direct", "--solvers", "rk4:2", "--fixed-grid", "odex", "--cuda-graph",
+                         "--iters", "1", "--rounds", "1", "--warmup", "1", "--eval-calls", "1",
+                         "--dataset-batches", "2"])
+    assert [r["label"] for r in result["rows"]] == ["torchdiffeq odeint + DataLoader", "odex fp32 fixed_grid=odex"]
+    assert not any(r["cuda_graph"] for r in result["rows"])
+
+
+def test_bench_grad_smoke_run_and_its_cpu_memory_stand_in(tmp_path):
+    spec = importlib.util.spec_from_file_location("odex_bench_grad", REPO / "scripts" / "bench_grad.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import torch
+
+    # three 1 MiB tensors alive at once, then two freed: the peak is 3 MiB
+    def three_at_once():
+        a = torch.ones(1024, 256)                # 1 MiB each
+        b = a + 1
+        c = b * 2
+        del a, b
+        return c.sum()
+    assert module.cpu_peak_bytes(three_at_once) == pytest.approx(3 * 2**20, rel=0.01)
+
+    module.main(["--device", "cpu", "--threads", "1", "--widths", "4", "--batches", "2", "--iters", "1",
+                 "--warmup", "1", "--out", str(tmp_path / "grad")])
+    rows = {r["method"]: r for r in json.loads((tmp_path / "grad.json").read_text())["rows"]}
+    assert set(rows) == {"direct", "adjoint", "seminorm", "gq", "anode", "torchdiffeq-adjoint",
+                         "torchdiffeq-seminorm"}
+    weights = 4 * rows["adjoint"]["params"] / 2**20
+    for r in rows.values():
+        assert r["ms"] > 0 and r["nfe_forward"] > 0
+        assert r["peak_mb"] > 3 * weights        # weights, gradients and Adam's two moments at least
+    assert rows["direct"]["nfe_backward"] == 0 and rows["gq"]["nfe_backward"] > 0
+    assert rows["direct"]["peak_mb"] > rows["adjoint"]["peak_mb"]       # direct keeps every stage
+    assert "x adjoint memory" in (tmp_path / "grad.md").read_text()
