@@ -1,5 +1,5 @@
 """Speed settings (`trainer.precision`, `trainer.compile`, `trainer.channels_last`,
-`trainer.fixed_grid`, `trainer.cuda_graph`): the vector fields' are applied once to a built model
+`trainer.fixed_grid`, `trainer.adaptive_loop`, `trainer.cuda_graph`): the vector fields' are applied once to a built model
 by `FastPaths.apply(model)`; the training step is built by `FastPaths.train_step(...)`.
 
 - precision=bf16: every vector-field evaluation runs under `torch.autocast(bfloat16)` and its
@@ -13,6 +13,9 @@ by `FastPaths.apply(model)`; the training step is built by `FastPaths.train_step
 - fixed_grid=odex: ODE blocks with a fixed-step euler/midpoint/rk4 solver and grad=direct step
   on odex's own grid (odex/fixed_grid.py): torchdiffeq's arithmetic without its host reads of the
   time grid, so a training step makes no host sync at all (and could be captured in a CUDA graph).
+- adaptive_loop=odex: ODE blocks with an adaptive solver (dopri5, bosh3, ...) use the same solver
+  stepped with one host read per step instead of about nine (odex/adaptive_loop.py), for every
+  gradient method: the same steps, NFE, solution and gradients.
 - cuda_graph: the whole training step captured once as a CUDA graph and replayed per batch
   (odex/cuda_graph.py); implies the sync-free fixed grid, and is refused (ConfigError, before
   training) for a model with a block whose solve syncs, and off a CUDA device.
@@ -24,11 +27,12 @@ training still reaches the same accuracy. TF32 is a separate switch (trainer.tf3
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from .adaptive_loop import ONE_READ_METHODS
 from .cuda_graph import GraphedTrainStep
 from .errors import ConfigError
 from .fixed_grid import use_sync_free_grid
@@ -45,11 +49,14 @@ class FastPaths:
     channels_last: bool = False
     fixed_grid: str = "torchdiffeq"
     cuda_graph: bool = False
+    adaptive_loop: str = "torchdiffeq"
 
     def __post_init__(self) -> None:
         field_dtype(self.precision)          # a ConfigError for an unknown name
         if self.fixed_grid not in ("torchdiffeq", "odex"):
             raise ConfigError(f"trainer.fixed_grid must be torchdiffeq or odex, got {self.fixed_grid!r}")
+        if self.adaptive_loop not in ("torchdiffeq", "odex"):
+            raise ConfigError(f"trainer.adaptive_loop must be torchdiffeq or odex, got {self.adaptive_loop!r}")
         if not isinstance(self.cuda_graph, bool):
             raise ConfigError(f"trainer.cuda_graph must be true or false, got {self.cuda_graph!r}")
         if self.compile is not None and not isinstance(self.compile, (bool, str)):
@@ -86,10 +93,13 @@ class FastPaths:
             counted.autocast_dtype = dtype
             if self.backend is not None:
                 counted.field.compile(backend=self.backend)
-        if self.fixed_grid == "odex":
-            for block in model.modules():
-                if isinstance(block, ODEBlock):
-                    use_sync_free_grid(block)
+        for block in model.modules():
+            if not isinstance(block, ODEBlock):
+                continue
+            if self.fixed_grid == "odex":
+                use_sync_free_grid(block)
+            if self.adaptive_loop == "odex" and block.solver.method in ONE_READ_METHODS:
+                block.solver = replace(block.solver, method=ONE_READ_METHODS[block.solver.method])
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return model

@@ -3,16 +3,20 @@
 A `Solver` is plain data (one YAML per choice in conf/solver/), handed to every ODE block. The
 solvers themselves are torchdiffeq's: adaptive `dopri5`, `bosh3`, ... with `rtol`/`atol`, and
 fixed-step `euler`, `midpoint` (RK2), `rk4` (torchdiffeq's rk4 is the 3/8 rule) with either
-`step_size` or a number of `steps` on [0, t1].
+`step_size` or a number of `steps` on [0, t1]. `odex_dopri5`, `odex_bosh3`, ... are torchdiffeq's
+adaptive solvers with one host read per step (odex/adaptive_loop.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from . import adaptive_loop  # noqa: F401 -- registers odex_<name> in torchdiffeq's solver table
 from .errors import ConfigError
 
 ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
+# the same solvers stepped with one host read per step (odex/adaptive_loop.py, trainer.adaptive_loop=odex)
+ADAPTIVE |= {"odex_" + name for name in ADAPTIVE}
 FIXED = {"euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams"}
 
 

@@ -79,7 +79,7 @@ class Trainer:
                  eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
                  tf32: bool = True, resume: str = "auto", precision: str = "fp32",
                  compile: bool | str | None = None, channels_last: bool = False,
-                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False):
+                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq"):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
@@ -88,7 +88,7 @@ class Trainer:
             raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
         self.resume = resume              # read by odex.train.run (odex/resume.py)
         # the vector fields' speed settings, applied by odex.train.run once the model is built
-        self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid, cuda_graph)
+        self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid, cuda_graph, adaptive_loop)
         self.max_epochs = max_epochs
         self.device = resolve_device(device)
         self.seed = seed

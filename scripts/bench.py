@@ -10,12 +10,13 @@ paths, in this one process, in interleaved rounds:
 - odex: the model as odex-train builds it (ODE block -> odex.odeint -> the gradient method), batches
   from odex's device-resident `Batches`, the objective and the trainer's per-step arithmetic, and
   each fast-path variant asked for (--precision, --compile, --channels-last, --fixed-grid,
-  --cuda-graph; odex/fast_paths.py), stepping through the trainer's own TrainStep /
+  --adaptive-loop, --cuda-graph; odex/fast_paths.py), stepping through the trainer's own TrainStep /
   GraphedTrainStep (odex/train_step.py, odex/cuda_graph.py).
 
 Per path: median ms per training iteration (data, forward, cross-entropy, backward, Adam step),
 timed between consecutive iterations with CUDA events on a GPU (perf_counter on the CPU) after
-warm-up; forward and backward NFE per iteration; median ms of one vector-field evaluation (forward,
+warm-up; forward and backward NFE per iteration; host reads of tensor values per iteration (each a
+host-device sync on a GPU; counted with odex.host_reads.HostReads); median ms of one vector-field evaluation (forward,
 no grad); peak GPU memory of one iteration above what the models hold; images/s; and achieved
 TFLOP/s: the FLOPs of one vector-field call and of its vector-Jacobian product, counted with
 torch.utils.flop_counter.FlopCounterMode, times the evaluations (direct: forward NFE x (call +
@@ -65,6 +66,7 @@ from odex.data.batches import Batches  # noqa: E402
 from odex.data.bundle import Split  # noqa: E402
 from odex.errors import OdexError  # noqa: E402
 from odex.fast_paths import FastPaths  # noqa: E402
+from odex.host_reads import HostReads  # noqa: E402
 from odex.fixed_grid import STEPS  # noqa: E402
 from odex.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
 from odex.objectives import CrossEntropy  # noqa: E402
@@ -252,6 +254,7 @@ def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Tr
     label = "odex " + fast.precision + (f" compile={fast.backend}" if fast.backend else "") + \
         (" channels_last" if fast.channels_last else "") + \
         (" fixed_grid=odex" if fast.fixed_grid == "odex" and not fast.cuda_graph else "") + \
+        (" adaptive_loop=odex" if fast.adaptive_loop == "odex" else "") + \
         (" cuda_graph" if fast.cuda_graph else "")
     return TrainPath(label, "odex", model, step, fast, getattr(train_step, "warmup", None))
 
@@ -342,6 +345,8 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
             continue                    # it changes nothing there: the torchdiffeq variant covers it
         if fast.cuda_graph and device.type != "cuda":
             continue                    # CUDA only
+        if fast.adaptive_loop == "odex" and not solver.adaptive:
+            continue                    # it changes nothing for a fixed-step solver
         paths.append(_odex_path(base, fast, x, y, batch, device))
 
     for p in paths:                    # warm-up: allocator, cuDNN choice, compilation
@@ -375,6 +380,13 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
         else:
             peak[p.label] = None
 
+    reads = {}
+    for p in paths:   # after the peak step (a graph's capture): what one steady iteration reads
+        with HostReads(None if device.type == "cpu" else device.type) as counter:
+            p.step()
+        reads[p.label] = counter.n
+    _sync(device)
+
     iter_ms = {p.label: [] for p in paths}
     for p in paths:
         _reset_nfe(p)
@@ -402,6 +414,8 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
             "channels_last": bool(p.fast.channels_last) if p.fast else False,
             "fixed_grid": p.fast.fixed_grid if p.fast else "torchdiffeq",
             "cuda_graph": bool(p.fast.cuda_graph) if p.fast else False,
+            "adaptive_loop": p.fast.adaptive_loop if p.fast else "torchdiffeq",
+            "host_reads": reads[p.label],
             "ms_iter": ms, "ms_iter_all": iter_ms[p.label], "ms_eval": ev,
             "nfe_forward": nfe_f, "nfe_backward": nfe_b, "peak_mb": peak[p.label],
             "images_per_s": batch / ms * 1e3,
@@ -425,7 +439,8 @@ def variants(args) -> list[FastPaths]:
             for cl in args.channels_last:
                 compiled = None if backend in ("none", "eager") else backend
                 for grid in args.fixed_grid:
-                    out.append(FastPaths(precision, compiled, cl, grid))
+                    for loop in args.adaptive_loop:
+                        out.append(FastPaths(precision, compiled, cl, grid, adaptive_loop=loop))
                 if args.cuda_graph:       # a graph implies odex's sync-free grid
                     out.append(FastPaths(precision, compiled, cl, "odex", cuda_graph=True))
     return out
@@ -441,21 +456,21 @@ def _fmt(v, digits=2) -> str:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     head = ("| model | w | batch | grad | solver | path | ms/iter | x ref | ms/eval | x ref | NFE f/b "
-            "| peak MB | img/s | TFLOP/s |")
+            "| host reads | peak MB | img/s | TFLOP/s |")
     lines = [f"Device: {meta['device_name']} ({meta['device']}), torch {meta['torch']}, "
              f"torchdiffeq {meta['torchdiffeq']}, TF32 {'on' if meta['tf32'] else 'off'}.",
-             "", head, "|" + " --- |" * 14]
+             "", head, "|" + " --- |" * 15]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['width']} | {r['batch']} | {r['grad']} | {r['solver']} "
-                         f"| skipped: {r['error']} |" + " |" * 8)
+                         f"| skipped: {r['error']} |" + " |" * 9)
             continue
         ref = r["path"] == "reference"
         lines.append(
             f"| {r['model']} | {r['width']} | {r['batch']} | {r['grad']} | {r['solver']} | {r['label']} "
             f"| {_fmt(r['ms_iter'])} | {'1' if ref else _fmt(r['ratio_ms_iter'])} "
             f"| {_fmt(r['ms_eval'], 3)} | {'1' if ref else _fmt(r['ratio_ms_eval'])} "
-            f"| {_fmt(r['nfe_forward'], 1)}/{_fmt(r['nfe_backward'], 1)} | {_fmt(r['peak_mb'], 0)} "
+            f"| {_fmt(r['nfe_forward'], 1)}/{_fmt(r['nfe_backward'], 1)} | {r['host_reads']} | {_fmt(r['peak_mb'], 0)} "
             f"| {_fmt(r['images_per_s'], 0)} | {_fmt(r['tflops_iter'], 3)} |")
     return "\n".join(lines) + "\n"
 
@@ -480,6 +495,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--fixed-grid", nargs="+", default=["torchdiffeq"], choices=["torchdiffeq", "odex"],
                    help="odex variants: torchdiffeq's fixed-grid stepping or odex's sync-free one "
                         "(grad=direct with euler/midpoint/rk4 only)")
+    p.add_argument("--adaptive-loop", nargs="+", default=["torchdiffeq"], choices=["torchdiffeq", "odex"],
+                   help="odex variants: torchdiffeq's adaptive stepping or odex's one-read-per-step loop "
+                        "(adaptive solvers only)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="add, per variant, one replaying the whole training step as a CUDA graph "
                         "(CUDA; grad=direct with euler/midpoint/rk4 only)")

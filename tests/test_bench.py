@@ -23,7 +23,7 @@ def bench():
 KEYS = {"model", "width", "batch", "grad", "solver", "path", "label", "precision", "compile",
         "channels_last", "fixed_grid", "ms_iter", "ms_eval", "nfe_forward", "nfe_backward", "peak_mb",
         "images_per_s", "flops_call", "flops_vjp", "tflops_iter", "tflops_eval", "ratio_ms_iter",
-        "ratio_ms_eval", "params"}
+        "ratio_ms_eval", "params", "host_reads", "adaptive_loop", "cuda_graph"}
 
 
 def test_bench_smoke_run(bench, tmp_path):

@@ -1,0 +1,34 @@
+"""Counting host reads of tensor values: `if tensor`, `.item()`, `.tolist()`, `float(t)`, `int(t)`.
+
+On a GPU every such read waits until the device has finished all queued work (a host-device
+synchronisation), so the CPU cannot queue kernels ahead of the arithmetic. torch can flag them on
+CUDA only (`torch.cuda.set_sync_debug_mode`); this counter sees the same reads on any device,
+so the CPU tests and benchmarks can check how many a training step or a solve makes.
+
+    with HostReads() as reads:
+        model(x)
+    reads.n
+"""
+from __future__ import annotations
+
+from torch.overrides import TorchFunctionMode
+
+
+class HostReads(TorchFunctionMode):
+    """A torch function mode that counts tensor-to-Python reads while it is active: of tensors on
+    `device_type` only ("cuda": the reads that are syncs), or of every tensor (None; on a CPU run
+    this also counts reads of values that stay on the host in a GPU run, such as the step counts
+    of a non-capturable Adam: an upper bound)."""
+    NAMES = frozenset({"tolist", "item", "__bool__", "__float__", "__int__", "__index__"})
+
+    def __init__(self, device_type: str | None = None):
+        super().__init__()
+        self.device_type = device_type
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.NAMES and (
+                self.device_type is None or (args and getattr(args[0], "device", None) is not None
+                                             and args[0].device.type == self.device_type)):
+            self.n += 1
+        return func(*args, **(kwargs or {}))
