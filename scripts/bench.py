@@ -47,7 +47,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -340,14 +340,16 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
     del bare
 
     paths = [_reference_path(base, solver, grad, x, y, batch, device)]
+    seen = set()
     for fast in variants(args):
-        if fast.fixed_grid == "odex" and not (grad == "direct" and solver.method in STEPS):
-            continue                    # it changes nothing there: the torchdiffeq variant covers it
-        if fast.cuda_graph and device.type != "cuda":
-            continue                    # CUDA only
-        if fast.adaptive_loop == "odex" and not solver.adaptive:
-            continue                    # it changes nothing for a fixed-step solver
-        paths.append(_odex_path(base, fast, x, y, batch, device))
+        # a flag that does not apply to this case is dropped (the variant without it covers it)
+        fast = replace(fast, fixed_grid=fast.fixed_grid if grad == "direct" and solver.method in STEPS
+                       else "torchdiffeq", adaptive_loop=fast.adaptive_loop if solver.adaptive else "torchdiffeq")
+        if fast.cuda_graph and (device.type != "cuda" or fast.fixed_grid != "odex"):
+            continue                    # CUDA only, and only on the sync-free fixed grid
+        if astuple(fast) not in seen:
+            seen.add(astuple(fast))
+            paths.append(_odex_path(base, fast, x, y, batch, device))
 
     for p in paths:                    # warm-up: allocator, cuDNN choice, compilation
         for _ in range(args.warmup if p.warmup_calls is None else p.warmup_calls):

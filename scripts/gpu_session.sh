@@ -69,10 +69,12 @@ case $part in
   speed)    # issue 8: every "Done when" ratio comes from these two runs
     "$py" scripts/bench.py --device "$device" --widths 50 500 --batches 16 \
       --grads direct adjoint seminorm gq --solvers dopri5 rk4:10 --precision fp32 bf16 \
-      --fixed-grid torchdiffeq odex --cuda-graph "${bench_size[@]}" --out "$out/bench_b16" > "$out/bench_b16.log" 2>&1
+      --fixed-grid torchdiffeq odex --adaptive-loop torchdiffeq odex --cuda-graph "${bench_size[@]}" \
+      --out "$out/bench_b16" > "$out/bench_b16.log" 2>&1
     tail -n 80 "$out/bench_b16.log"
     "$py" scripts/bench.py --device "$device" --widths 500 --batches 128 --grads direct \
-      --solvers rk4:10 dopri5 --precision fp32 bf16 --fixed-grid odex --cuda-graph "${bench_size[@]}" \
+      --solvers rk4:10 dopri5 --precision fp32 bf16 --fixed-grid odex --adaptive-loop odex --cuda-graph \
+      "${bench_size[@]}" \
       --out "$out/bench_b128" > "$out/bench_b128.log" 2>&1
     tail -n 12 "$out/bench_b128.log"
     ;;
