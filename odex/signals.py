@@ -8,6 +8,10 @@ hands the signal over (`StopSignals.hand_over`): to submitit's own handler when 
 submitit (it pickles the job again and requeues it), otherwise it exits with 128 + the signal number.
 The requeued or rerun job continues from the checkpoint with `trainer.resume=auto`.
 
+A second stop signal while the first waits for a batch boundary (a long evaluation, a stiff solve)
+stops at once: the handler raises `Preempted`, the run is recorded as preempted, and the last
+checkpoint -- the previous epoch's, written atomically -- is what a rerun resumes from.
+
 Python runs a signal handler in the main thread between two bytecodes, so setting an attribute there
 is safe; anything heavier (saving tensors mid-step) would not be.
 """
@@ -50,11 +54,16 @@ class StopSignals:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
     def request(self, signum: int, frame=None) -> None:
-        """The handler: remember the first stop signal; the loop stops at the next batch boundary."""
+        """The handler: remember the first stop signal; the loop stops at the next batch boundary.
+        A second one (from a running handler, not a test's direct call) stops now."""
         # Nothing else here: printing or logging from a handler can re-enter a stream the main
         # thread is writing (tqdm, logging) and fail; the loop reports the stop when it sees it.
         if self.signum is None:
             self.signum = signum
+        elif frame is not None:
+            raise Preempted(f"preempted ({self.name}, then {signal.Signals(signum).name} again before a batch "
+                            "boundary): stopped at once; the last checkpoint is kept: resume with "
+                            "trainer.resume=auto")
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():

@@ -18,7 +18,7 @@ from conftest import REPO, TINY, compose_cfg, read_metrics, read_summary, run_cl
 from odex import checkpoint as ckpt
 from odex.process_state import isolated_job
 from odex.resume import fingerprint, trim_metrics
-from odex.signals import StopSignals
+from odex.signals import Preempted, StopSignals
 from odex.train import run
 
 TESTS = Path(__file__).resolve().parent
@@ -142,6 +142,17 @@ def test_stop_signals_flag_restore_and_hand_over():
         assert exit_.value.code == 128 + signal.SIGUSR1
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_second_stop_signal_stops_at_once():
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)        # the first only asks for a batch boundary
+        assert stop.requested and stop.name == "SIGTERM"
+        with pytest.raises(Preempted, match="SIGTERM, then SIGUSR1 again before a batch boundary"):
+            os.kill(os.getpid(), signal.SIGUSR1)    # the second, during (say) a long evaluation
+            for _ in range(1000):                   # Python runs the handler between bytecodes
+                pass
+    assert stop.signum == signal.SIGTERM
 
 
 def test_isolated_job_restores_global_state():
