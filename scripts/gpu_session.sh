@@ -17,7 +17,7 @@
 #
 # On the device machine (../shared/device/README.md), from the repository root, with .device-wheels
 # and the MNIST test files carried (here, once: mkdir -p .mnist/MNIST/raw && cp
-# ../shared/data/mnist-t10k/t10k-* .mnist/MNIST/raw/ and add /.mnist/ to .git/info/exclude):
+# ../shared/data/mnist-t10k/t10k-* .mnist/MNIST/raw/ (ignored by git)):
 #
 #   python3 -m pip install -q --no-index --find-links .device-wheels hydra-core omegaconf wandb \
 #       pytorch-optimizer && export PYTHONPATH=$PWD WANDB_MODE=offline && scripts/gpu_session.sh speed $OUT
