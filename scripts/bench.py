@@ -201,6 +201,12 @@ class TrainPath:
     warmup_calls: int | None = None
 
 
+def _endless(loader):
+    """The loader's batches, epoch after epoch (each pass reshuffles)."""
+    while True:
+        yield from loader
+
+
 def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int, device) -> TrainPath:
     model = copy.deepcopy(base)
     call = REFERENCE_CALL.get(grad, "odeint_adjoint")
@@ -208,15 +214,10 @@ def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int
     model.to(device).train()
     loader = DataLoader(TensorDataset(x.float().div(255), y), batch_size=batch, shuffle=True, drop_last=True)
     opt = torch.optim.Adam(model.parameters(), lr=0.0)
-    batches = iter(())
+    batches = _endless(loader)
 
     def step():
-        nonlocal batches
-        try:
-            xb, yb = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            xb, yb = next(batches)
+        xb, yb = next(batches)
         xb, yb = xb.to(device), yb.to(device)
         loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
@@ -238,15 +239,10 @@ def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Tr
     train_step = fast.train_step(model, objective, opt, device=device)
     zero = torch.zeros((), device=device)
     sums = {"loss": zero.clone(), "correct": zero.clone()}
-    batches = iter(())
+    batches = _endless(loader)
 
     def step():
-        nonlocal batches
-        try:
-            xb, yb = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            xb, yb = next(batches)
+        xb, yb = next(batches)
         out = train_step(xb, yb)
         sums["loss"] += out.loss.detach() * len(yb)
         sums["correct"] += (out.logits.detach().argmax(1) == yb).sum()
