@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -49,3 +50,585 @@ def build(node, **kwargs):
         if kwargs and "argument" in str(e):
             raise ConfigError(f"bad configuration for {node.get('_target_')}: {e}") from e
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# The validation stage: between Hydra's composition and the construction of any part. Torch-free.
+
+def show(value) -> str:
+    """A value as the user would type it on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(show(v) for v in value) + "]"
+    return str(value)
+
+
+def refuse(key: str, value, allowed: str) -> ConfigError:
+    """The one error format: `<full.key>=<value>: <what is allowed>`."""
+    return ConfigError(f"{key}={show(value)}: {allowed}")
+
+
+def describe(ann) -> str:
+    """What an annotation of odex/schema.py allows, in words."""
+    import typing
+    from dataclasses import fields, is_dataclass
+
+    from . import schema
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        base, metas = args[0], args[1:]
+        text = describe(base)
+        for m in metas:
+            if isinstance(m, schema.Range):
+                text += " " + m.describe()
+            elif isinstance(m, schema.Length):
+                n = (f"{m.lo}" if m.hi == m.lo else f"at least {m.lo}" if m.hi is None else f"{m.lo} to {m.hi}")
+                text = f"{text} ({n} entries)"
+        return text
+    if origin is typing.Union:
+        parts = [describe(a) for a in args if a is not type(None)]
+        return ("null or " if type(None) in args else "") + " or ".join(parts)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(show(a) for a in args)
+    if origin is list:
+        return f"a list of ({describe(args[0])})" if args else "a list"
+    if origin is dict:
+        return f"a mapping of names to ({describe(args[1])})"
+    if ann is bool:
+        return "true or false"
+    if ann is int:
+        return "an integer"
+    if ann is float:
+        return "a number"
+    if ann is str:
+        return "a string"
+    if ann is schema.Radius:
+        return "a radius >= 0 (a number, or a fraction such as 8/255)"
+    if is_dataclass(ann):
+        return "{" + ", ".join(f.name for f in fields(ann)) + "}"
+    return str(ann)
+
+
+def _radius(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            num, _, den = value.partition("/")
+            return float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def check_value(value, ann, key: str, where: str = "") -> None:
+    """Raise the one-line `ConfigError` when `value` (plain Python, resolved) does not fit `ann`."""
+    import math
+    import typing
+    from dataclasses import is_dataclass
+
+    from . import schema
+
+    def bad():
+        return refuse(key, value, f"must be {describe(ann)}")
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        base, metas = args[0], args[1:]
+        try:
+            check_value(value, base, key, where)
+        except ConfigError:
+            if typing.get_origin(base) in (list, dict):
+                raise          # an entry's own message names the entry
+            raise bad() from None
+        for m in metas:
+            if isinstance(m, schema.Range) and not m.ok(float(value)):
+                raise bad()
+            if isinstance(m, schema.Length) and (len(value) < m.lo or (m.hi is not None and len(value) > m.hi)):
+                raise bad()
+        return
+    if origin is typing.Union:
+        if value is None:
+            if type(None) in args:
+                return
+            raise bad()
+        options = [a for a in args if a is not type(None)]
+        if isinstance(value, dict):          # a mapping: the one structured choice decides, with its own message
+            for a in options:
+                if is_dataclass(a):
+                    return check_value(value, a, key, where)
+        for a in options:
+            try:
+                check_value(value, a, key, where)
+                return
+            except ConfigError:
+                pass
+        raise bad()
+    if origin is typing.Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise bad()
+        return
+    if origin is list or ann is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        for i, v in enumerate(value):
+            if args:
+                check_value(v, args[0], f"{key}[{i}]", where)
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        for k, v in value.items():
+            check_value(v, args[1], f"{key}.{k}", where)
+        return
+    if ann is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return
+    if ann is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return
+    if ann is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad()
+        return
+    if ann is str:
+        if not isinstance(value, str):
+            raise bad()
+        return
+    if ann is schema.Radius:
+        r = _radius(value)
+        if r is None or not math.isfinite(r) or r < 0:
+            raise bad()
+        return
+    if is_dataclass(ann):
+        if not isinstance(value, dict):
+            raise bad()
+        check_node(value, ann, key, where)
+        return
+    raise TypeError(f"odex.schema: no check for {ann!r} ({key})")     # a bug in the schema
+
+
+def _suggest(name: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_node(node: dict, cls, key: str, where: str = "") -> None:
+    """Every key of `node` is a field of the schema dataclass `cls`, with a value that fits it."""
+    from .schema import schema_fields
+
+    known = schema_fields(cls)
+    for name, value in node.items():
+        full = f"{key}.{name}" if key else name
+        if name not in known:
+            keys = ", ".join(k for k in known if not k.startswith("_"))
+            raise refuse(full, value, f"{where or key} has no key {name!r}{_suggest(name, known)}; "
+                                      f"its keys: {keys}")
+        check_value(value, known[name], full, where)
+
+
+def _choice(choices: dict, group: str, target: str) -> str:
+    """`group=choice` as the user would write it (the choice from Hydra, else the target's name)."""
+    name = (choices or {}).get(group) or target.rsplit(".", 1)[-1]
+    return f"{group}={name}"
+
+
+def _schema_for(group: str, node, key: str, choices: dict):
+    from .schema import TARGETS
+
+    if not isinstance(node, dict):
+        raise refuse(key, node, f"must be a config group: choose {group}=<name> (see conf/{group.split('.')[0]}/)")
+    target = node.get("_target_")
+    if target is None:
+        raise refuse(f"{key}._target_", None, "every part names the class that builds it")
+    table = TARGETS[group]
+    if target not in table:
+        # a class of the user's own (a plugin): its constructor's signature is the only schema
+        return None
+    return table[target]
+
+
+def validate(cfg, choices: dict | None = None) -> None:
+    """Check every key of the composed config `cfg` (a DictConfig or dict, `hydra` node ignored)
+    against odex/schema.py, then every combination of the chosen parts. Raises one `ConfigError`
+    (`<full.key>=<value>: <what is allowed>`) at the first problem. Touches nothing on disk and
+    imports no torch."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from . import schema
+
+    if isinstance(cfg, DictConfig):
+        tree = {}
+        for name in cfg:
+            if name == "hydra":
+                continue
+            try:
+                node = cfg[name]
+                tree[name] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+            except Exception as e:  # noqa: BLE001 -- an interpolation that does not resolve
+                key = getattr(e, "full_key", None) or name
+                raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
+    else:
+        tree = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    choices = dict(choices or {})
+
+    for name, value in tree.items():
+        if name not in schema.TOP_LEVEL:
+            hint = _suggest(name, schema.TOP_LEVEL)
+            raise refuse(name, value, f"not a key odex reads{hint}; odex's config groups: "
+                                      f"{', '.join(schema.TOP_LEVEL)}")
+    for name in ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger"):
+        if name not in tree or tree[name] is None:
+            raise refuse(name, None, f"choose one of conf/{name}/")
+
+    parts: dict[str, Any] = {}
+    for group in ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger"):
+        node = tree[group]
+        cls = _schema_for(group, node, group, choices)
+        parts[group] = cls
+        if cls is not None:
+            check_node(node, cls, group, _choice(choices, group, node["_target_"]))
+
+    sched = tree.get("schedule")
+    if not isinstance(sched, dict):
+        raise refuse("schedule", sched, "choose one of conf/schedule/")
+    for name, value in sched.items():
+        if name not in ("interval", "scheduler"):
+            raise refuse(f"schedule.{name}", value, f"not a key of schedule{_suggest(name, ['interval', 'scheduler'])}; "
+                                                    "its keys: interval, scheduler")
+    check_value(sched.get("interval"), Literal["epoch", "step"], "schedule.interval")
+    if sched.get("scheduler") is not None:
+        cls = _schema_for("schedule.scheduler", sched["scheduler"], "schedule.scheduler", {})
+        if cls is not None:
+            check_node(sched["scheduler"], cls, "schedule.scheduler", _choice(choices, "schedule", ""))
+
+    for group in ("eval", "callbacks"):
+        entries = tree.get(group)
+        if entries is None:
+            entries = {}
+        if not isinstance(entries, dict):
+            raise refuse(group, entries, f"choose entries of conf/{group}/: {group}=[a,b]")
+        for name, node in entries.items():
+            key = f"{group}.{name}"
+            if node is None:
+                continue
+            if isinstance(node, dict) and "_target_" not in node:
+                continue       # an experiment's settings for an entry the command line left out (not built)
+            cls = _schema_for(group, node, key, {})
+            if cls is not None:
+                check_node(node, cls, key, f"{group}={name}")
+            parts[key] = cls
+
+    _cross_checks(tree, parts, choices)
+
+
+def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
+    """Values that are fine alone but not together, and the combinations of parts that cannot work,
+    each asked of what the parts declare (odex/schema.py)."""
+    from . import schema
+
+    ds, solver, trainer = tree["dataset"], tree["solver"], tree["trainer"]
+    model_cls, grad_cls, obj_cls = parts["model"], parts["grad"], parts["objective"]
+    c = lambda g: _choice(choices, g, tree[g]["_target_"])          # noqa: E731
+
+    # solver: a fixed-step solve needs its step
+    method = solver.get("method")
+    fixed = method in schema.FIXED
+    if parts["solver"] is not None and fixed and solver.get("steps") is None and solver.get("step_size") is None:
+        raise refuse("solver.steps", None, f"solver.method={method} is fixed-step: set solver.steps=N "
+                                           "or solver.step_size=h")
+    # trainer.device
+    device = trainer.get("device")
+    if parts["trainer"] is not None and isinstance(device, str):
+        import re
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            raise refuse("trainer.device", device, "must be auto, cpu, cuda or cuda:N")
+    # models with presets: the preset must be one of them
+    model = tree["model"]
+    if "presets" in model and model.get("preset") is not None and model["preset"] not in (model.get("presets") or {}):
+        raise refuse("model.preset", model["preset"], f"must be one of {', '.join(model.get('presets') or {})}")
+    # eval=pgd: something to attack
+    pgd = (tree.get("eval") or {}).get("pgd")
+    if parts.get("eval.pgd") is not None and pgd.get("linf") is None and pgd.get("l2") is None:
+        raise refuse("eval.pgd.l2", None, "with eval.pgd.linf null too, eval=pgd attacks nothing")
+    for key in ("eval.pgd.solver", "eval.dynamics.solver"):
+        group, name, _ = key.split(".")
+        node = ((tree.get(group) or {}).get(name) or {}).get("solver")
+        if parts.get(f"{group}.{name}") is not None and node and node.get("method", "dopri5") in schema.FIXED \
+                and node.get("steps") is None and node.get("step_size") is None:
+            raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
+    # schedule piecewise_linear: points rise from 0 to 1, as many factors
+    sch = (tree.get("schedule") or {}).get("scheduler") or {}
+    if sch.get("_target_") == "odex.schedules.PiecewiseLinear":
+        pts, fac = list(sch.get("points", [])), list(sch.get("factors", []))
+        if pts[0] != 0 or pts[-1] != 1 or any(b <= a for a, b in zip(pts, pts[1:])):
+            raise refuse("schedule.scheduler.points", pts, "must rise strictly from 0 to 1")
+        if len(fac) != len(pts):
+            raise refuse("schedule.scheduler.factors", fac, f"must have as many entries as points ({len(pts)})")
+    # augmentation and validation split
+    if parts["dataset"] is not None and ds.get("augment") not in (False, None) and not parts["dataset"].images:
+        raise refuse("dataset.augment", ds["augment"], f"random crops and flips need images; {c('dataset')} "
+                                                       "has vectors: set dataset.augment=false")
+    best = (tree.get("callbacks") or {}).get("best_checkpoint")
+    if parts.get("callbacks.best_checkpoint") is not None and str(best.get("monitor", "")).startswith("val/") \
+            and not ds.get("val_fraction"):
+        raise refuse("callbacks.best_checkpoint.monitor", best["monitor"],
+                     "needs a validation split: add dataset.val_fraction=0.1 (or monitor test/... values)")
+
+    if model_cls is None or parts["dataset"] is None:
+        return
+    traits = model_cls.traits
+    if traits.images and not parts["dataset"].images:
+        raise refuse("model", c("model").split("=", 1)[1], f"needs image data; {c('dataset')} has vectors "
+                                                            "(use model=augmented or node)")
+    # what the objective and the evaluators ask of the model and the gradient method
+    asked = []
+    if obj_cls is not None:
+        asked.append(("objective", c("objective").split("=", 1)[1], obj_cls.needs))
+    for key, cls in parts.items():
+        if key.startswith("eval.") and cls is not None:
+            asked.append(("eval", key.split(".", 1)[1], cls.needs))
+    supports = grad_cls.supports if grad_cls is not None else None
+    for group, name, needs in asked:
+        for flag in needs.model:
+            if not getattr(traits, flag):
+                raise refuse(group, name, f"{needs.why}; {c('model')} does not have that "
+                                          f"(use {needs.use_instead})")
+        for flag in needs.grad:
+            if supports is not None and traits.ode and not getattr(supports, flag):
+                raise refuse("grad", c("grad").split("=", 1)[1],
+                             f"{group}={name} {needs.why}, which {c('grad')} does not support "
+                             f"(use {needs.use_instead})")
+    if supports is None or not traits.ode:
+        return
+    g = c("grad")
+    solves = obj_cls is None or obj_cls.solves_in_training
+    if not supports.adaptive_solvers and not fixed:
+        raise refuse("grad", g.split("=", 1)[1], f"{g} recomputes a fixed-step solve, but solver.method={method} "
+                                                 "is adaptive: use solver=euler, midpoint or rk4 with solver.steps=N")
+    if traits.tuple_state and not supports.tuple_states:
+        raise refuse("grad", g.split("=", 1)[1], f"{g} takes a tensor state, and {c('model')}'s state is a tuple: "
+                                                 "use grad=direct, adjoint, seminorm or anode")
+    if traits.field_batchnorm and not supports.train_batchnorm:
+        raise refuse("grad", g.split("=", 1)[1], f"{g} is not valid with BatchNorm in training mode inside "
+                                                 f"{c('model')}'s vector field: use grad=adjoint, anode or direct")
+    if solves and model_cls.random_field(model) and not (supports.random_field and fixed):
+        raise refuse("model.dropout", model.get("dropout"),
+                     f"makes {c('model')}'s vector field random in training, which needs a fixed-step solver "
+                     f"with grad=direct (solver=rk4 grad=direct), or model.dropout=0.0")
+    if trainer.get("cuda_graph") is True and not (supports.cuda_graph and fixed):
+        raise refuse("trainer.cuda_graph", True, "needs a fixed-step solver (euler, midpoint, rk4) with grad=direct")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: compose as Hydra will, validate, and answer a mistake with one line (exit 2)
+# before Hydra creates a run folder and before torch is imported.
+
+USAGE_ERROR = 2      # the shell's status for a usage error
+
+
+def _compose(config_name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+
+
+def _groups() -> dict[str, list[str]]:
+    """odex's config groups and their choices, from conf/ (eval, callbacks: several at once)."""
+    root = Path(config_dir())
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir())
+            if d.is_dir() and d.name != "hydra" and not d.name.startswith((".", "_"))}
+
+
+def _node_at(cfg, dotted: str):
+    """The deepest existing node on the path `dotted`, its key, and the first missing part."""
+    from omegaconf import OmegaConf
+
+    node, done = cfg, []
+    for part in dotted.split("."):
+        if OmegaConf.is_dict(node) and part in node:
+            node, done = node[part], done + [part]
+        else:
+            return node, ".".join(done), part
+    return node, ".".join(done), None
+
+
+def _explain(override, previous: list[str], config_name: str, error: Exception) -> ConfigError:
+    """One line for the override that Hydra could not compose."""
+    from omegaconf import OmegaConf
+
+    key = override.get_key_element()
+    bare = key.lstrip("+~")
+    text = override.input_line
+    value = text.split("=", 1)[1] if "=" in text else ""
+    groups = _groups()
+    hydra_msg = " ".join(str(error).split())
+    if bare.startswith("hydra"):
+        return ConfigError(f"{text}: {hydra_msg}")
+    if "@" not in bare and "." not in bare and "/" not in bare:
+        if bare in groups:                       # a group choice that does not exist
+            values = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+            wrong = [v for v in values if v not in groups[bare]] or values
+            return ConfigError(f"{bare}={value}: {bare} must be one of {', '.join(groups[bare])}"
+                               f"{_suggest(wrong[0], groups[bare]) if wrong else ''}")
+        from .schema import TOP_LEVEL
+        known = sorted(set(groups) | set(TOP_LEVEL))
+        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare, known)}; "
+                           f"odex's config groups: {', '.join(g for g in known if g != 'sweep')}")
+    try:
+        cfg = _compose(config_name, previous)
+    except Exception:  # noqa: BLE001
+        return ConfigError(f"{text}: {hydra_msg}")
+    if bare.split(".")[0] not in cfg and bare.split(".")[0] not in groups:
+        from .schema import TOP_LEVEL
+        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], TOP_LEVEL)}")
+    node, found, missing = _node_at(cfg, bare)
+    if missing is not None and OmegaConf.is_dict(node):
+        keys = [k for k in node.keys() if not str(k).startswith("_")]
+        where = found or "the config"
+        choice = cfg.hydra.runtime.choices.get(found) if found in groups else None
+        where = f"{found}={choice}" if choice else where
+        return ConfigError(f"{bare}={value}: {where} has no key {missing!r}{_suggest(missing, keys)}; "
+                           f"its keys: {', '.join(map(str, keys))}")
+    if missing is not None:
+        return ConfigError(f"{bare}={value}: {found}={show(OmegaConf.to_container(node) if OmegaConf.is_config(node) else node)} "
+                           f"is not a mapping, so it has no key {missing!r}")
+    if key.startswith("+"):
+        return ConfigError(f"{text}: {bare} exists already: set it without the +")
+    return ConfigError(f"{text}: {hydra_msg}")
+
+
+def _first_bad_override(config_name: str, overrides: list[str], error: Exception) -> ConfigError:
+    """Compose with more and more of the overrides until it fails: that one is to blame."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for i, text in enumerate(overrides):
+        try:
+            parsed = parser.parse_override(text)
+        except Exception as e:  # noqa: BLE001 -- Hydra's grammar: one line from its message
+            first = " ".join(str(e).split())[:300]
+            return ConfigError(f"{text}: cannot read this override ({first})")
+        try:
+            _compose(config_name, overrides[: i + 1])
+        except Exception as e:  # noqa: BLE001
+            try:
+                return _explain(parsed, overrides[:i], config_name, e)
+            except Exception:  # noqa: BLE001 -- explaining must not turn into a traceback
+                return ConfigError(f"{text}: {' '.join(str(e).split())[:300]}")
+    return ConfigError(" ".join(str(error).split()))
+
+
+def _plus_keys(overrides: list[str]) -> None:
+    """`+group.key=value` adds a key odex's parts do not read (its class would be given an
+    argument it does not take, or the key silently ignored): refused."""
+    from .schema import TOP_LEVEL
+
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.startswith("+") and not key.startswith("++"):
+            bare = key.lstrip("+")
+            if "." in bare and bare.split(".")[0] in TOP_LEVEL:
+                raise ConfigError(f"{text}: adds a key that {bare.split('.')[0]} does not have; "
+                                  f"drop the + to set an existing key")
+
+
+def check_composed(config_name: str, overrides: list[str], *, validate_too: bool = True):
+    """Compose like Hydra and validate; returns the composed config or raises `ConfigError`."""
+    _plus_keys(overrides)
+    try:
+        cfg = _compose(config_name, overrides)
+    except Exception as e:  # noqa: BLE001 -- any composition error: find the override to blame
+        raise _first_bad_override(config_name, overrides, e) from None
+    if validate_too:
+        validate(cfg, dict(cfg.hydra.runtime.choices))
+    return cfg
+
+
+def protect_existing_run(cfg, argv: list[str]) -> list[str]:
+    """A run into a folder that holds an earlier run (hydra.run.dir=<that folder>): Hydra would
+    rewrite its .hydra/ record and append to its log before odex could check anything. Ask Hydra
+    not to; odex.train writes both once the checks passed (and the earlier attempt is continued or
+    moved aside)."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    try:
+        run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+    except Exception:  # noqa: BLE001 -- ${now:} and friends: a new folder anyway
+        return argv
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return argv
+    return [*argv, "hydra.output_subdir=null", f"hydra.job_logging.handlers.file.filename={os.devnull}"]
+
+
+def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
+    """The jobs of a basic-sweeper multirun (the cartesian product of the sweep overrides), or None
+    for another sweeper."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def preflight(argv: list[str]) -> list[str]:
+    """The torch-free first stage of `odex-train`: parse the command line as Hydra does, compose
+    and validate. A mistake ends here with one stderr line and exit status 2, before Hydra creates
+    a run folder. Returns the arguments to hand to Hydra (the same ones)."""
+    import sys
+
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:
+        raise
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
+            or args.config_path or args.experimental_rerun:
+        return argv
+    config_name = args.config_name or "train"
+    overrides = list(args.overrides)
+    try:
+        if not args.multirun:
+            cfg = check_composed(config_name, overrides)
+            if str(cfg.hydra.get("mode")) != "RunMode.MULTIRUN":
+                return protect_existing_run(cfg, argv) if args.cfg is None else argv
+        # a multirun: every job must compose (Hydra would stop the whole sweep at the first that
+        # does not); the jobs' values are validated per job, each failing alone (recorded in its
+        # folder, the sweep goes on), unless no job at all is valid: then nothing is started.
+        _plus_keys(overrides)
+        jobs = _sweep_jobs(overrides)
+        first = check_composed(config_name, jobs[0], validate_too=False)
+        if first.hydra.sweeper.get("params") or "BasicSweeper" not in str(first.hydra.sweeper.get("_target_")):
+            return argv          # the sweeper (a sweep config, Optuna) chooses the values: checked per job
+        first_error, valid = None, 0
+        for job in jobs[:1000]:
+            cfg = check_composed(config_name, job, validate_too=False)
+            try:
+                validate(cfg, dict(cfg.hydra.runtime.choices))
+                valid += 1
+            except ConfigError as e:
+                first_error = first_error or e
+        if valid == 0 and first_error is not None:
+            raise first_error
+    except ConfigError as e:
+        print(f"odex: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(USAGE_ERROR) from None
+    return argv
+

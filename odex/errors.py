@@ -24,3 +24,15 @@ class TrainingFailed(OdexError):
 
 class SolverError(TrainingFailed):
     """The ODE solver gave up (step size underflow, too many steps)."""
+
+
+class RunBusy(OdexError):
+    """Another process holds the run folder's lock."""
+
+
+class RunStateError(OdexError):
+    """A run folder's checkpoint, summary or metrics file cannot be read."""
+
+
+class DataFileError(DatasetNotFound):
+    """A dataset file is there but damaged (truncated, corrupt)."""

@@ -1,6 +1,6 @@
 """`trainer.resume`: what a run does when its folder already holds an earlier attempt.
 
-    never  start afresh (the folder's metrics, checkpoint and summary are replaced)
+    never  start afresh; an earlier attempt's files are moved into attempt-N/ first (never deleted)
     auto   continue from checkpoints/last.pt when there is one; skip a run that already completed
            (its summary is kept); otherwise start afresh. The default: Hydra's run folders are new
            for every run, so only a rerun into the same folder (a requeued SLURM job, a multirun
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import checkpoint as ckpt
-from .errors import ConfigError
+from .errors import ConfigError, RunBusy, RunStateError
 
 log = logging.getLogger("odex")
 
@@ -58,57 +59,180 @@ def _differences(old: dict, new: dict, limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows. A torn last line (a kill in the middle of a write) is dropped; any
+    other unreadable line is a `RunStateError` naming the file and the choices."""
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                log.warning("%s: dropped a torn last line (the previous attempt was killed while writing it)", path)
+                continue
+            raise RunStateError(f"{path} line {i + 1} is not valid JSON: fix or remove that line, or start afresh "
+                                "with trainer.resume=never (the old files are kept in attempt-N/)") from None
+    return rows
+
+
 def trim_metrics(run_dir: str | Path, last_epoch: int) -> None:
     """Keep metrics.jsonl's rows up to `last_epoch` (0: none), so a resumed run appends each epoch
     once even when the attempt before it logged an epoch and died before checkpointing it."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) <= last_epoch]
+    keep = [row for row in read_metrics_rows(path) if row.get("epoch", 0) <= last_epoch]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in keep))
     tmp.replace(path)
 
 
 @dataclass
 class Previous:
     """What an earlier attempt in the run folder left: a checkpoint to continue from, or the
-    summary of a run that already completed (then there is nothing to do)."""
+    summary of a run that already completed (then there is nothing to do). `fresh`: start afresh,
+    moving an earlier attempt aside (trainer.resume=never, or nothing to continue from)."""
     checkpoint: dict[str, Any] | None = None
     completed: dict[str, Any] | None = None
+    earlier: bool = False         # the folder holds files of an earlier attempt
+
+
+# what a run writes in its folder (an earlier attempt's files, when there are any)
+RUN_FILES = ("summary.json", "metrics.jsonl", "error.log", "checkpoints", "wandb")
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    run_dir = Path(run_dir)
+    return any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return ckpt.load(path)
+    except Exception as e:  # noqa: BLE001 -- pickle, zip or I/O errors of a damaged file
+        raise RunStateError(
+            f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]}): start afresh with "
+            "trainer.resume=never (the old attempt is kept in attempt-N/), or use another folder") from None
+
+
+def _load_summary(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        raise RunStateError(f"{path} is not valid JSON: start afresh with trainer.resume=never (the old "
+                            "attempt is kept in attempt-N/), or use another folder") from None
+
+
+def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: int) -> Previous:
+    """Look at the run folder and decide what to do, reading only: nothing is written, moved or
+    deleted here (see `commit`), so a mistake found later leaves an earlier run as it was."""
+    if mode not in MODES:
+        raise ConfigError(f"trainer.resume={mode}: must be one of {', '.join(MODES)}")
+    run_dir = Path(run_dir)
+    path = checkpoint_path(run_dir)
+    previous = Previous(earlier=holds_run(run_dir))
+    if mode == "never":
+        return previous
+    summary = _load_summary(run_dir / "summary.json")
+    if path.exists():
+        state = _load_checkpoint(path)
+        saved = state.get("config")
+        if saved is not None and saved != fingerprint(config):
+            raise ConfigError(
+                f"{run_dir} holds a run with another configuration ({_differences(saved, fingerprint(config))}); "
+                "use a new folder, or trainer.resume=never to start afresh (the old attempt is kept in attempt-N/)")
+        previous.checkpoint = state
+    if (summary is not None and summary.get("status") == "completed"
+            and summary.get("epochs", 0) >= max_epochs):
+        previous.checkpoint, previous.completed = None, summary
+        return previous
+    if previous.checkpoint is None and mode == "must":
+        raise ConfigError(f"trainer.resume=must: there is no checkpoint at {path}; use trainer.resume=auto")
+    if previous.checkpoint is not None:
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists():
+            read_metrics_rows(metrics)      # a damaged file is found now, before anything is written
+    return previous
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Move an earlier attempt's files into attempt-N/ (the first free N)."""
+    n = 1
+    while (run_dir / f"attempt-{n}").exists():
+        n += 1
+    dest = run_dir / f"attempt-{n}"
+    dest.mkdir()
+    for child in sorted(run_dir.iterdir()):
+        if child.name in (dest.name, LOCK_NAME) or child.name.startswith("attempt-"):
+            continue
+        os.replace(child, dest / child.name)
+    return dest
+
+
+def commit(run_dir: str | Path, previous: Previous) -> None:
+    """Once the configuration and the data are known to be good: continue the earlier attempt
+    (its metrics trimmed to the checkpoint), or move it aside into attempt-N/ and start afresh."""
+    run_dir = Path(run_dir)
+    if previous.checkpoint is not None:
+        trim_metrics(run_dir, previous.checkpoint["epoch"])
+        for stale in (run_dir / "summary.json", run_dir / "error.log"):
+            stale.unlink(missing_ok=True)
+        return
+    if previous.earlier:
+        dest = move_aside(run_dir)
+        log.warning("%s held an earlier attempt: moved to %s; starting afresh", run_dir, dest)
 
 
 def prepare(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: int) -> Previous:
-    """Look at the run folder, apply `mode`, and clear what the new attempt will write again."""
-    if mode not in MODES:
-        raise ConfigError(f"trainer.resume must be one of {', '.join(MODES)}, got {mode!r}")
-    run_dir = Path(run_dir)
-    path = checkpoint_path(run_dir)
-    summary_path = run_dir / "summary.json"
-    previous = Previous()
-    if mode != "never":
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-        if path.exists():
-            state = ckpt.load(path)
-            saved = state.get("config")
-            if saved is not None and saved != fingerprint(config):
-                raise ConfigError(
-                    f"{run_dir} holds a run with another configuration ({_differences(saved, fingerprint(config))}); "
-                    "use a new folder, or trainer.resume=never to overwrite it")
-            previous.checkpoint = state
-        if (summary is not None and summary.get("status") == "completed"
-                and summary.get("epochs", 0) >= max_epochs):
-            previous.checkpoint, previous.completed = None, summary
-            return previous
-        if previous.checkpoint is None and mode == "must":
-            raise ConfigError(f"trainer.resume=must but there is no checkpoint at {path}")
-    elif path.exists() or summary_path.exists():
-        log.warning("trainer.resume=never: replacing the earlier run in %s", run_dir)
-    start = previous.checkpoint["epoch"] if previous.checkpoint is not None else 0
-    trim_metrics(run_dir, start)
-    for stale in (summary_path, run_dir / "error.log"):
-        stale.unlink(missing_ok=True)
-    if previous.checkpoint is None:
-        path.unlink(missing_ok=True)
+    """`inspect` then `commit` (for callers that have nothing to check in between)."""
+    previous = inspect(run_dir, mode, config, max_epochs)
+    if previous.completed is None:
+        commit(run_dir, previous)
     return previous
+
+
+# ---------------------------------------------------------------------------------------------
+# One process per run folder
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive `fcntl` lock on <run>/.lock for the life of the run: a second process pointed
+    at the same folder stops at once with one line. The kernel drops the lock when the process
+    ends, however it ends (kill -9 included), so a stale lock file never blocks a rerun."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunBusy(f"{self.run_dir} is in use by another odex-train process (it holds {self.run_dir / LOCK_NAME}); "
+                          "wait for it, or use another folder") from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -29,8 +29,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import resume as resuming
-from .config import build, config_dir
-from .errors import OdexError
+from .config import USAGE_ERROR, build, config_dir, preflight, validate
+from .errors import ConfigError, OdexError
 from .optim import build_optimizer, build_schedule
 from .process_state import isolated_job
 from .signals import StopSignals
@@ -113,29 +113,78 @@ def _config(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None) -> dict[str, Any]:
+def _record_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
+    """Hydra's .hydra/ record of the run (config, overrides), written here when odex asked Hydra not
+    to write into an existing run folder (odex.config.protect_existing_run) and the checks passed."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return
+    if hc.output_subdir is not None or (run_dir / ".hydra").exists():
+        return
+    out = run_dir / ".hydra"
+    out.mkdir()
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
+
+
+def _log_to_file(run_dir: Path) -> logging.Handler | None:
+    """The run's log file, when Hydra was asked not to open one in an existing folder."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    if hc.output_subdir is not None:
+        return None
+    handler = logging.FileHandler(run_dir / f"{hc.job.name}.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None,
+        choices: dict | None = None) -> dict[str, Any]:
     """Train one configuration; returns the summary (with `status`), never raises for the run.
+
+    Order, so that a failing command never changes an earlier result: validate every key
+    (odex/config.py), take the run folder's lock, look at the folder without writing (resume
+    decision, damaged files), read the data; only then is the folder written (an earlier attempt
+    continued, or moved aside into attempt-N/). A failure before that point writes nothing into a
+    folder that holds an earlier run (a fresh folder gets its failed summary.json and error.log).
 
     With trainer.resume=auto|must an earlier attempt in `run_dir` is continued from its checkpoint,
     or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.signals)
     ends training at a batch boundary with a checkpoint; the status then says how to resume.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
     extra: dict[str, Any] = {"run_dir": str(run_dir)}
     status = "failed: did not start"
-    completed_before = None
+    committed = False           # the folder is ours to write
+    earlier = True              # until looked at: assume the folder holds an earlier run
+    lock = resuming.RunLock(run_dir)
+    log_file = None
+    usage_error = False
     try:
+        lock.__enter__()
+        validate(cfg, choices)
         trainer = build(cfg.trainer)
         config = _config(cfg)
-        previous = resuming.prepare(run_dir, trainer.resume, config, trainer.max_epochs)
+        previous = resuming.inspect(run_dir, trainer.resume, config, trainer.max_epochs)
+        earlier = previous.earlier
         if previous.completed is not None:
-            completed_before = previous.completed
             log.info("%s already holds this completed run: skipped (trainer.resume=never runs it again)", run_dir)
-            return completed_before
+            return previous.completed
         seed_everything(trainer.seed)
-        data = build(cfg.dataset)
+        data = build(cfg.dataset)           # the data check, before the folder is touched
+        resuming.commit(run_dir, previous)
+        committed = True
+        _record_hydra_files(cfg, run_dir)
+        log_file = _log_to_file(run_dir)
         solver = build(cfg.solver)
         grad = build(cfg.grad)
         model = build(cfg.model, info=data.info, solver=solver, grad=grad).to(trainer.device)
@@ -175,17 +224,31 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         raise
     except Exception as e:  # noqa: BLE001 -- a failed run is recorded, not raised (sweeps go on)
         status = _status(e)
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        usage_error = isinstance(e, ConfigError)
+        if lock.held and not committed:
+            earlier = resuming.holds_run(run_dir)
+        elif not lock.held:
+            committed, earlier = False, True     # another process's folder: never write into it
+        if committed or not earlier:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.log").write_text(traceback.format_exc())
         if not isinstance(e, (OdexError, torch.cuda.OutOfMemoryError)):
             log.error("unexpected error (traceback also in %s)", run_dir / "error.log", exc_info=True)
     finally:
-        if completed_before is None:
+        if committed or not earlier:
             summary = tracker.finish(status, extra)
-    return summary
+        else:       # an earlier run's folder, not ours to write: its files stay as they were
+            summary = {**extra, "status": status}
+        if log_file is not None:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
+        lock.__exit__(None, None, None)
+    return {**summary, "usage_error": True} if usage_error else summary
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra's task function: one run, or one job of a multirun (validated here, per job)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -194,16 +257,25 @@ def main(cfg: DictConfig) -> float | None:
         log.warning("sweep=%s sets up a multirun: add -m to run its jobs (this is one run)",
                     hc.runtime.choices.get("sweep"))
     with isolated_job(), StopSignals() as stop:
-        summary = run(cfg, hc.runtime.output_dir, stop=stop)
+        summary = run(cfg, hc.runtime.output_dir, stop=stop, choices=dict(hc.runtime.choices))
     if summary["status"] != "completed":
         print(f"odex: error: {summary['status'][len('failed: '):]}", file=sys.stderr)
     if stop.requested:        # the checkpoint is written: hand the signal on (submitit requeues) and exit
         stop.hand_over()
     if summary["status"] != "completed":
         if hc.mode == RunMode.RUN:
-            sys.exit(1)
+            sys.exit(USAGE_ERROR if summary.get("usage_error") else 1)
         return None
     return summary.get("val/acc", summary.get("test/acc"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`odex-train [overrides]`: compose and validate first (odex.config.preflight: one line and
+    exit status 2 for a mistake, before a run folder exists), then hand over to Hydra."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = preflight(argv)
+    sys.argv = [sys.argv[0] if sys.argv else "odex-train", *argv]
+    _hydra_main()
 
 
 if __name__ == "__main__":

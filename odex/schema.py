@@ -1,0 +1,643 @@
+"""What every config key may hold: one typed schema per `_target_`, and what each part supports.
+
+Read by the validation stage (odex/config.py: `validate`), which runs after Hydra composed the
+config and before anything is built, read or written. This module must not import torch (nor
+anything that does): `odex-train` answers a bad override before torch is loaded.
+
+Why plain dataclasses checked after composition rather than structured configs registered in
+Hydra's ConfigStore (with typed fields that fail at composition)? Two reasons. OmegaConf 2.3's
+structured configs have no Union types, and several keys need one: `dataset.augment` (false, true
+or {padding, flip, pad_mode}), `trainer.compile` (a bool or a backend name), radii written as
+`8/255` or 0.03. And a type error at composition happens in the launcher, before any job runs,
+so one bad value of a swept key (`optim.lr=0.1,abc`) would abort the whole sweep instead of
+failing its one job, which the sweep then records and goes past. Here each field's annotation is
+the type, and `Annotated[..., Range(...)]` its allowed range, in one place.
+
+Capabilities (no type tests on names anywhere): a gradient method's schema says what it supports
+(adaptive solvers, tuple states, BatchNorm in training mode inside the field); a model's says
+what it needs and offers (images, a tuple state, BatchNorm in its field, `lyapunov_parts`, a
+logit-space dynamics, a certificate); an objective and an evaluator say what they ask of the model
+and the gradient method. `combinations` asks them; the torch classes read the same declarations
+(e.g. odex.grad.anode refuses adaptive solvers) only as a second line of defence.
+"""
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges and readable type descriptions
+
+
+@dataclass(frozen=True)
+class Range:
+    """lo <= x <= hi (or < when open); None: unbounded on that side."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def ok(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        if self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi):
+            return False
+        return True
+
+    def describe(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {_num(self.lo)}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {_num(self.hi)}")
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+        return " and ".join(parts)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+POS = Range(0, None, lo_open=True)
+NONNEG = Range(0)
+AT_LEAST_1 = Range(1)
+UNIT_OPEN_RIGHT = Range(0, 1, hi_open=True)     # [0, 1)
+UNIT_OPEN = Range(0, 1, lo_open=True, hi_open=True)
+
+PosFloat = Annotated[float, POS]
+NonNegFloat = Annotated[float, NONNEG]
+PosInt = Annotated[int, AT_LEAST_1]
+NonNegInt = Annotated[int, NONNEG]
+Tol = Annotated[float, Range(0, 1, lo_open=True)]     # a solver tolerance
+
+
+class Radius:
+    """A radius written as a number or a fraction string such as `8/255` (>= 0, finite)."""
+
+
+@dataclass(frozen=True)
+class Length:
+    lo: int = 0
+    hi: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Capabilities
+
+
+@dataclass(frozen=True)
+class GradSupports:
+    adaptive_solvers: bool = True     # solvers whose steps depend on error estimates
+    tuple_states: bool = True         # a state that is a tuple of tensors (LyaNet, lyanet_path's (h, q))
+    train_batchnorm: bool = True      # BatchNorm in training mode inside the vector field
+    random_field: bool = False        # a field that differs between calls (dropout): only a plain backprop
+    cuda_graph: bool = False          # trainer.cuda_graph=true (one static graph of the whole step)
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    images: bool = False              # needs image data (C x H x W)
+    tuple_state: bool = False         # the ODE state is a tuple of tensors
+    field_batchnorm: bool = False     # BatchNorm inside the vector field
+    lyapunov_parts: bool = False      # exposes state and readout (objective=lyanet_path, eval=dynamics)
+    logit_dynamics: bool = False      # the ODE state is the logits (objective=lyanet_mc)
+    certificate: bool = False         # a Lipschitz certificate (eval=certified)
+    ode: bool = True                  # has ODE blocks (solver and grad apply)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What an objective or an evaluator asks of the model and of the gradient method."""
+    model: tuple[str, ...] = ()       # ModelTraits flags that must be true
+    grad: tuple[str, ...] = ()        # GradSupports flags that must be true
+    why: str = ""
+    use_instead: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas, by group. A field's annotation is its type; Annotated[..., Range] its range; Literal its
+# choices. Defaults are irrelevant (the YAML holds them) but dataclasses need one: MISSING-free.
+
+Activation = Literal["relu", "softplus", "tanh", "elu"]
+
+
+@dataclass
+class Augment:
+    padding: NonNegInt = 4
+    flip: bool = True
+    pad_mode: Literal["constant", "reflect"] = "constant"
+
+
+@dataclass
+class DatasetCommon:
+    _target_: str = ""
+    batch_size: PosInt = 128
+    eval_batch_size: PosInt = 1000
+    val_fraction: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
+    limit_train: Optional[PosInt] = None
+    limit_test: Optional[PosInt] = None
+    split_seed: NonNegInt = 0
+    augment: Union[bool, Augment] = False
+    images: ClassVar[bool] = True
+    size: ClassVar[tuple[int, int] | None] = None     # (train, test) examples before limits
+
+
+@dataclass
+class VisionDataset(DatasetCommon):
+    root: str = "data"
+    download: bool = False
+
+
+@dataclass
+class Mnist(VisionDataset):
+    size: ClassVar = (60000, 10000)
+
+
+@dataclass
+class Cifar(VisionDataset):
+    size: ClassVar = (50000, 10000)
+
+
+@dataclass
+class Svhn(VisionDataset):
+    size: ClassVar = (73257, 26032)
+
+
+@dataclass
+class MnistT10k(VisionDataset):
+    train_size: Annotated[int, Range(1, 9999)] = 8000     # the rest of the 10,000 is the test split
+
+
+@dataclass
+class Digits(DatasetCommon):
+    test_fraction: Annotated[float, UNIT_OPEN] = 0.2
+
+
+@dataclass
+class Spheres(DatasetCommon):
+    dim: PosInt = 2
+    n_train: PosInt = 2000
+    n_test: PosInt = 1000
+    inner_radius: PosFloat = 0.5
+    outer_range: Annotated[list[PosFloat], Length(2, 2)] = field(default_factory=lambda: [1.0, 1.5])
+    seed: NonNegInt = 0
+    images: ClassVar[bool] = False
+
+
+# models ----------------------------------------------------------------------------------------
+
+@dataclass
+class ModelBase:
+    _target_: str = ""
+    traits: ClassVar[ModelTraits] = ModelTraits()
+
+    @staticmethod
+    def random_field(node: dict) -> bool:
+        """Whether the vector field is random in training (dropout), so that a solve needs the
+        same field at every call only a fixed grid with grad=direct gives."""
+        return False
+
+
+@dataclass
+class Model(ModelBase):
+    normalize: bool = True
+
+
+@dataclass
+class AugmentedNODE(Model):
+    channels: PosInt = 16
+    hidden: PosInt = 32
+    augment_dim: NonNegInt = 4
+    time_dependent: bool = True
+    activation: Activation = "relu"
+    downsample: Optional[NonNegInt] = None
+    traits: ClassVar = ModelTraits(lyapunov_parts=True)
+
+
+@dataclass
+class CPLNetwork(ModelBase):
+    size: Literal["tiny", "S", "M", "L", "XL"] = "S"
+    conv_layers: Optional[NonNegInt] = None
+    dense_layers: Optional[NonNegInt] = None
+    channels: Optional[PosInt] = None
+    dense_width: Optional[PosInt] = None
+    conv_inner: PosInt = 5
+    last: Literal["trunc", "lln"] = "trunc"
+    norm_input: bool = False
+    train_iters: PosInt = 1
+    eval_iters: PosInt = 100
+    eps: PosFloat = 1e-4
+    traits: ClassVar = ModelTraits(images=True, certificate=True, ode=False)
+
+
+@dataclass
+class MomentumPreset:
+    dim: Optional[PosInt] = None
+    hidden: Optional[PosInt] = None
+    augment_dim: Optional[NonNegInt] = None
+    xi: Optional[PosFloat] = None
+    root: Optional[Literal["softplus", "sigmoid"]] = None
+    beta1_logit: Optional[float] = None
+    beta2_logit: Optional[float] = None
+
+
+@dataclass
+class PixelModel(Model):
+    preset: Optional[str] = None
+    presets: Optional[dict[str, MomentumPreset]] = None
+    hidden: Optional[PosInt] = None
+    activation: Activation = "relu"
+    traits: ClassVar = ModelTraits(images=True)
+
+
+@dataclass
+class PixelNODE(PixelModel):
+    augment_dim: Optional[NonNegInt] = None
+
+
+@dataclass
+class HeavyBallNODE(PixelModel):
+    dim: Optional[PosInt] = None
+    sigma: Optional[Activation] = None
+    xi: Optional[PosFloat] = None
+    gamma_logit: float = -3.0
+
+
+@dataclass
+class AdamNODE(PixelModel):
+    dim: Optional[PosInt] = None
+    root: Optional[Literal["softplus", "sigmoid"]] = None
+    beta1_logit: Optional[float] = None
+    beta2_logit: Optional[float] = None
+    eps: PosFloat = 1e-8
+
+
+@dataclass
+class GQImageNODE(Model):
+    width: PosInt = 50
+    state_channels: PosInt = 10
+    readout_hidden: PosInt = 50
+    traits: ClassVar = ModelTraits(images=True)
+
+
+@dataclass
+class GainUpdate:
+    switch_epoch: NonNegInt = 60
+    low: Annotated[float, Range(0, 1)] = 0.7
+    high: Annotated[float, Range(0, 1)] = 0.1
+    down: Annotated[float, Range(0, 1, lo_open=True)] = 0.9999
+    up: Annotated[float, Range(1)] = 1.0001
+    min: PosFloat = 1.0
+    max: PosFloat = 100.0
+
+
+@dataclass
+class LyaNet(Model):
+    encoder: Literal["resnet18", "small"] = "resnet18"
+    channels: PosInt = 32
+    hidden: PosInt = 128
+    dropout: Annotated[float, UNIT_OPEN_RIGHT] = 0.5
+    anchor: PosFloat = 15.0
+    gain: PosFloat = 100.0
+    trainable_gain: bool = False
+    gain_update: Optional[GainUpdate] = None
+    traits: ClassVar = ModelTraits(images=True, tuple_state=True, lyapunov_parts=True, logit_dynamics=True)
+
+    @staticmethod
+    def random_field(node: dict) -> bool:
+        return (node.get("dropout") or 0) > 0
+
+
+@dataclass
+class ODEResNet(Model):
+    width: PosFloat = 1.0
+    stages: Annotated[list[PosInt], Length(1)] = field(default_factory=lambda: [64, 128, 256, 512])
+    traits: ClassVar = ModelTraits(images=True, field_batchnorm=True)
+
+
+# solver and gradient methods -----------------------------------------------------------------
+
+ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+ADAPTIVE = ADAPTIVE + tuple("odex_" + m for m in ADAPTIVE)
+FIXED = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams")
+
+
+@dataclass
+class Solver:
+    _target_: str = ""
+    method: Literal[ADAPTIVE + FIXED] = "dopri5"      # type: ignore[valid-type]
+    rtol: Tol = 1e-3
+    atol: Tol = 1e-3
+    t1: PosFloat = 1.0
+    step_size: Optional[PosFloat] = None
+    steps: Optional[PosInt] = None
+    max_num_steps: Optional[PosInt] = 1000
+
+
+@dataclass
+class Grad:
+    _target_: str = ""
+    supports: ClassVar[GradSupports] = GradSupports()
+
+
+@dataclass
+class Direct(Grad):
+    supports: ClassVar = GradSupports(random_field=True, cuda_graph=True)
+
+
+@dataclass
+class Adjoint(Grad):
+    rtol: Optional[Tol] = None
+    atol: Optional[Tol] = None
+
+
+@dataclass
+class GaussLegendre(Grad):
+    c: PosFloat = 0.1
+    max_nodes: PosInt = 64
+    rtol: Optional[Tol] = None
+    atol: Optional[Tol] = None
+    supports: ClassVar = GradSupports(tuple_states=False, train_batchnorm=False)
+
+
+@dataclass
+class CheckpointedANODE(Grad):
+    supports: ClassVar = GradSupports(adaptive_solvers=False)
+
+
+# objectives ------------------------------------------------------------------------------------
+
+@dataclass
+class Objective:
+    _target_: str = ""
+    needs: ClassVar[Needs] = Needs()
+    solves_in_training: ClassVar[bool] = True      # trains through the model's ODE solve
+
+
+@dataclass
+class CrossEntropy(Objective):
+    label_smoothing: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
+
+
+@dataclass
+class Margin(Objective):
+    margin: PosFloat = 0.7
+
+
+@dataclass
+class LyapunovMC(Objective):
+    kappa: Optional[NonNegFloat] = None
+    samples: PosInt = 512
+    radius: Optional[PosFloat] = None
+    needs: ClassVar = Needs(model=("logit_dynamics",), why="samples the logit space, so it needs a model "
+                            "whose ODE state is the logits", use_instead="model=lyanet, or objective=lyanet_path")
+    solves_in_training: ClassVar = False
+
+
+@dataclass
+class LyapunovPath(Objective):
+    kappa: Optional[NonNegFloat] = None
+    needs: ClassVar = Needs(model=("lyapunov_parts", "ode"), grad=("tuple_states",),
+                            why="integrates the violation as an extra state component (a tuple state)",
+                            use_instead="model=lyanet|augmented|node with grad=direct|adjoint|seminorm|anode")
+
+
+# optimizers and schedules ----------------------------------------------------------------------
+
+@dataclass
+class Optim:
+    _target_: str = ""
+    _partial_: Literal[True] = True
+    lr: PosFloat = 1e-3
+
+
+@dataclass
+class Adam(Optim):
+    weight_decay: NonNegFloat = 0.0
+    betas: Annotated[list[Annotated[float, UNIT_OPEN_RIGHT]], Length(2, 2)] = field(default_factory=lambda: [0.9, 0.999])
+    eps: PosFloat = 1e-8
+    amsgrad: bool = False
+
+
+@dataclass
+class SGD(Optim):
+    momentum: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
+    weight_decay: NonNegFloat = 0.0
+    nesterov: bool = False
+    dampening: Annotated[float, Range(0, 1)] = 0.0
+
+
+@dataclass
+class Nero(Optim):
+    beta: Annotated[float, UNIT_OPEN_RIGHT] = 0.999
+    constrain: Literal["conv", "all", "none"] = "conv"
+    eps: PosFloat = 1e-8
+
+
+@dataclass
+class Scheduler:
+    _target_: str = ""
+    _partial_: Literal[True] = True
+
+
+@dataclass
+class CosineAnnealingLR(Scheduler):
+    T_max: PosInt = 10
+    eta_min: NonNegFloat = 0.0
+
+
+@dataclass
+class MultiStepLR(Scheduler):
+    milestones: list[PosInt] = field(default_factory=list)
+    gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
+
+
+@dataclass
+class StepLR(Scheduler):
+    step_size: PosInt = 30
+    gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
+
+
+@dataclass
+class PiecewiseLinear(Scheduler):
+    points: Annotated[list[Annotated[float, Range(0, 1)]], Length(2)] = field(default_factory=list)
+    factors: Annotated[list[NonNegFloat], Length(2)] = field(default_factory=list)
+
+
+# evaluators and callbacks ----------------------------------------------------------------------
+
+@dataclass
+class Eval:
+    _target_: str = ""
+    needs: ClassVar[Needs] = Needs()
+
+
+@dataclass
+class CleanAccuracy(Eval):
+    pass
+
+
+@dataclass
+class Attack:
+    eps: Radius = 0.0
+    alpha: Radius = 0.0
+    steps: PosInt = 10
+
+
+@dataclass
+class EvalSolver:
+    """Another solver for an evaluation (keys of conf/solver/; t1 belongs to the model)."""
+    method: Literal[ADAPTIVE + FIXED] = "dopri5"      # type: ignore[valid-type]
+    rtol: Tol = 1e-3
+    atol: Tol = 1e-3
+    step_size: Optional[PosFloat] = None
+    steps: Optional[PosInt] = None
+    max_num_steps: Optional[PosInt] = 1000
+
+
+@dataclass
+class PGDAccuracy(Eval):
+    linf: Optional[Attack] = None
+    l2: Optional[Attack] = None
+    random_start: bool = True
+    seed: NonNegInt = 0
+    every: Optional[PosInt] = None
+    limit: Optional[PosInt] = None
+    solver: Optional[EvalSolver] = None
+
+
+@dataclass
+class CertifiedAccuracy(Eval):
+    eps: Annotated[list[Radius], Length(1)] = field(default_factory=list)
+    needs: ClassVar = Needs(model=("certificate",), why="needs a model with a Lipschitz certificate",
+                            use_instead="model=cpl")
+
+
+@dataclass
+class InferenceDynamics(Eval):
+    kappa: Optional[NonNegFloat] = None
+    times: PosInt = 10
+    solver: Optional[EvalSolver] = None
+    needs: ClassVar = Needs(model=("lyapunov_parts",), why="solves the model's ODE from its initial state",
+                            use_instead="model=lyanet|augmented|node")
+
+
+@dataclass
+class BestCheckpoint:
+    _target_: str = ""
+    monitor: str = "val/acc"
+    mode: Literal["max", "min"] = "max"
+    filename: str = "best.pt"
+
+
+@dataclass
+class StochasticWeightAveraging:
+    _target_: str = ""
+    after_epoch: NonNegInt = 60
+    lr_factor: PosFloat = 0.1
+    anneal_epochs: NonNegInt = 10
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+
+
+# trainer and logger ----------------------------------------------------------------------------
+
+@dataclass
+class Trainer:
+    _target_: str = ""
+    max_epochs: NonNegInt = 10
+    device: str = "auto"          # checked by `device_name`
+    seed: NonNegInt = 0
+    eval_every: PosInt = 1
+    grad_clip: Optional[PosFloat] = None
+    progress: Optional[bool] = None
+    tf32: bool = True
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: Union[bool, str, None] = False
+    channels_last: bool = False
+    fixed_grid: Literal["torchdiffeq", "odex"] = "torchdiffeq"
+    adaptive_loop: Literal["torchdiffeq", "odex"] = "torchdiffeq"
+    cuda_graph: bool = False
+    resume: Literal["never", "auto", "must"] = "auto"
+
+
+@dataclass
+class NullSink:
+    _target_: str = ""
+
+
+@dataclass
+class WandbSink:
+    _target_: str = ""
+    mode: Optional[Literal["online", "offline", "disabled"]] = "offline"
+    project: str = "odex"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    job_type: str = "train"
+    tags: Optional[list[str]] = None
+    name: Optional[str] = None
+    notes: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Which schema a node follows, by its `_target_` (a string: nothing is imported)
+
+TARGETS: dict[str, dict[str, type]] = {
+    "dataset": {
+        "odex.data.vision.mnist": Mnist, "odex.data.vision.fashion_mnist": Mnist,
+        "odex.data.vision.cifar10": Cifar, "odex.data.vision.cifar100": Cifar,
+        "odex.data.vision.svhn": Svhn, "odex.data.vision.mnist_t10k": MnistT10k,
+        "odex.data.digits.digits": Digits, "odex.data.spheres.spheres": Spheres,
+    },
+    "model": {
+        "odex.models.augmented.AugmentedNODE": AugmentedNODE, "odex.models.cpl.CPLNetwork": CPLNetwork,
+        "odex.models.momentum.HeavyBallNODE": HeavyBallNODE, "odex.models.momentum.PixelNODE": PixelNODE,
+        "odex.models.momentum.AdamNODE": AdamNODE, "odex.models.gq_image.GQImageNODE": GQImageNODE,
+        "odex.models.lyanet.LyaNet": LyaNet, "odex.models.ode_resnet.ODEResNet": ODEResNet,
+    },
+    "solver": {"odex.solver.Solver": Solver},
+    "grad": {
+        "odex.grad.Direct": Direct, "odex.grad.Adjoint": Adjoint, "odex.grad.SeminormAdjoint": Adjoint,
+        "odex.grad.GaussLegendreAdjoint": GaussLegendre, "odex.grad.CheckpointedANODE": CheckpointedANODE,
+    },
+    "objective": {
+        "odex.objectives.CrossEntropy": CrossEntropy, "odex.objectives.Margin": Margin,
+        "odex.lyapunov.LyapunovMC": LyapunovMC, "odex.lyapunov.LyapunovPath": LyapunovPath,
+    },
+    "optim": {"torch.optim.Adam": Adam, "torch.optim.SGD": SGD, "odex.optim.nero": Nero},
+    "schedule.scheduler": {
+        "torch.optim.lr_scheduler.CosineAnnealingLR": CosineAnnealingLR,
+        "torch.optim.lr_scheduler.MultiStepLR": MultiStepLR,
+        "torch.optim.lr_scheduler.StepLR": StepLR,
+        "odex.schedules.PiecewiseLinear": PiecewiseLinear,
+    },
+    "eval": {
+        "odex.evaluate.CleanAccuracy": CleanAccuracy, "odex.evaluate.PGDAccuracy": PGDAccuracy,
+        "odex.evaluate.CertifiedAccuracy": CertifiedAccuracy, "odex.lyapunov.InferenceDynamics": InferenceDynamics,
+    },
+    "callbacks": {
+        "odex.callbacks.BestCheckpoint": BestCheckpoint,
+        "odex.callbacks.StochasticWeightAveraging": StochasticWeightAveraging,
+    },
+    "trainer": {"odex.trainer.Trainer": Trainer},
+    "logger": {"odex.tracking.NullSink": NullSink, "odex.tracking.WandbSink": WandbSink},
+}
+
+# The top-level keys of odex's config (conf/train.yaml's groups); anything else is refused.
+TOP_LEVEL = ("dataset", "model", "solver", "grad", "objective", "optim", "schedule", "eval",
+             "callbacks", "trainer", "logger")
+
+
+def schema_fields(cls: type) -> dict[str, Any]:
+    """name -> annotation of a schema dataclass (ClassVars excluded, string annotations resolved)."""
+    hints = typing.get_type_hints(cls, globalns=globals(), include_extras=True)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+__all__ = ["TARGETS", "TOP_LEVEL", "Range", "Radius", "Length", "GradSupports", "ModelTraits", "Needs",
+           "schema_fields", "is_dataclass", "MISSING"]
