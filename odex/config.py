@@ -325,6 +325,10 @@ def validate(cfg, choices: dict | None = None) -> None:
             if node is None:
                 continue
             if isinstance(node, dict) and "_target_" not in node:
+                if name not in _groups().get(group, []):
+                    raise refuse(f"{key}._target_", None, f"{group}.{name} is not one of conf/{group}/ "
+                                 f"({', '.join(_groups().get(group, []))}){_suggest(name, _groups().get(group, []))}; "
+                                 f"an entry of your own needs a _target_")
                 continue       # an experiment's settings for an entry the command line left out (not built)
             cls = _schema_for(group, node, key, {})
             if cls is not None:
@@ -541,6 +545,9 @@ def _plus_keys(overrides: list[str]) -> None:
         key, _, value = text.partition("=")
         if key.startswith("+") and not key.startswith("++"):
             bare = key.lstrip("+")
+            parts = bare.split(".")
+            if parts[0] in ("eval", "callbacks") and len(parts) >= 3 and parts[1] not in _groups().get(parts[0], []):
+                continue      # a new named entry of a list-valued group (a class of your own): allowed
             if "." in bare and bare.split(".")[0] in TOP_LEVEL:
                 raise ConfigError(f"{text}: adds a key that {bare.split('.')[0]} does not have; "
                                   f"drop the + to set an existing key")

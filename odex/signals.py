@@ -92,3 +92,84 @@ class StopSignals:
         if callable(previous):
             previous(self.signum, None)
         sys.exit(128 + self.signum)
+
+
+def _children_of(pid: int) -> list[int]:
+    """Every descendant of `pid` (from /proc: Linux), nearest first."""
+    import os
+
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+class SweepParentSignals:
+    """In the process that runs a multirun (the launcher's parent): SIGTERM or SIGINT stops the
+    workers too. joblib's loky workers and submitit_local's job processes are this process's
+    descendants; without this, killing the parent left them running (and a worker started a
+    queued job after the parent had died). The handler sends the signal on to every descendant
+    (a running job checkpoints at its next batch boundary, odex.signals.StopSignals), waits up to
+    `grace_s` for them, kills what is left, and exits with 128 + the signal number. Rerunning the
+    same command with the same hydra.sweep.dir finishes the unfinished jobs (trainer.resume=auto).
+    Jobs that the basic launcher runs in this very process have their own StopSignals, which take
+    over while a job runs."""
+
+    def __init__(self, grace_s: float = 30.0):
+        self.grace_s = grace_s
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        import os
+        import time
+
+        me = os.getpid()
+        workers = _children_of(me)
+        for pid in workers:
+            try:
+                os.kill(pid, signum if signum != signal.SIGINT else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        for pid in workers + _children_of(me):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        print(f"odex: sweep stopped by {signal.Signals(signum).name}: its {len(workers)} worker processes "
+              "stopped; run the same command with the same hydra.sweep.dir to finish the unfinished jobs",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    def __enter__(self) -> "SweepParentSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by its parent, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -11,6 +11,10 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("odex")
 
+# How many jobs of the last multirun in this process failed (read by odex.train.main for the exit
+# status: 1 when any failed, after the summary).
+LAST_SWEEP: dict[str, int] = {}
+
 
 class SweepSummary(Callback):
     """At the end of a multirun: 'N of M jobs failed' with each failed job's folder and reason,
@@ -26,6 +30,7 @@ class SweepSummary(Callback):
             log.warning("could not summarise the sweep in %s: %s", sweep_dir, e)
             return
         failed = [j for j in jobs if not j.completed]
+        LAST_SWEEP.update(jobs=len(jobs), failed=len(failed))
         lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed"
                  + (":" if failed else f"; report: odex-report {sweep_dir}")]
         for j in failed:

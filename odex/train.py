@@ -33,7 +33,7 @@ from .config import USAGE_ERROR, build, config_dir, preflight, validate
 from .errors import ConfigError, OdexError
 from .optim import build_optimizer, build_schedule
 from .process_state import isolated_job
-from .signals import StopSignals
+from .signals import StopSignals, SweepParentSignals
 from .tracking import ConsoleSink, JsonlSink, Tracker
 
 log = logging.getLogger("odex")
@@ -275,7 +275,16 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = preflight(argv)
     sys.argv = [sys.argv[0] if sys.argv else "odex-train", *argv]
-    _hydra_main()
+    if not ({"-m", "--multirun"} & set(argv)):
+        _hydra_main()
+        return
+    from .sweep_callbacks import LAST_SWEEP
+
+    LAST_SWEEP.clear()
+    with SweepParentSignals():
+        _hydra_main()
+    if LAST_SWEEP.get("failed"):
+        sys.exit(1)     # after the summary: a sweep with failed jobs says so in its exit status
 
 
 if __name__ == "__main__":

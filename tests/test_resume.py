@@ -107,9 +107,9 @@ def test_resume_modes_and_a_changed_configuration(tmp_path):
     assert fresh["status"] == "completed" and len(read_metrics(tmp_path / "run")) == 1
 
     must = train(tmp_path / "empty", [*one, "trainer.resume=must"])
-    assert must["status"].startswith("failed: trainer.resume=must but there is no checkpoint")
+    assert must["status"].startswith("failed: trainer.resume=must: there is no checkpoint")
     bad = train(tmp_path / "bad", [*one, "trainer.resume=sometimes"])
-    assert bad["status"].startswith("failed: trainer.resume must be one of never, auto, must")
+    assert bad["status"].startswith("failed: trainer.resume=sometimes: must be one of never, auto, must")
 
 
 def test_fingerprint_ignores_where_and_how_long():
