@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetNotFound
+from ..errors import DataFileError, DatasetNotFound
 from .bundle import DataBundle, make_bundle
 
 # where torchvision's reader looks under root, for the error message
@@ -29,8 +29,14 @@ def _open(name: str, reader, root: str, download: bool, **kwargs):
     root = os.path.expanduser(str(root))
     try:
         return reader(root=root, download=download, **kwargs)
-    except (RuntimeError, OSError, ValueError) as e:   # not found, corrupted, or no network
+    except (RuntimeError, OSError, ValueError, EOFError) as e:   # not found, corrupted, or no network
         where = Path(root).resolve()
+        layout = where / _LAYOUT[name].split(" ")[0]
+        if not download and layout.exists() and any(layout.iterdir() if layout.is_dir() else [layout]):
+            raise DataFileError(
+                f"dataset {name!r}: the files in {layout} cannot be read ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:150]}): they are truncated or damaged; delete them and fetch "
+                f"them again: `python -m odex.data {name} --root {root}`") from e
         why = "download failed (no network?)" if download else "not found"
         raise DatasetNotFound(
             f"dataset {name!r} {why}: torchvision looked in {where} for {_LAYOUT[name]}. "
@@ -70,9 +76,6 @@ def mnist_t10k(*, root: str = "data", download: bool = False, train_size: int = 
     only those exist) with torchvision's IDX readers; torchvision's MNIST class itself would insist
     on the training files too.
     """
-    import gzip
-    import shutil
-
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     if download:
@@ -82,17 +85,56 @@ def mnist_t10k(*, root: str = "data", download: bool = False, train_size: int = 
     for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         path = raw / stem
         if not path.is_file() and path.with_suffix(".gz").is_file():
-            with gzip.open(path.with_suffix(".gz"), "rb") as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            _gunzip(path.with_suffix(".gz"), path)
         if not path.is_file():
             raise DatasetNotFound(
                 f"dataset 'mnist_t10k' not found: looked in {raw.resolve()} for {stem}[.gz]. "
                 f"Fetch MNIST on a machine with internet: `python -m odex.data mnist --root {root}`, "
                 f"or copy the two t10k files there.")
         paths.append(path)
-    x, y = read_image_file(str(paths[0])).unsqueeze(1), read_label_file(str(paths[1]))
+    try:
+        x, y = read_image_file(str(paths[0])).unsqueeze(1), read_label_file(str(paths[1]))
+    except (RuntimeError, ValueError, OSError, AssertionError) as e:
+        raise DataFileError(
+            f"dataset 'mnist_t10k': {paths[0]} or {paths[1]} cannot be read ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:120]}): truncated or damaged; delete it and put the good file (or its "
+            f".gz) back") from None
+    if len(x) != len(y) or len(y) < 2:
+        raise DataFileError(f"dataset 'mnist_t10k': {paths[0]} holds {len(x)} images and {paths[1]} {len(y)} "
+                            "labels: a file is truncated; delete it and put the good file (or its .gz) back")
+    if train_size >= len(y):
+        from ..errors import ConfigError
+        raise ConfigError(f"dataset.train_size={train_size}: must be < the {len(y)} images of the t10k files "
+                          "(the rest is the test split)")
     return make_bundle("mnist_t10k", x[:train_size], y[:train_size], x[train_size:], y[train_size:],
                        10, **common)
+
+
+def _gunzip(gz: Path, path: Path) -> None:
+    """Decompress `gz` next to itself: into a temporary file, renamed to `path` only when the whole
+    stream decompressed, so a truncated or corrupt .gz never leaves a half file behind that would
+    keep failing once the good .gz is back."""
+    import gzip
+    import shutil
+    import tempfile
+    import zlib
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise DataFileError(f"cannot decompress {gz}: its folder is not writable ({e.strerror}); decompress it "
+                            f"elsewhere (gunzip -k) and copy {path.name} there") from None
+    try:
+        with gzip.open(gz, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, path)
+    except (OSError, EOFError, zlib.error) as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataFileError(f"{gz} is truncated or corrupt ({type(e).__name__}: {' '.join(str(e).split())[:100]}): "
+                            "delete it and fetch it again (python -m odex.data mnist --root <root>)") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _cifar(name: str, reader_name: str, classes: int, root: str, download: bool, **common) -> DataBundle:
