@@ -240,9 +240,16 @@ def check_node(node: dict, cls, key: str, where: str = "") -> None:
 
 
 def _choice(choices: dict, group: str, target: str) -> str:
-    """`group=choice` as the user would write it (the choice from Hydra, else the target's name)."""
-    name = (choices or {}).get(group) or target.rsplit(".", 1)[-1]
-    return f"{group}={name}"
+    """`group=choice` as the user would write it: the choice from Hydra, else the YAML of conf/<group>/
+    that names this `_target_`, else the target's own name."""
+    name = (choices or {}).get(group)
+    if not name:
+        folder = Path(config_dir()) / group
+        for path in sorted(folder.glob("*.yaml")) if target else ():
+            if f"_target_: {target}\n" in path.read_text():
+                name = path.stem
+                break
+    return f"{group}={name or target.rsplit('.', 1)[-1]}"
 
 
 def _schema_for(group: str, node, key: str, choices: dict):
@@ -282,6 +289,12 @@ def validate(cfg, choices: dict | None = None) -> None:
                 raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
     else:
         tree = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    if choices is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+            choices = dict(HydraConfig.get().runtime.choices)
+        except ValueError:      # not inside a Hydra run (a test, the Python API)
+            choices = {}
     choices = dict(choices or {})
 
     for name, value in tree.items():

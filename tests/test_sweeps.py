@@ -105,7 +105,7 @@ def test_submitit_local_with_a_failing_job(tmp_path):
     proc = run_cli(tmp_path, *TINY, "solver=dopri5", "optim.lr=0.01,1e6", "logger=none",
                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", multirun=True,
                    env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]      # a job failed: the sweep says so, after its summary
     sweep = tmp_path / "multirun"
     ok, bad = (read_summary(d) for d in job_dirs(sweep))
     assert ok["status"] == "completed"
