@@ -2,19 +2,9 @@
 
 The Python API is small: `odeint` (the one place gradient methods plug in) and the error type.
 Everything else is driven by `odex-train` and the configs in conf/.
-
-`odeint` is imported on first use (PEP 562), so that `import odex.config` -- the validation
-stage `odex-train` runs first -- does not load torch.
 """
 from .errors import OdexError
+from .odeint import odeint
 
 __all__ = ["odeint", "OdexError"]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    if name == "odeint":
-        from .odeint import odeint
-
-        return odeint
-    raise AttributeError(f"module 'odex' has no attribute {name!r}")

@@ -445,6 +445,8 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
         raise refuse("model.dropout", model.get("dropout"),
                      f"makes {c('model')}'s vector field random in training, which needs a fixed-step solver "
                      f"with grad=direct (solver=rk4 grad=direct), or model.dropout=0.0")
+    if trainer.get("cuda_graph") is True and str(device).startswith(("cpu", "mps")):
+        raise refuse("trainer.cuda_graph", True, f"needs a CUDA device; trainer.device={device}")
     if trainer.get("cuda_graph") is True and not (supports.cuda_graph and fixed):
         raise refuse("trainer.cuda_graph", True, "needs a fixed-step solver (euler, midpoint, rk4) with grad=direct")
 

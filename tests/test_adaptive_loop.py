@@ -132,7 +132,7 @@ def test_training_with_the_one_read_loop_is_the_same_run(tmp_path):
     for key in ("train/loss", "test/acc", "nfe/forward", "nfe/backward"):
         assert a[key] == b[key], key
     summary = train_in_process(tmp_path / "c", [*base, "trainer.adaptive_loop=fast"])
-    assert "trainer.adaptive_loop must be torchdiffeq or odex" in summary["status"]
+    assert "trainer.adaptive_loop=fast: must be one of torchdiffeq, odex" in summary["status"]
     with pytest.raises(ConfigError):
         FastPaths(adaptive_loop="fast")
 

@@ -61,11 +61,11 @@ def test_blocks_whose_solves_sync_are_named_and_the_rest_switched_to_the_sync_fr
 def test_a_graph_is_refused_before_training(tmp_path):
     summary = train_in_process(tmp_path / "adaptive", [*TINY, "trainer.cuda_graph=true"])
     assert summary["status"].startswith("failed: ")
-    assert "trainer.cuda_graph=true needs every ODE block" in summary["status"]
-    assert "solver dopri5, grad direct" in summary["status"]
+    # refused by the validation stage: grad=direct declares it supports a graph, dopri5 is adaptive
+    assert "trainer.cuda_graph=true: needs a fixed-step solver (euler, midpoint, rk4) with grad=direct" in summary["status"]
     summary = train_in_process(tmp_path / "cpu", [*TINY, "trainer.cuda_graph=true", "trainer.device=cpu",
                                                   "solver=rk4", "solver.steps=2"])
-    assert "trainer.cuda_graph=true needs a CUDA device" in summary["status"]
+    assert "trainer.cuda_graph=true: needs a CUDA device; trainer.device=cpu" in summary["status"]
     for run in ("adaptive", "cpu"):                       # refused before the first epoch
         metrics = tmp_path / run / "metrics.jsonl"
         assert not metrics.exists() or not metrics.read_text().strip()

@@ -113,7 +113,7 @@ def test_channels_last_gives_the_same_outputs():
 
 
 @pytest.mark.parametrize("override, words", [
-    ("trainer.precision=fp16", "trainer.precision must be one of fp32, bf16"),
+    ("trainer.precision=fp16", "trainer.precision=fp16: must be one of fp32, bf16"),
     ("trainer.compile=warp_speed", "is not a torch.compile backend"),
 ])
 def test_bad_fast_path_values_are_config_errors(tmp_path, override, words):

@@ -190,8 +190,11 @@ def test_validation_imports_no_torch():
     """`odex-train` answers a bad override before torch is loaded: the schema and the validation
     stage import no torch (checked with torch made unimportable)."""
     code = textwrap.dedent("""
-        import sys
+        import sys, types
         sys.modules["torch"] = None          # any import of torch now fails
+        odex = types.ModuleType("odex")      # the package without its __init__ (which exports odeint)
+        odex.__path__ = ["odex"]
+        sys.modules["odex"] = odex
         from odex.config import check_composed
         from odex.errors import ConfigError
         try:
