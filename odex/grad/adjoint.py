@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import torchdiffeq
 
+from .. import schema
 from .base import GradientMethod
 
 
 class Adjoint(GradientMethod):
+    supports = schema.Adjoint.supports
     name = "adjoint"
     norm: str | None = None
 

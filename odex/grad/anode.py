@@ -34,6 +34,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..solver import ADAPTIVE, Solver
+from .. import schema
 from .base import GradientMethod
 
 _ADAPTIVE_MSG = ("grad=anode recomputes a fixed-step solve; solver.method={} is adaptive. Use "
@@ -42,9 +43,10 @@ _ADAPTIVE_MSG = ("grad=anode recomputes a fixed-step solve; solver.method={} is 
 
 class CheckpointedANODE(GradientMethod):
     name = "anode"
+    supports = schema.CheckpointedANODE.supports
 
     def check(self, solver: Solver, field: nn.Module) -> None:
-        if solver.adaptive:
+        if solver.adaptive and not self.supports.adaptive_solvers:
             raise ConfigError(_ADAPTIVE_MSG.format(solver.method))
 
     def solve(self, func, y0, t, *, method, rtol, atol, options):

@@ -13,11 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..schema import GradSupports
 from ..solver import Solver
 
 
 class GradientMethod:
     name: str = "?"
+    # What the method supports (adaptive solvers, tuple states, train-mode BatchNorm in the field, a
+    # random field, a CUDA graph): declared once, in its schema (odex/schema.py), which the
+    # validation stage reads before anything is built; the loops and models ask this attribute.
+    supports: GradSupports = GradSupports()
 
     def solve(self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *, method: str,
               rtol: float, atol: float, options: dict[str, Any] | None) -> torch.Tensor:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torchdiffeq
 
+from .. import schema
 from .base import GradientMethod
 
 
 class Direct(GradientMethod):
+    supports = schema.Direct.supports
     name = "direct"
 
     def solve(self, func, y0, t, *, method, rtol, atol, options):

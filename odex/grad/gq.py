@@ -55,11 +55,13 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..solver import ADAPTIVE, Solver
+from .. import schema
 from .base import GradientMethod
 
 
 class GaussLegendreAdjoint(GradientMethod):
     name = "gq"
+    supports = schema.GaussLegendre.supports
 
     def __init__(self, c: float = 0.1, max_nodes: int = 64, rtol: float | None = None,
                  atol: float | None = None):

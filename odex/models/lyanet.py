@@ -29,7 +29,7 @@ from torch import nn
 
 from ..data import DataInfo
 from ..errors import ConfigError
-from ..grad import Direct, GradientMethod
+from ..grad import GradientMethod
 from ..lyapunov import LogitDynamics, LyapunovParts, anchor_kappa
 from ..ode_block import ODEBlock
 from ..solver import Solver
@@ -172,7 +172,7 @@ class LyaNet(nn.Module):
         return self.encoder(self.normalize(x)).view(-1, self.hidden, self.hidden)
 
     def _check_training_solve(self) -> None:
-        if self.training and self.field.drop.p > 0 and (self.ode.solver.adaptive or not isinstance(self.ode.grad, Direct)):
+        if self.training and self.field.drop.p > 0 and (self.ode.solver.adaptive or not self.ode.grad.supports.random_field):
             raise ConfigError(
                 "model.dropout > 0 makes LyaNet's vector field random in training, but an adaptive solver's "
                 "error control and an adjoint's backward solve need the same field at every call: set "
