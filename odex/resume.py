@@ -59,34 +59,39 @@ def _differences(old: dict, new: dict, limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's rows. A torn last line (a kill in the middle of a write) is dropped; any
-    other unreadable line is a `RunStateError` naming the file and the choices."""
+def _metrics_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """metrics.jsonl's lines with their rows. A torn last line (a kill in the middle of a write) is
+    dropped; any other unreadable line is a `RunStateError` naming the file and the choices."""
     lines = path.read_text().splitlines()
-    rows = []
+    out = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            out.append((line, json.loads(line)))
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 log.warning("%s: dropped a torn last line (the previous attempt was killed while writing it)", path)
                 continue
             raise RunStateError(f"{path} line {i + 1} is not valid JSON: fix or remove that line, or start afresh "
                                 "with trainer.resume=never (the old files are kept in attempt-N/)") from None
-    return rows
+    return out
+
+
+def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in _metrics_lines(path)]
 
 
 def trim_metrics(run_dir: str | Path, last_epoch: int) -> None:
     """Keep metrics.jsonl's rows up to `last_epoch` (0: none), so a resumed run appends each epoch
-    once even when the attempt before it logged an epoch and died before checkpointing it."""
+    once even when the attempt before it logged an epoch and died before checkpointing it. The
+    kept lines are kept as written."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return
-    keep = [row for row in read_metrics_rows(path) if row.get("epoch", 0) <= last_epoch]
+    keep = [line for line, row in _metrics_lines(path) if row.get("epoch", 0) <= last_epoch]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in keep))
+    tmp.write_text("".join(line + "\n" for line in keep))
     tmp.replace(path)
 
 
