@@ -1,6 +1,7 @@
 """Where the configs are, and instantiation that keeps user errors as one clear line."""
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -460,6 +461,13 @@ USAGE_ERROR = 2      # the shell's status for a usage error
 
 
 def _compose(config_name: str, overrides: list[str]):
+    """Hydra's composition, as `odex-train` will do it (read-only use: cached per override list,
+    since finding the override to blame composes the same prefixes again)."""
+    return _compose_cached(config_name, tuple(overrides))
+
+
+@functools.lru_cache(maxsize=16)
+def _compose_cached(config_name: str, overrides: tuple[str, ...]):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -543,6 +551,8 @@ def _first_bad_override(config_name: str, overrides: list[str], error: Exception
             first = " ".join(str(e).split())[:300]
             return ConfigError(f"{text}: cannot read this override ({first})")
         try:
+            if i == len(overrides) - 1:
+                raise error            # all before it composed: this one is to blame
             _compose(config_name, overrides[: i + 1])
         except Exception as e:  # noqa: BLE001
             try:
