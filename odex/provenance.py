@@ -12,15 +12,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def version() -> str:
-    """The installed odex distribution's version, else the package's own `__version__`."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("odex")
-    except PackageNotFoundError:
-        from . import __version__
-        return __version__
+    """The version of the odex code that is running (`odex.__version__`, the same as pyproject.toml's;
+    tests/test_cli.py compares them): an installed distribution's metadata could belong to another
+    copy than the one imported."""
+    from . import __version__
+    return __version__
 
 
 @lru_cache(maxsize=1)

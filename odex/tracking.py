@@ -57,7 +57,8 @@ class ConsoleSink(Sink):
 
 class WandbSink(Sink):
     """Weights & Biases. `mode`: offline (default; the run is written into the run folder and can
-    be uploaded later with `wandb sync`), online (needs `wandb login` or WANDB_API_KEY), disabled.
+    be uploaded later with `odex-sync <folder>`), online (needs `wandb login` or WANDB_API_KEY),
+    disabled.
     Each run stands on its own in the dashboard: its config holds, besides the resolved settings,
     a `run` block (odex.train._job_info) with the Hydra group choices (model=node and
     model=augmented are told apart by name, not only by `_target_`), the experiment, the overrides,
@@ -85,7 +86,7 @@ class WandbSink(Sink):
             raise ConfigError(f"logger.mode must be online, offline or disabled, got {self.mode!r}")
         if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
             raise ConfigError("logger.mode=online needs a W&B API key: run `wandb login` or set "
-                              "WANDB_API_KEY (or use the default offline mode and `wandb sync` later)")
+                              "WANDB_API_KEY (or use the default offline mode and `odex-sync <folder>` later)")
         self.run = wandb.init(
             project=self.project, entity=self.entity, dir=str(run_dir), mode=self.mode,
             group=self.group or job.get("group"), job_type=self.job_type,

@@ -3,7 +3,7 @@
 wandb's public API cannot read offline runs, so this parses the file itself: a 7-byte header
 (":W&B", 0xBEE1, version) then LevelDB-log records (crc32c, 2-byte length, type) in 32 KiB blocks,
 each holding a `wandb_internal_pb2.Record`. Used by the tests and handy for checking a run before
-`wandb sync`.
+uploading (odex-sync).
 """
 from __future__ import annotations
 

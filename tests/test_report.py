@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from odex import report
+from odex import report, report_plots
 
 
 def make_job(sweep: Path, num: int, overrides: dict, *, status: str | None = "completed",
@@ -182,7 +182,7 @@ def test_labels_name_every_swept_key_but_the_replicate(tmp_path):
 def test_values_rounded_and_styles_distinct_past_ten(tmp_path):
     assert report.short("0.004430375245218269") == "0.00443" and report.short("128") == "128"
     assert report.short("abc") == "abc" and report.short("1e-3") == "0.001"
-    pairs = [(s["color"], s["marker"]) for s in report.styles(60)]
+    pairs = [(s["color"], s["marker"]) for s in report_plots.styles(60)]
     assert len(set(pairs)) == 60
     # Optuna-like trials: every lr its own configuration, labelled with 3 significant figures
     s = tmp_path / "sweep"
