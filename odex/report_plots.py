@@ -13,6 +13,7 @@ with its own (colour, marker) pair; configurations with jobs that ran side by si
 """
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -89,6 +90,7 @@ def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]
     """Rows: training loss, val/acc, test/acc (those logged); columns: against epoch, against
     wall-clock. Mean line with a ±1 std band over the replicates."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     keys = [k for k in ("train/loss", "val/acc", "test/acc") if any(j.series(k) for c in configs for j in c.completed)]
     drawn = [c for c in configs if any(j.series(k) for j in c.completed for k in keys)]
@@ -116,8 +118,12 @@ def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]
             ax.ticklabel_format(axis="y", useOffset=False)
             if key == "train/loss":
                 vals = [v for c in drawn for j in c.completed for v in j.series(key).values()]
-                if vals and min(vals) > 0 and max(vals) / min(vals) > 10:
+                if vals and min(vals) > 0 and max(vals) / min(vals) > 5:
                     ax.set_yscale("log")
+                    # plain numbers on a log axis (0.3, not 3 x 10^-1)
+                    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
+                    ax.yaxis.set_minor_formatter(FuncFormatter(
+                        lambda v, _: short(v) if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
             ax.grid(alpha=0.3)
     n_rep = sorted({len(c.completed) for c in drawn})
     title = "mean over replicates (n=" + ",".join(map(str, n_rep)) + ")" + (", band ±1 std" if max(n_rep) > 1 else "")
@@ -143,8 +149,8 @@ def plot_nfe(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
     backward = [c for c in drawn if any(v > 0 for j in c.completed for v in j.series("nfe/backward").values())]
     notes = []
     if not backward:
-        notes.append("nfe: no configuration makes a backward solve (backward NFE 0 everywhere, e.g. "
-                     "grad=direct): no backward panel.")
+        notes.append("nfe: no backward panel: no configuration makes a backward solve (backward NFE is 0 "
+                     "in every job, as with grad=direct).")
     elif len(backward) < len(drawn):
         notes.append(f"nfe: the backward panel shows the {len(backward)} of {len(drawn)} configurations that "
                      f"make a backward solve; the others have backward NFE 0.")
@@ -162,9 +168,13 @@ def plot_nfe(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
                                 color=s["color"], alpha=0.12, lw=0)
         _epoch_axis(ax, group, key)
         ax.set_ylabel(f"{'forward' if key.endswith('forward') else 'backward'} NFE per batch")
-        ax.set_title(f"{key} (mean over replicates)", fontsize=9)
+        band = ", band ±1 std" if any(len(c.completed) > 1 for c in group) else ""
+        ax.set_title(f"{key} (mean over replicates{band})", fontsize=9)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
+    if notes:       # the figure says it too, so it stands alone in a paper draft
+        import textwrap
+        fig.suptitle(textwrap.fill(notes[0].removeprefix("nfe: "), 75 * len(panels)), fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
     _legend_below(fig, handles, labels)
     return _save(fig, out, "nfe"), notes
@@ -223,15 +233,16 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
                     f"besides {lr_key} and {bs_key} (see the table)."]
     cell = {(dict(c.values)[lr_key], dict(c.values)[bs_key]): c for c in configs}
     lrs, bss = _sort_values({k[0] for k in cell}), _sort_values({k[1] for k in cell})
-    title = f"{metric}: mean ± std over replicates (n completed)"
+    grid_like = len(lrs) <= 12 and len(bss) <= 12
+    title = f"{metric}: mean ± std over replicates (n completed)" if grid_like else f"{metric} per configuration"
     if best is not None:
-        title += "\nred box: the selected configuration"
+        title += "\nred " + ("box" if grid_like else "ring") + ": the selected configuration"
         if metric.startswith("test/"):
             title += " (SELECTED ON TEST DATA)"
     elif metric.startswith("test/"):
         title += "\ntest data: for reading, not for selection"
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * max(len(bss), 2), 1.6 + 0.9 * max(len(lrs), 2)))
-    if len(lrs) <= 12 and len(bss) <= 12:
+    if grid_like:
+        fig, ax = plt.subplots(figsize=(2.2 + 1.6 * max(len(bss), 2), 1.6 + 0.9 * max(len(lrs), 2)))
         grid = np.full((len(lrs), len(bss)), np.nan)
         for (lr, bs), c in cell.items():
             mean = c.stats(metric)[0]
@@ -250,17 +261,35 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
                 text = f"{mean:#.3g}\n" + (f"± {std:.2g}, " if std is not None else "") + f"n={n}"
             if c.failed:
                 text += f"\n{len(c.failed)} not completed"
-            bright = mean is None or sum(cmap(im.norm(mean))[:3]) > 1.8
+            r_, g_, b_ = cmap(im.norm(mean))[:3] if mean is not None else (1, 1, 1)
+            bright = 0.299 * r_ + 0.587 * g_ + 0.114 * b_ > 0.5      # luma: dark text on light cells
             ax.text(col, r, text, ha="center", va="center", fontsize=8, color="black" if bright else "white")
             if c is best:
                 ax.add_patch(plt.Rectangle((col - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5, ec="red"))
-    else:
-        ok = [(lr, bs, c.stats(metric)[0]) for (lr, bs), c in cell.items()
-              if c.stats(metric)[0] is not None and _number(lr) is not None and _number(bs) is not None]
-        im = ax.scatter([_number(p[1]) for p in ok], [_number(p[0]) for p in ok], c=[p[2] for p in ok], cmap="viridis")
+    else:       # a continuous search (Optuna): one point per configuration, log axes
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.6))
+        pts = [(_number(lr), _number(bs), c) for (lr, bs), c in cell.items()]
+        ok = [(lr, bs, c) for lr, bs, c in pts if lr is not None and bs is not None and c.stats(metric)[0] is not None]
+        bad = [(lr, bs) for lr, bs, c in pts if lr is not None and bs is not None and c.stats(metric)[0] is None]
+        im = ax.scatter([p[1] for p in ok], [p[0] for p in ok], c=[p[2].stats(metric)[0] for p in ok],
+                        cmap="viridis" if maximize else "viridis_r", s=40, zorder=3)
+        if bad:
+            ax.scatter([p[1] for p in bad], [p[0] for p in bad], marker="x", color="red", label="no value", zorder=3)
+            ax.legend(fontsize=7, loc="best")
+        for lr, bs, c in ok:
+            if c is best:
+                ax.scatter([bs], [lr], s=160, facecolors="none", edgecolors="red", linewidths=2, zorder=4)
+        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        from matplotlib.ticker import FuncFormatter
+        bs_values = sorted({p[1] for p in ok + [(*b, None) for b in bad]})
+        if len(bs_values) <= 12:
+            ax.xaxis.set_major_locator(FixedLocator(bs_values))
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
+        ax.grid(alpha=0.3)
     fig.colorbar(im, ax=ax, label=metric)
     ax.set_xlabel("batch size")
     ax.set_ylabel("learning rate")

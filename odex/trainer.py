@@ -111,6 +111,11 @@ class Trainer:
             return not self.progress
         return True if self.parallel else None
 
+    def progress_bar(self, epoch: int, n_batches: int) -> tqdm:
+        """The epoch's bar, named after the job in a sweep: `job 3 optim.lr=0.01 epoch 1/10`."""
+        return tqdm(total=n_batches, unit="batch", leave=True, disable=self._bar_disabled(),
+                    desc=(f"{self.job_label} " if self.job_label else "") + f"epoch {epoch}/{self.max_epochs}")
+
     def batches(self, data: DataBundle, generator: torch.Generator) -> dict[str, Batches]:
         augment = None if data.augment is None else RandomCropFlip(**data.augment)
         out = {"train": Batches(data.train, data.batch_size, shuffle=True, generator=generator, augment=augment),
@@ -172,8 +177,7 @@ class Trainer:
             loss_sum, correct, seen_logits, stat_sums = zero.clone(), zero.clone(), 0, {}
             n_seen = 0
             n_batches = len(loaders["train"])
-            bar = tqdm(total=n_batches, unit="batch", leave=True, disable=self._bar_disabled(),
-                       desc=(f"{self.job_label} " if self.job_label else "") + f"epoch {epoch}/{self.max_epochs}")
+            bar = self.progress_bar(epoch, n_batches)
             for k, (x, y) in enumerate(loaders["train"]):
                 if progress is not None:
                     if k < progress["step"]:   # done before the interruption: replayed, not trained

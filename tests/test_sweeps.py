@@ -88,6 +88,7 @@ def test_grid_with_basic_launcher(grid):
     sweep, proc = grid
     check_grid(sweep)
     assert f"odex: sweep finished: 4 jobs, 0 failed; report: odex-report {sweep}" in proc.stdout
+    assert f"odex: 4 offline W&B runs; upload them with: odex-sync {sweep}" in proc.stdout
     assert all("launcher:basic" in read_offline_run(d / "wandb")["tags"] for d in job_dirs(sweep))
 
 
@@ -123,6 +124,10 @@ def test_grid_with_joblib_matches_basic(grid, tmp_path):
     for mine, basic in zip(job_dirs(sweep), job_dirs(grid[0])):
         assert without_time(read_metrics(mine)) == without_time(read_metrics(basic))
     assert all("launcher:joblib" in read_offline_run(d / "wandb")["tags"] for d in job_dirs(sweep))
+    # the workers' interleaved epoch lines each name their job and its swept values
+    epoch_lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "] epoch 1 | " in line]
+    assert sorted(line.split("[job ")[1][0] for line in epoch_lines) == ["0", "1", "2", "3"]
+    assert all("optim.lr=" in line and "dataset.batch_size=" in line for line in epoch_lines)
 
 
 @pytest.mark.slow
@@ -182,3 +187,49 @@ def test_sweep_configs_compose():
     assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.max_num_timeout > 0
     assert compose_cfg(["hydra/launcher=shared_gpu"], keep_hydra=True).hydra.launcher.n_jobs == 3
     assert compose_cfg([]).trainer.resume == "auto"
+
+
+def test_job_label_on_log_lines_and_bars(capsys):
+    """Inside a sweep's job every odex log line and progress bar names the job; parallel jobs get
+    no bars by default (their per-epoch log lines remain), trainer.progress decides when set."""
+    import logging
+
+    from tqdm import tqdm
+
+    from odex.train import labelled_logs
+    from odex.trainer import Trainer
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    log = logging.getLogger("odex")
+    keep = Keep()
+    log.addHandler(keep)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        with labelled_logs("job 3 optim.lr=0.01"):
+            log.info("epoch %d | train/loss %.3g", 1, 0.5)
+            logging.getLogger("other").warning("not ours")
+        log.info("after the job")
+    finally:
+        log.removeHandler(keep)
+        log.setLevel(old_level)
+    assert records == ["[job 3 optim.lr=0.01] epoch 1 | train/loss 0.5", "after the job"]
+
+    t = Trainer(device="cpu")
+    assert t._bar_disabled() is None                 # a bar only on a terminal
+    t.parallel = True
+    assert t._bar_disabled() is True                 # side by side: no bars by default
+    t.progress = True
+    assert t._bar_disabled() is False                # asked for
+    # the bar names the job
+    t.job_label = "job 3 optim.lr=0.01"
+    capsys.readouterr()
+    bar = t.progress_bar(1, 2)
+    bar.update(2)
+    bar.close()
+    assert "job 3 optim.lr=0.01 epoch 1/10" in capsys.readouterr().err
