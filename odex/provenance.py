@@ -21,13 +21,17 @@ def version() -> str:
 
 @lru_cache(maxsize=1)
 def git_state(path: str | Path = PACKAGE_DIR) -> dict[str, Any] | None:
-    """{'commit': sha, 'dirty': bool} of the git checkout holding `path` (odex's own source), or None
-    when odex is not run from a checkout (an installed wheel) or git is missing. `dirty`: tracked
+    """{'commit': sha, 'dirty': bool} of the git checkout whose `odex/` folder is `path` (odex's own
+    source), or None when odex is not run from its checkout (an installed wheel) or git is missing. `dirty`: tracked
     files differ from the commit (untracked files are ignored: outputs and data live there too)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
     try:
+        # odex's own checkout only: an installed copy inside some other repository (a virtual
+        # environment in a project folder) must not report that repository's commit
+        if Path(git("rev-parse", "--show-toplevel")).resolve() / "odex" != Path(path).resolve():
+            return None
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
