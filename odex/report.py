@@ -1,5 +1,7 @@
-"""`odex-report <multirun folder>`: a sweep's configurations over their replicates, the best one
-chosen on validation data, the jobs that failed, and plots.
+"""`odex-report <multirun folder>`: a sweep's configurations over replicates, the best on validation, plots.
+
+One row per configuration (mean, std and n over its replicates), the best one chosen on validation
+data, the jobs that failed, and plots.
 
     odex-report outputs/multirun/2025-01-31/12-00-00-000000
     odex-report <folder> --replicate trainer.seed     # the replicate axis (default: the seed)
