@@ -212,7 +212,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
 
     Order, so that a failing command never changes an earlier result: validate every key
     (odex/config.py), take the run folder's lock, look at the folder without writing (resume
-    decision, damaged files), read the data; only then is the folder written (an earlier attempt
+    decision, damaged files), read the data, build every part; only then is the folder written (an earlier attempt
     continued, or moved aside into attempt-N/). A failure before that point writes nothing into a
     folder that holds an earlier run (a fresh folder gets its failed summary.json and error.log).
 
@@ -245,10 +245,6 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             return previous.completed
         seed_everything(trainer.seed)
         data = build(cfg.dataset)           # the data check, before the folder is touched
-        resuming.commit(run_dir, previous)
-        committed = True
-        _record_hydra_files(cfg, run_dir)
-        log_file = _log_to_file(run_dir)
         solver = build(cfg.solver)
         grad = build(cfg.grad)
         model = build(cfg.model, info=data.info, solver=solver, grad=grad).to(trainer.device)
@@ -270,13 +266,19 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
                      if checkpoint.get("progress") else f"the end of epoch {checkpoint['epoch']}")
             log.info("resuming from %s (%s)", resuming.checkpoint_path(run_dir), where)
 
+        callbacks = chosen_parts(cfg.get("callbacks"), "callbacks")
+        # every part is built (a value only a built part can check has been checked): now the
+        # folder is ours -- an earlier attempt continued, or moved aside into attempt-N/
         logger = build(cfg.logger)
+        resuming.commit(run_dir, previous)
+        committed = True
+        _record_hydra_files(cfg, run_dir)
+        log_file = _log_to_file(run_dir)
         if logger is not None:
             tracker.sinks.append(logger)
         if checkpoint is not None and checkpoint.get("tracker", {}).get("wandb_id"):
             job["wandb_id"] = checkpoint["tracker"]["wandb_id"]     # the same wandb run goes on
         tracker.start(config, job)
-        callbacks = chosen_parts(cfg.get("callbacks"), "callbacks")
         extra.update(trainer.fit(model=model, data=data, objective=objective, optimizer=optimizer,
                                  schedule=schedule, evaluators=evaluators, tracker=tracker,
                                  run_dir=run_dir, generator=generator, callbacks=callbacks,
