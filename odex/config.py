@@ -524,6 +524,15 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
         from .schema import TOP_LEVEL
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], TOP_LEVEL)}")
     node, found, missing = _node_at(cfg, bare)
+    if missing is not None and found in ("eval", "callbacks") and missing in groups.get(found, []):
+        chosen = [k for k in (node.keys() if OmegaConf.is_dict(node) else [])]
+        return ConfigError(f"{bare}={value}: {found}.{missing} exists only when chosen: add "
+                           f"{found}=[{','.join([*map(str, chosen), missing])}]")
+    group = bare.split(".")[0]
+    if missing is not None and node is None and group in groups and found != group:
+        choice = cfg.hydra.runtime.choices.get(group)
+        return ConfigError(f"{bare}={value}: {found} is null with {group}={choice}: choose another {group} "
+                           f"first ({', '.join(c for c in groups[group] if c != choice)})")
     if missing is not None and OmegaConf.is_dict(node):
         keys = [k for k in node.keys() if not str(k).startswith("_")]
         where = found or "the config"
