@@ -615,7 +615,10 @@ def protect_existing_run(cfg, argv: list[str]) -> list[str]:
         return argv
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return argv
-    return [*argv, "hydra.output_subdir=null", f"hydra.job_logging.handlers.file.filename={os.devnull}"]
+    extra = ["hydra.output_subdir=null"]
+    if OmegaConf.select(cfg, "hydra.job_logging.handlers.file.filename") is not None:
+        extra.append(f"hydra.job_logging.handlers.file.filename={os.devnull}")
+    return [*argv, *extra]
 
 
 def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
