@@ -26,7 +26,8 @@ from conftest import REPO, read_metrics, read_summary, run_cli
 import slurm_cluster
 from odex import report
 
-pytestmark = pytest.mark.slurm
+# slow too: about 80 s of wall-clock, mostly waiting (jobs start, SLURM checks time limits every 30 s)
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # 40 batches of 16 per epoch: the preempted jobs are interrupted in epoch 2 after a few batches
 DATA = ["dataset.limit_train=640", "dataset.limit_test=128", "trainer.max_epochs=2", "trainer.progress=false",
