@@ -84,7 +84,7 @@ class Trainer:
                  tf32: bool = True, resume: str = "auto", precision: str = "fp32",
                  compile: bool | str | None = None, channels_last: bool = False,
                  fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq",
-                 threads: int | str = "auto"):
+                 threads: int | str = "auto", init_from: str | None = None):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
@@ -92,6 +92,10 @@ class Trainer:
         if resume not in RESUME_MODES:
             raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
         self.resume = resume              # read by odex.train.run (odex/resume.py)
+        if init_from is not None and not Path(str(init_from)).is_file():
+            raise ConfigError(f"trainer.init_from={init_from}: no such file "
+                              "(an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+        self.init_from = init_from        # a new run starts from these weights (fit)
         # before anything is built or trained (odex/threads.py); isolated_job puts it back after the job
         self.threads, why = cpu_threads.apply(threads)
         log.info("torch threads: %d (%s)", self.threads, why)
@@ -132,6 +136,9 @@ class Trainer:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.run_dir = Path(run_dir)
+        if resume is None and self.init_from is not None:     # a resumed run has its own weights
+            ckpt.load_weights(model, self.init_from, "trainer.init_from")
+            log.info("starting from the weights in %s", self.init_from)
         call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
         progress, elapsed = None, 0.0
         if resume is not None:            # after on_fit_start, so callbacks' state exists to load into
