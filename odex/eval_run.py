@@ -68,7 +68,7 @@ def apply_overrides(cfg, overrides: list[str]):
                     del node[leaf]
             else:
                 if not o.is_add() and OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
-                    raise ConfigError(f"{key}: no such key in the run's configuration "
+                    raise ConfigError(f"{o.input_line}: no such key in the run's configuration "
                                       f"(to add one, write +{o.input_line})")
                 OmegaConf.update(cfg, key, o.value(), merge=True, force_add=True)
     return cfg
