@@ -96,6 +96,9 @@ def test_grid_as_an_array(grid):
     out = proc.stdout + proc.stderr
     assert "Bypassing sacct error" not in out
     assert out.count("following the array's jobs through squeue") == 1
+    # trainer.threads=auto took the task's CPU count (task/none binds nothing: affinity is the node's)
+    assert "torch threads: 1 (auto: " in (dirs[0] / "train.log").read_text()
+    assert "SLURM_CPUS_PER_TASK 1" in (dirs[0] / "train.log").read_text()
     assert report.main([str(sweep)]) == 0
     assert (sweep / "report" / "report.md").read_text().count("| completed |") == 4
 
@@ -119,7 +122,7 @@ def test_preempted_tasks_resume_with_identical_metrics_and_a_failed_job_is_recor
     sweep = tmp_path / "multirun"
     args = [sys.executable, "-m", "odex.train", "-m", f"hydra.sweep.dir={sweep}", *LAUNCHER, *DATA,
             "dataset.batch_size=16", "optim.lr=0.01,0.001,1e6",
-            "+callbacks.slow._target_=slurm_cluster.SlowFirstAttempt", "+callbacks.slow.seconds=1"]
+            "+callbacks.slow._target_=slurm_cluster.SlowFirstAttempt", "+callbacks.slow.seconds=2"]
     env = {**os.environ, "WANDB_MODE": "offline", "ODEX_DATA": str(tmp_path / "data"), **job_env(cluster)}
     t0 = time.monotonic()
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
