@@ -545,14 +545,36 @@ class StochasticWeightAveraging:
     anneal_strategy: Literal["cos", "linear"] = "cos"
 
 
+@dataclass
+class FiniteCheck:
+    _target_: str = ""
+    detect_anomaly: bool = True
+
+
+@dataclass
+class LossMustFall:
+    _target_: str = ""
+    fraction: Annotated[float, Range(0, 1, lo_open=True)] = 0.5
+
+
+@dataclass
+class Profile:
+    _target_: str = ""
+    steps: PosInt = 5
+    skip: NonNegInt = 1
+    rows: PosInt = 25
+
+
 # trainer and logger ----------------------------------------------------------------------------
 
 @dataclass
 class Trainer:
     _target_: str = ""
     max_epochs: NonNegInt = 10
-    device: str = "auto"          # checked by `device_name`
+    device: str = "auto"          # auto, cpu, cuda, cuda:N (odex.config's cross checks)
     seed: NonNegInt = 0
+    init_from: Optional[str] = None     # a checkpoint file (its existence: odex.config's cross checks)
+    threads: Union[Literal["auto"], PosInt] = "auto"
     eval_every: PosInt = 1
     grad_clip: Optional[PosFloat] = None
     progress: Optional[bool] = None
@@ -623,6 +645,9 @@ TARGETS: dict[str, dict[str, type]] = {
     "callbacks": {
         "odex.callbacks.BestCheckpoint": BestCheckpoint,
         "odex.callbacks.StochasticWeightAveraging": StochasticWeightAveraging,
+        # conf/debug/ (debug=anomaly|overfit|profile)
+        "odex.debug.FiniteCheck": FiniteCheck, "odex.debug.LossMustFall": LossMustFall,
+        "odex.debug.Profile": Profile,
     },
     "trainer": {"odex.trainer.Trainer": Trainer},
     "logger": {"odex.tracking.NullSink": NullSink, "odex.tracking.WandbSink": WandbSink},

@@ -26,22 +26,24 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import resume as resuming
 from .config import USAGE_ERROR, build, config_dir, preflight, validate
 from .errors import ConfigError, OdexError
-from .optim import build_optimizer, build_schedule
-from .process_state import isolated_job
 from .signals import StopSignals, SweepParentSignals
 from .tracking import ConsoleSink, JsonlSink, Tracker
+
+# torch, numpy and the modules that need them are imported inside the functions that use them:
+# `odex-train --help`, `--cfg job` and a rejected override answer without loading torch
+# (tests/test_startup.py).
 
 log = logging.getLogger("odex")
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -159,6 +161,8 @@ def chosen_parts(node, group: str) -> dict[str, Any]:
 
 
 def _status(e: BaseException) -> str:
+    import torch
+
     if isinstance(e, OdexError):
         return f"failed: {e}"
     if isinstance(e, torch.cuda.OutOfMemoryError):
@@ -220,6 +224,11 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.signals)
     ends training at a batch boundary with a checkpoint; the status then says how to resume.
     """
+    import torch
+
+    from . import resume as resuming
+    from .optim import build_optimizer, build_schedule
+
     run_dir = Path(run_dir)
     tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
     # wall-clock start (and, from the tracker, end) as Unix times: odex-report marks jobs of a
@@ -316,6 +325,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one run, or one job of a multirun (validated here, per job)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from .process_state import isolated_job
 
     hc = HydraConfig.get()
     if hc.mode == RunMode.RUN and hc.runtime.choices.get("sweep"):

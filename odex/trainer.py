@@ -17,6 +17,7 @@ just before the first batch it trains on, so the run ends with the numbers of an
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import threads as cpu_threads
 from .data import DataBundle
 from .data.batches import Batches, RandomCropFlip
 from .errors import ConfigError, TrainingFailed
@@ -38,6 +40,8 @@ from .resume import MODES as RESUME_MODES
 from .resume import fingerprint as resume_fingerprint
 from .signals import Preempted, StopSignals
 from .tracking import Tracker
+
+log = logging.getLogger("odex")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,7 +83,8 @@ class Trainer:
                  eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
                  tf32: bool = True, resume: str = "auto", precision: str = "fp32",
                  compile: bool | str | None = None, channels_last: bool = False,
-                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq"):
+                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq",
+                 threads: int | str = "auto", init_from: str | None = None):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
@@ -87,6 +92,13 @@ class Trainer:
         if resume not in RESUME_MODES:
             raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
         self.resume = resume              # read by odex.train.run (odex/resume.py)
+        if init_from is not None and not Path(str(init_from)).is_file():
+            raise ConfigError(f"trainer.init_from={init_from}: no such file "
+                              "(an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+        self.init_from = init_from        # a new run starts from these weights (fit)
+        # before anything is built or trained (odex/threads.py); isolated_job puts it back after the job
+        self.threads, why = cpu_threads.apply(threads)
+        log.info("torch threads: %d (%s)", self.threads, why)
         # the vector fields' speed settings, applied by odex.train.run once the model is built
         self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid, cuda_graph, adaptive_loop)
         self.max_epochs = max_epochs
@@ -141,6 +153,9 @@ class Trainer:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.run_dir = Path(run_dir)
+        if resume is None and self.init_from is not None:     # a resumed run has its own weights
+            ckpt.load_weights(model, self.init_from, "trainer.init_from")
+            log.info("starting from the weights in %s", self.init_from)
         call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
         progress, elapsed = None, 0.0
         if resume is not None:            # after on_fit_start, so callbacks' state exists to load into
