@@ -619,7 +619,7 @@ def protect_existing_run(cfg, argv: list[str]) -> list[str]:
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return argv
     extra = ["hydra.output_subdir=null"]
-    if OmegaConf.select(cfg, "hydra.job_logging.handlers.file.filename") is not None:
+    if OmegaConf.select(cfg, "hydra.job_logging.handlers.file") is not None:
         extra.append(f"hydra.job_logging.handlers.file.filename={os.devnull}")
     return [*argv, *extra]
 
