@@ -127,6 +127,9 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     status = "failed: did not start"
     completed_before = None
     try:
+        # float32 CPU math in its fast state for the whole run; changes no result (odex/cpu_math.py)
+        from .cpu_math import warm_up_vector_math
+        warm_up_vector_math()
         trainer = build(cfg.trainer)
         config = _config(cfg)
         previous = resuming.prepare(run_dir, trainer.resume, config, trainer.max_epochs)
