@@ -98,6 +98,11 @@ def chosen_parts(node, group: str) -> dict[str, Any]:
     return out
 
 
+def checkpoint_epoch(checkpoint: dict | None) -> int:
+    """Epochs a resumed run has already completed (0 for a new run)."""
+    return 0 if checkpoint is None else int(checkpoint.get("epoch", 0))
+
+
 def _status(e: BaseException) -> str:
     if isinstance(e, OdexError):
         return f"failed: {e}"
@@ -150,6 +155,15 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         steps_per_epoch = -(-len(data.train) // data.batch_size)
         schedule = build_schedule(cfg.schedule, optimizer, steps_per_epoch=steps_per_epoch,
                                   max_epochs=trainer.max_epochs)
+        if trainer.fast_paths.auto_compile:
+            from .compile_choice import choose_compile
+            from .data.batches import to_unit_float
+            done = checkpoint_epoch(previous.checkpoint)
+            choice = choose_compile(model, to_unit_float(data.train.x[:data.batch_size]),
+                                    iterations=steps_per_epoch * max(trainer.max_epochs - done, 0))
+            log.info("trainer.compile=auto: %s (%s)", "compiled (" + choice.backend + ")" if choice.compile
+                     else "eager", choice.reason)
+            extra.update(choice.summary())
         generator = torch.Generator(device=trainer.device).manual_seed(trainer.seed)
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
