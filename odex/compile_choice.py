@@ -19,13 +19,16 @@ all known only at start-up, so odex measures:
 4. Otherwise the field is compiled for real (`nn.Module.compile`, the default backend), the first
    compiled evaluation (with its VJP: the forward and backward graphs) is timed as the cold-compile
    cost c, and the median of the next ones as the compiled time k.
-5. Compile iff k <= MARGIN * e (a clear gain, not noise) and (e - k) * n_f * iterations > c: the
-   cold compile, counted against the run's expected length, is repaid. Otherwise the fields are
-   put back to eager (the compile was the probe's cost; it is reported).
+5. Compile iff k <= MARGIN * e (a clear gain, not noise) and (e - k) * n_f * iterations >
+   COMPILES_PER_RUN * c: the cold compiles, counted against the run's expected length, are repaid.
+   A run compiles the field more than once: the probe's graph (training batch, grad mode), a
+   dynamic-shape recompile for a partial last batch, and evaluation's no-grad graph at the
+   evaluation batch size, hence COMPILES_PER_RUN = 3. Otherwise the fields are put back to eager
+   (the compile was the probe's cost; it is reported).
 
 The choice, its figures and its reason are logged and recorded in the run's summary
-(`compile`, `compile_reason`). The estimate leaves out recompiles the run may still trigger (a
-partial last batch, the adjoint's calls), so it errs toward eager.
+(`compile`, `compile_reason`). The saving counts forward evaluations with one VJP each; an
+adjoint's backward solve evaluates more, so the estimate errs toward eager.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ PRIOR_COMPILE_S = 20.0   # a typical cold inductor compile of a small field (abo
 MAX_GAIN = 0.5           # no compile is expected to more than halve a field's time
 MARGIN = 0.95            # the compiled field must be at least 5 % faster to count as a gain
 REPEATS = 5              # timed evaluations per side (after one untimed warm-up)
+COMPILES_PER_RUN = 3     # training graph, partial-last-batch recompile, evaluation's no-grad graph
 
 
 @dataclass
@@ -79,11 +83,13 @@ def decide(eager_s: float, evaluations: int, compiled_s: float | None = None,
     ratio = compiled_s / eager_s
     if compiled_s > MARGIN * eager_s:
         return False, f"compiled field not faster: {ratio:.2f}x eager per evaluation"
-    if saving <= (compile_s or 0.0):
+    cost = COMPILES_PER_RUN * (compile_s or 0.0)
+    if saving <= cost:
         return False, (f"compiled field {ratio:.2f}x eager, but saves {saving:.1f} s over "
-                       f"{evaluations} evaluations, less than its {compile_s:.1f} s cold compile")
+                       f"{evaluations} evaluations, less than {COMPILES_PER_RUN} x its {compile_s:.1f} s "
+                       f"cold compile")
     return True, (f"compiled field {ratio:.2f}x eager: saves ~{saving:.1f} s over {evaluations} "
-                  f"evaluations against {compile_s:.1f} s of cold compile")
+                  f"evaluations against {COMPILES_PER_RUN} x {compile_s:.1f} s of cold compile")
 
 
 def _field_inputs(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple], list[int]]:

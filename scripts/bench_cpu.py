@@ -157,7 +157,8 @@ def child_odex(args) -> None:
               "test_acc": acc,
               "test_correct": None if acc is None or not n_test else round(acc * n_test), "test_n": n_test,
               "nfe_forward": [r.get("nfe/forward") for r in rows], "nfe_backward": [r.get("nfe/backward") for r in rows],
-              "compile": summary.get("compile", "-"), "compile_reason": summary.get("compile_reason", ""), **state}
+              "compile": summary.get("compile") or next((o.split("=", 1)[1] + " (set)" for o in args.overrides
+                                                         if o.startswith("trainer.compile=")), "false"), "compile_reason": summary.get("compile_reason", ""), **state}
     Path(args.result).write_text(json.dumps(result))
 
 
