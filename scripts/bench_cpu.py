@@ -214,7 +214,8 @@ def main(argv=None) -> dict:
         synthetic_mnist(Path(mnist_root))
     meta = {"command": "python scripts/bench_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": "MNIST t10k" if args.mnist_root else "synthetic MNIST-shaped digits",
+            "data": ("conv: MNIST t10k" if args.mnist_root else "conv: synthetic MNIST-shaped digits")
+            + "; mlp: nested spheres (dataset=spheres)",
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process",
             "python": platform.python_version()}
     import torch
