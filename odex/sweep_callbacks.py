@@ -14,7 +14,7 @@ log = logging.getLogger("odex")
 
 class SweepSummary(Callback):
     """At the end of a multirun: 'N of M jobs failed' with each failed job's folder and reason,
-    and the command that writes the sweep report."""
+    the command that writes the sweep report and the one that uploads its offline W&B runs."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .report import collect
@@ -33,5 +33,9 @@ class SweepSummary(Callback):
         if failed:
             lines.append(f"odex: {len(failed)} of {len(jobs)} jobs failed (see above); "
                          f"report: odex-report {sweep_dir}")
+        from .sync import offline_runs
+        runs = offline_runs(sweep_dir)
+        if runs:
+            lines.append(f"odex: {len(runs)} offline W&B runs; upload them with: odex-sync {sweep_dir}")
         # print, not only log: this is the sweep's last word on the console, whatever the logging setup
         print("\n".join(lines), flush=True)

@@ -95,9 +95,26 @@ class Trainer:
         self.eval_every = eval_every
         self.grad_clip = grad_clip
         self.progress = progress          # None: a bar only when the output is a terminal
+        # set by odex.train.run inside a sweep: the job's label (job number and swept values) for
+        # the bars, and whether the launcher runs jobs side by side, whose bars would overwrite each
+        # other on one terminal line: there the default is no bar (the per-epoch log lines remain)
+        self.job_label: str | None = None
+        self.parallel = False
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
+
+    def _bar_disabled(self) -> bool | None:
+        """tqdm's `disable`: None (a bar only on a terminal) by default, no bar by default when jobs
+        run in parallel, and what trainer.progress says when it is set."""
+        if self.progress is not None:
+            return not self.progress
+        return True if self.parallel else None
+
+    def progress_bar(self, epoch: int, n_batches: int) -> tqdm:
+        """The epoch's bar, named after the job in a sweep: `job 3 optim.lr=0.01 epoch 1/10`."""
+        return tqdm(total=n_batches, unit="batch", leave=True, disable=self._bar_disabled(),
+                    desc=(f"{self.job_label} " if self.job_label else "") + f"epoch {epoch}/{self.max_epochs}")
 
     def batches(self, data: DataBundle, generator: torch.Generator) -> dict[str, Batches]:
         augment = None if data.augment is None else RandomCropFlip(**data.augment)
@@ -160,8 +177,7 @@ class Trainer:
             loss_sum, correct, seen_logits, stat_sums = zero.clone(), zero.clone(), 0, {}
             n_seen = 0
             n_batches = len(loaders["train"])
-            bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{self.max_epochs}", unit="batch",
-                       disable=None if self.progress is None else not self.progress, leave=True)
+            bar = self.progress_bar(epoch, n_batches)
             for k, (x, y) in enumerate(loaders["train"]):
                 if progress is not None:
                     if k < progress["step"]:   # done before the interruption: replayed, not trained
