@@ -103,7 +103,7 @@ def _field_inputs(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple], list[
         def hook(module, args):
             if inputs[i] is None:
                 t, y = args
-                inputs[i] = (t.detach().clone(), y.detach().clone())
+                inputs[i] = (t.detach().clone(), _map(y, lambda v: v.detach().clone()))
         return hook
 
     handles = [f.register_forward_pre_hook(recorder(i)) for i, f in enumerate(fields)]
@@ -121,10 +121,18 @@ def _eval_and_vjp(field: CountedField, t: torch.Tensor, y: torch.Tensor) -> Call
     params = [p for p in field.parameters() if p.requires_grad]
 
     def run():
-        yy = y.detach().requires_grad_(True)
+        yy = _map(y, lambda v: v.detach().requires_grad_(True))
         out = field(t, yy)
-        torch.autograd.grad(out, [yy, *params], torch.ones_like(out), allow_unused=True)
+        outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if o.requires_grad]
+        ins = [v for v in (yy if isinstance(yy, (tuple, list)) else [yy])]
+        if outs:       # a part of the state the field leaves constant has no VJP to take
+            torch.autograd.grad(outs, [*ins, *params], [torch.ones_like(o) for o in outs], allow_unused=True)
     return run
+
+
+def _map(y, fn):
+    """`fn` on a state: a tensor, or a tuple of tensors (the momentum models' (x, v) states)."""
+    return type(y)(fn(v) for v in y) if isinstance(y, (tuple, list)) else fn(y)
 
 
 def measure(fn: Callable[[], None], repeats: int, device: torch.device, label: str) -> tuple[float, float]:

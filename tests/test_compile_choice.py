@@ -144,3 +144,19 @@ def test_a_bad_compile_value_is_one_error_line(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("odex: error: ") and "auto" in lines[-1]
     assert sum(ln.startswith("odex: error:") for ln in lines) == 1
+
+
+@pytest.mark.parametrize("model", ["heavy_ball", "lyanet"])
+def test_probe_handles_every_kind_of_field(model):
+    """Momentum fields (state and velocity in one tensor) and LyaNet's field (an output that does
+    not depend on every input) go through the probe; a short run stays eager."""
+    from conftest import compose_cfg
+    from odex.config import build
+    from odex.data.batches import to_unit_float
+
+    cfg = compose_cfg(["logger=none", f"model={model}", "dataset.limit_train=16", "dataset.limit_test=8",
+                       "solver=rk4"])
+    data = build(cfg.dataset)
+    net = build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad))
+    choice = choose_compile(net, to_unit_float(data.train.x[:4]), iterations=1)
+    assert not choice.compile and "too short" in choice.reason and choice.evaluations > 0
