@@ -160,6 +160,11 @@ def chosen_parts(node, group: str) -> dict[str, Any]:
     return out
 
 
+def checkpoint_epoch(checkpoint: dict | None) -> int:
+    """Epochs a resumed run has already completed (0 for a new run)."""
+    return 0 if checkpoint is None else int(checkpoint.get("epoch", 0))
+
+
 def _status(e: BaseException) -> str:
     import torch
 
@@ -243,6 +248,9 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     try:
         lock.__enter__()
         validate(cfg, choices)
+        # float32 CPU math in its fast state for the whole run; changes no result (odex/cpu_math.py)
+        from .cpu_math import warm_up_vector_math
+        warm_up_vector_math()
         job = _job_info()
         trainer = build(cfg.trainer)
         trainer.job_label, trainer.parallel = job.get("label"), job.get("parallel", False)
@@ -265,6 +273,15 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         steps_per_epoch = -(-len(data.train) // data.batch_size)
         schedule = build_schedule(cfg.schedule, optimizer, steps_per_epoch=steps_per_epoch,
                                   max_epochs=trainer.max_epochs)
+        if trainer.fast_paths.auto_compile:
+            from .compile_choice import choose_compile
+            from .data.batches import to_unit_float
+            done = checkpoint_epoch(previous.checkpoint)
+            choice = choose_compile(model, to_unit_float(data.train.x[:data.batch_size]),
+                                    iterations=steps_per_epoch * max(trainer.max_epochs - done, 0))
+            log.info("trainer.compile=auto: %s (%s)", "compiled (" + choice.backend + ")" if choice.compile
+                     else "eager", choice.reason)
+            extra.update(choice.summary())
         generator = torch.Generator(device=trainer.device).manual_seed(trainer.seed)
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
