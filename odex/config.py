@@ -376,7 +376,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
             raise refuse("trainer.device", device, "must be auto, cpu, cuda or cuda:N")
     init_from = trainer.get("init_from")
     if parts["trainer"] is not None and isinstance(init_from, str) and not Path(init_from).expanduser().is_file():
-        raise refuse("trainer.init_from", init_from, "no such file: give a checkpoint file (a run's checkpoints/last.pt)")
+        raise refuse("trainer.init_from", init_from, "no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
     # models with presets: the preset must be one of them
     model = tree["model"]
     if "presets" in model and model.get("preset") is not None and model["preset"] not in (model.get("presets") or {}):

@@ -414,7 +414,7 @@ class LyapunovPath(Objective):
 class Optim:
     _target_: str = ""
     _partial_: Literal[True] = True
-    lr: PosFloat = 1e-3
+    lr: NonNegFloat = 1e-3        # 0 is allowed: frozen weights (e.g. evaluating trainer.init_from)
 
 
 @dataclass

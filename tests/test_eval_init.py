@@ -71,7 +71,7 @@ def test_init_from_starts_from_the_weights(finished, tmp_path):
 def test_init_from_an_incompatible_checkpoint_is_one_line(finished, tmp_path):
     p = run_cli(tmp_path, *RUN, "model.hidden=24", f"trainer.init_from={finished / 'checkpoints/last.pt'}")
     errors = [line for line in p.stderr.splitlines() if line.startswith("odex: error:")]
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr      # a usage error (odex.errors.ConfigError)
     assert len(errors) == 1 and "the checkpoint's weights do not fit this model" in errors[0], p.stderr[-2000:]
     assert errors[0].startswith(f"odex: error: trainer.init_from={finished / 'checkpoints/last.pt'}:")
     s = train_in_process(tmp_path / "c", [*RUN, "trainer.init_from=nowhere.pt"])
