@@ -75,7 +75,7 @@ class ConvexPotentialLayer(nn.Module):
         self.register_buffer("u", _unit(torch.randn(u_shape)))
         self._sigma_eval: torch.Tensor | None = None
         self._sigma_key: tuple | None = None
-        self._gain: tuple | None = None      # (sigma key, guaranteed gain) for gain_bound()
+        self._gain: torch.Tensor | None = None   # gain_bound()'s cache, valid with the eval sigma
 
     def lin(self, x: torch.Tensor) -> torch.Tensor:  # W x + b
         raise NotImplementedError
@@ -100,12 +100,11 @@ class ConvexPotentialLayer(nn.Module):
         sigma is within rounding of the norm. Cached with the eval sigma."""
         if self.training:
             raise RuntimeError("a CPL layer's certified gain is that of eval mode: call .eval() first")
-        step = self.step()                   # fills or reuses the eval sigma cache (and its key)
-        key = self._sigma_key
-        if self._gain is None or self._gain[0] != key:
+        step = self.step()                   # fills or reuses the eval sigma cache
+        if self._gain is None:               # dropped whenever sigma is (re)computed
             with torch.no_grad():
-                self._gain = (key, layer_gain(step.detach(), self.norm_bound()))
-        return self._gain[1]
+                self._gain = layer_gain(step.detach(), self.norm_bound())
+        return self._gain
 
     def power_iteration(self, iters: int) -> torch.Tensor:
         """||W u|| after `iters` warm-started iterations u <- W^T W u / ||W^T W u||: a lower bound of
@@ -120,14 +119,14 @@ class ConvexPotentialLayer(nn.Module):
 
     def sigma(self) -> torch.Tensor:
         if self.training:
-            self._sigma_eval = None           # any training forward drops the eval estimate
+            self._sigma_eval = self._gain = None     # any training forward drops the eval estimate
             return self.power_iteration(self.train_iters)
         # the weight's version counter and storage change with every optimizer step, load or move
         key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         if self._sigma_eval is None or key != self._sigma_key:
             with torch.no_grad(), full_fp32():
                 self._sigma_eval = self.power_iteration(self.eval_iters)
-            self._sigma_key = key
+            self._sigma_key, self._gain = key, None
         return self._sigma_eval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
