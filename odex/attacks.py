@@ -96,12 +96,13 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=cros
     return torch.autograd.grad(loss, x)[0]
 
 
-def zero_input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
-    """Per example, whether the input gradient of `loss` at `x` is exactly zero (a sign of gradient
-    masking: saturated softmax, shattered or quantised gradients). Model as in an attack."""
+def no_input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """Per example, whether the input gradient of `loss` at `x` gives no direction: exactly zero
+    (saturated softmax, quantised outputs) or not finite (an overflowing or unstable solve). Both
+    are signs of gradient masking. Model as in an attack."""
     with attack_mode(model), torch.enable_grad():
-        g = _input_grad(model, x, y, _loss_fn(loss))
-    return (g.flatten(1) == 0).all(dim=1)
+        g = _input_grad(model, x, y, _loss_fn(loss)).flatten(1)
+    return (g == 0).all(dim=1) | ~torch.isfinite(g).all(dim=1)
 
 
 def _radius(eps, x: torch.Tensor) -> torch.Tensor | float:
@@ -142,7 +143,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, alpha, steps
                 adv = adv + d * (r / _norms(d) * eps)
             adv = adv.clamp(0, 1)
         for _ in range(steps):
-            g = _input_grad(model, adv, y, loss_fn)
+            # a non-finite gradient entry gives no direction: the step leaves that pixel alone
+            # (else one NaN would turn the whole image into NaN, which is no adversarial image)
+            g = torch.nan_to_num(_input_grad(model, adv, y, loss_fn), nan=0.0, posinf=0.0, neginf=0.0)
             if norm == "linf":
                 adv = adv + alpha * g.sign()
                 delta = (adv - x).clamp(-eps, eps) if isinstance(eps, float) else \

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import LOSSES, NORMS, attack_mode, pgd, zero_input_gradient
+from .attacks import LOSSES, NORMS, attack_mode, pgd, no_input_gradient
 from .errors import ConfigError
 from .nfe import reset_nfe, total_nfe
 from .ode_block import solver_changed
@@ -95,8 +95,8 @@ class PGDAccuracy:
         (`<prefix>/pgd_clean_acc`),
       - the attack at `larger_radius` times eps and alpha (`<prefix>/pgd_<norm>_acc@<f>eps`, null
         = not checked) does not lower a non-zero robust accuracy,
-      - the input gradient of some loss is exactly zero at the clean image for more than
-        `zero_grad_share` of the examples (`<prefix>/pgd_zero_grad`).
+      - the input gradient of some loss is exactly zero or not finite at the clean image for more
+        than `zero_grad_share` of the examples (`<prefix>/pgd_zero_grad`).
 
     ODE models are attacked through their own solver and gradient method, or, with `solver` (keys
     of conf/solver, e.g. {method: rk4, steps: 8}), through that solver; the adversarial images are
@@ -174,7 +174,7 @@ class PGDAccuracy:
             with attack_mode(model), torch.no_grad():
                 c = (model(x).argmax(1) == y).sum()
             with solver_changed(model, self.solver):
-                z = torch.stack([zero_input_gradient(model, x, y, loss) for loss in self.losses]).any(0).sum()
+                z = torch.stack([no_input_gradient(model, x, y, loss) for loss in self.losses]).any(0).sum()
             clean = c if clean is None else clean + c
             zero = z if zero is None else zero + z
         out[f"{prefix}/pgd_clean_acc"] = clean.float() / n
@@ -219,7 +219,7 @@ class PGDAccuracy:
                 reasons.append(f"{norm} accuracy {host[key]:.4f} at {self.larger_radius:g} x eps is not below "
                                f"{acc:.4f} at eps")
         if host[f"{prefix}/pgd_zero_grad"] > self.zero_grad_share:
-            reasons.append(f"the input gradient is exactly zero for {host[f'{prefix}/pgd_zero_grad']:.1%} of the "
+            reasons.append(f"the input gradient is exactly zero or not finite for {host[f'{prefix}/pgd_zero_grad']:.1%} of the "
                            f"examples (> {self.zero_grad_share:.0%})")
         if reasons:
             log.warning("eval=pgd: possible gradient masking (%s): %s; trust the worst-case figure "

@@ -266,3 +266,28 @@ def test_a_robust_accuracy_above_clean_and_a_flat_radius_are_flagged(digits_mlp,
     assert out["test/pgd_linf_acc"].item() > out["test/pgd_clean_acc"].item()
     assert out["test/pgd_masking_flag"].item() == 1.0 and "> clean accuracy" in caplog.text
 
+
+
+class NaNBackward(torch.autograd.Function):
+    """Identity forward, NaN gradient backward: an unstable solve's gradient, for the test."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.full_like(g, float("nan"))
+
+
+def test_a_nan_input_gradient_is_flagged_and_moves_nothing(digits_mlp, caplog):
+    model, x, y = digits_mlp
+    nan_model = nn.Sequential(model, nn.Identity())
+    nan_model.forward = lambda inp: NaNBackward.apply(model(inp))
+    adv = pgd(nan_model, x, y, eps=0.1, alpha=0.025, steps=3, random_start=False, loss="dlr")
+    assert torch.equal(adv, x)                    # finite, in the ball: no step where no direction
+    ev = PGDAccuracy(linf={"eps": 0.1, "alpha": 0.025, "steps": 3}, l2=None)
+    with caplog.at_level("WARNING", logger="odex"):
+        out = ev(nan_model, Batches(Split(x, y), 128))
+    assert out["test/pgd_zero_grad"].item() == 1.0 and out["test/pgd_masking_flag"].item() == 1.0
+    assert "not finite" in caplog.text
