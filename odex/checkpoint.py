@@ -40,3 +40,35 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
 def load(path: str | Path, map_location="cpu") -> dict[str, Any]:
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, key: str) -> dict[str, Any]:
+    """Put a checkpoint's model weights into `model` (every tensor, same names and shapes) and
+    return the checkpoint. A missing file, a file that is not an odex checkpoint, or weights of
+    another model are a `ConfigError` naming `key=path` and the first differences."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={path}: no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+    try:
+        state = load(path)
+    except Exception as e:  # noqa: BLE001 -- whatever torch.load says, the file is not a checkpoint
+        raise ConfigError(f"{key}={path}: not a checkpoint torch can read ({type(e).__name__})") from None
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{key}={path}: not an odex checkpoint (no model weights in it)")
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes)):
+            if items:
+                parts.append(f"{len(items)} {what}: {', '.join(items[:2])}" + (", ..." if len(items) > 2 else ""))
+        raise ConfigError(f"{key}={path}: the checkpoint's weights do not fit this model "
+                          f"({type(model).__name__}; {'; '.join(parts)}): use the model settings it was trained with")
+    model.load_state_dict(weights)
+    return state

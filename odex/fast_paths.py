@@ -9,7 +9,9 @@ by `FastPaths.apply(model)`; the training step is built by `FastPaths.train_step
 - compile: `torch.compile` of each ODE block's vector field in place (`nn.Module.compile`, so
   the state_dict keys and checkpoints stay those of the eager model). `true` means the default
   backend (inductor); a string names a backend ("aot_eager" is a cheap one for testing).
-  The solver's Python stepping (torchdiffeq) stays eager.
+  The solver's Python stepping (torchdiffeq) stays eager. `auto` compiles (inductor) only where
+  a start-up probe of the field, eager against compiled, says the cold compile is repaid within
+  the run (odex/compile_choice.py; decided in odex.train.run once the data is there).
 - fixed_grid=odex: ODE blocks with a fixed-step euler/midpoint/rk4 solver and grad=direct step
   on odex's own grid (odex/fixed_grid.py): torchdiffeq's arithmetic without its host reads of the
   time grid, so a training step makes no host sync at all (and could be captured in a CUDA graph).
@@ -60,24 +62,32 @@ class FastPaths:
         if not isinstance(self.cuda_graph, bool):
             raise ConfigError(f"trainer.cuda_graph must be true or false, got {self.cuda_graph!r}")
         if self.compile is not None and not isinstance(self.compile, (bool, str)):
-            raise ConfigError(f"trainer.compile must be false, true or a torch.compile backend name, "
+            raise ConfigError(f"trainer.compile must be false, true, auto or a torch.compile backend name, "
                               f"got {self.compile!r}")
         if isinstance(self.compile, str):
             if self.compile.lower() in ("", "none", "false", "eager"):
                 self.compile = None
             elif self.compile.lower() == "true":
                 self.compile = True
+            elif self.compile.lower() == "auto":
+                self.compile = "auto"
             else:
                 from torch._dynamo import list_backends
                 known = set(list_backends(exclude_tags=())) | {"inductor"}
                 if self.compile not in known:
                     raise ConfigError(f"trainer.compile={self.compile!r} is not a torch.compile backend; "
-                                      f"choose true (inductor) or one of {sorted(known)}")
+                                      f"choose false, true (inductor), auto (inductor where a start-up "
+                                      f"probe says it pays) or one of {sorted(known)}")
+
+    @property
+    def auto_compile(self) -> bool:
+        """trainer.compile=auto: `apply` leaves the fields eager; odex.compile_choice decides."""
+        return self.compile == "auto"
 
     @property
     def backend(self) -> str | None:
-        """The torch.compile backend, or None for eager."""
-        if not self.compile:
+        """The torch.compile backend, or None for eager (and for auto, until its probe decided)."""
+        if not self.compile or self.auto_compile:
             return None
         return "inductor" if self.compile is True else self.compile
 

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,16 @@ class ConsoleSink(Sink):
 
 class WandbSink(Sink):
     """Weights & Biases. `mode`: offline (default; the run is written into the run folder and can
-    be uploaded later with `wandb sync`), online (needs `wandb login` or WANDB_API_KEY), disabled.
-    In a sweep, runs are grouped by the sweep folder, named after their overrides and tagged with
-    the sweep and launcher. A resumed run passes its earlier run's id (job["wandb_id"]) and goes on
-    in the same wandb run."""
+    be uploaded later with `odex-sync <folder>`), online (needs `wandb login` or WANDB_API_KEY),
+    disabled.
+    Each run stands on its own in the dashboard: its config holds, besides the resolved settings,
+    a `run` block (odex.train._job_info) with the Hydra group choices (model=node and
+    model=augmented are told apart by name, not only by `_target_`), the experiment, the overrides,
+    the odex version and the git commit (and dirty flag) of the checkout; its tags name the choices
+    that differ from the defaults; the console output is captured (output.log); the summary holds
+    the final metrics and the status. In a sweep, runs are grouped by the sweep's date, time and
+    name, named after their swept values and tagged with job number, sweep and launcher. A resumed
+    run passes its earlier run's id (job["wandb_id"]) and goes on in the same wandb run."""
 
     def __init__(self, mode: str | None = "offline", project: str = "odex", entity: str | None = None,
                  group: str | None = None, job_type: str = "train", tags: list[str] | None = None,
@@ -72,20 +79,24 @@ class WandbSink(Sink):
     def start(self, run_dir, config, job):
         import wandb
 
+        self.run_dir = run_dir
         from .errors import ConfigError
 
         if self.mode not in ("online", "offline", "disabled"):
             raise ConfigError(f"logger.mode must be online, offline or disabled, got {self.mode!r}")
         if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
             raise ConfigError("logger.mode=online needs a W&B API key: run `wandb login` or set "
-                              "WANDB_API_KEY (or use the default offline mode and `wandb sync` later)")
+                              "WANDB_API_KEY (or use the default offline mode and `odex-sync <folder>` later)")
         self.run = wandb.init(
             project=self.project, entity=self.entity, dir=str(run_dir), mode=self.mode,
             group=self.group or job.get("group"), job_type=self.job_type,
             tags=list(dict.fromkeys(self.tags + list(job.get("tags", [])))) or None,
-            name=self.name or job.get("name"), notes=self.notes, config=config,
+            name=self.name or job.get("name"), notes=self.notes,
+            config={**config, **({"run": job["run"]} if job.get("run") else {})},
             id=job.get("wandb_id"), resume="allow" if job.get("wandb_id") else None,
-            settings=wandb.Settings(silent=True, console="off"),
+            # "wrap" hooks sys.stdout/stderr's write in this process (log lines, bars, the error);
+            # "redirect" would take over the file descriptors, which parallel jobs share
+            settings=wandb.Settings(silent=True, console="wrap"),
         )
         self.run.define_metric("epoch")
         self.run.define_metric("*", step_metric="epoch")
@@ -106,7 +117,7 @@ class WandbSink(Sink):
             self.run.finish(exit_code=1 if failed else 0)
             if offline_dir:
                 run_folder = Path(offline_dir).parent
-                log.info("wandb: offline run in %s; upload it with: wandb sync %s", run_folder, run_folder)
+                log.info("wandb: offline run in %s; upload it with: odex-sync %s", run_folder, self.run_dir)
         finally:
             self.run = None
 
@@ -147,7 +158,7 @@ class Tracker:
 
     def finish(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write summary.json (final values and status) and close every sink; returns the summary."""
-        summary = {**self.last, **(extra or {}), "status": status}
+        summary = {**self.last, **(extra or {}), "time/end_unix": time.time(), "status": status}
         tmp = self.run_dir / "summary.json.tmp"
         tmp.write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
         os.replace(tmp, self.run_dir / "summary.json")

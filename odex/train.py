@@ -19,27 +19,31 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import resume as resuming
 from .config import build, config_dir
 from .errors import OdexError
-from .optim import build_optimizer, build_schedule
-from .process_state import isolated_job
 from .signals import StopSignals
 from .tracking import ConsoleSink, JsonlSink, Tracker
+
+# torch, numpy and the modules that need them are imported inside the functions that use them:
+# `odex-train --help`, `--cfg job` and a rejected override answer without loading torch
+# (tests/test_startup.py).
 
 log = logging.getLogger("odex")
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -60,10 +64,28 @@ def _swept_keys(hc) -> set[str]:
     return keys
 
 
+def _sweep_group(hc, choices) -> str:
+    """The W&B group of a sweep's jobs: the sweep folder's date and time and the sweep's name, e.g.
+    `2025-01-31_12-00-00-000000_lr_bs_grid` (the sweep config, else the experiment, else `multirun`)."""
+    folder = Path(hc.sweep.dir)
+    name = choices.get("sweep") or choices.get("experiment") or "multirun"
+    return f"{folder.parent.name}_{folder.name}_{name}"
+
+
+def _short(value: str) -> str:
+    """A swept value for a label: numbers to 3 significant figures (Optuna's 0.004430375245218269
+    becomes 0.00443), anything else as written."""
+    try:
+        return f"{float(value):.3g}" if not value.lstrip("-").isdigit() else value
+    except ValueError:
+        return value
+
+
 def _job_info() -> dict[str, Any]:
-    """Group, name and tags for the tracker. Inside a Hydra sweep: the sweep folder's name as the
-    group, the values of the swept keys (e.g. `optim.lr=0.01,dataset.batch_size=32`) as the name,
-    and tags naming the job, the sweep config and the launcher."""
+    """What the tracker and the terminal say about this run: W&B group, name and tags, the `run`
+    block added to the W&B config (Hydra group choices, experiment, overrides, odex version, git
+    commit), and inside a sweep the job's label for log lines and progress bars (job number and
+    swept values) and whether the launcher runs jobs side by side."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -71,16 +93,56 @@ def _job_info() -> dict[str, Any]:
         hc = HydraConfig.get()
     except (ImportError, ValueError):
         return {}
+    from . import provenance
+
     task = list(hc.overrides.task)
+    choices = {g: c for g, c in OmegaConf.to_container(hc.runtime.choices).items()}
+    changed = provenance.non_default_choices(choices)
+    git = provenance.git_state()
+    run_block = {"choices": {g: c for g, c in choices.items() if not g.startswith("hydra/")},
+                 "experiment": choices.get("experiment"), "overrides": task,
+                 "odex_version": provenance.version(),
+                 "git_commit": git["commit"] if git else None, "git_dirty": git["dirty"] if git else None}
+    # tags hold at most 64 characters in W&B
+    tags = [f"{g}:{c}"[:64] for g, c in changed.items()]
     if hc.mode != RunMode.MULTIRUN:
-        return {"name": ",".join(task) or None}
+        return {"name": ",".join(task) or None, "tags": tags, "run": run_block}
     swept = _swept_keys(hc)
     varied = [o for o in task if o.split("=", 1)[0].lstrip("+~") in swept] or task
-    choices = hc.runtime.choices
-    tags = [f"job{hc.job.num}", "sweep", f"launcher:{choices.get('hydra/launcher', 'basic')}"]
+    run_block["sweep_dir"] = str(hc.sweep.dir)
+    run_block["job_num"] = hc.job.num
+    tags += [f"job{hc.job.num}", "sweep", f"launcher:{choices.get('hydra/launcher', 'basic')}"]
     if choices.get("sweep"):
         tags.append(f"sweep:{choices.get('sweep')}")
-    return {"group": Path(hc.sweep.dir).name, "name": ",".join(varied) or f"job{hc.job.num}", "tags": tags}
+    label_values = " ".join(f"{o.split('=', 1)[0]}={_short(o.split('=', 1)[1])}" for o in varied if "=" in o)
+    n_jobs = (hc.launcher.get("n_jobs") if hasattr(hc.launcher, "get") else None) or 1
+    return {"group": _sweep_group(hc, choices), "name": ",".join(varied) or f"job{hc.job.num}",
+            "tags": list(dict.fromkeys(tags)), "run": run_block,
+            "label": f"job {hc.job.num}" + (f" {label_values}" if label_values else ""),
+            "parallel": n_jobs not in (1, None)}
+
+
+@contextmanager
+def labelled_logs(label: str | None) -> Iterator[None]:
+    """Every odex log line written inside the block starts with `[label]` (the job in a sweep), so
+    the interleaved lines of parallel jobs can be told apart. A record factory rather than a
+    formatter: Hydra owns the handlers and their formats."""
+    if not label:
+        yield
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        if record.name == "odex" or record.name.startswith("odex."):
+            record.msg = f"[{label}] {record.msg}"
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
 
 
 def chosen_parts(node, group: str) -> dict[str, Any]:
@@ -98,7 +160,14 @@ def chosen_parts(node, group: str) -> dict[str, Any]:
     return out
 
 
+def checkpoint_epoch(checkpoint: dict | None) -> int:
+    """Epochs a resumed run has already completed (0 for a new run)."""
+    return 0 if checkpoint is None else int(checkpoint.get("epoch", 0))
+
+
 def _status(e: BaseException) -> str:
+    import torch
+
     if isinstance(e, OdexError):
         return f"failed: {e}"
     if isinstance(e, torch.cuda.OutOfMemoryError):
@@ -120,14 +189,26 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.signals)
     ends training at a batch boundary with a checkpoint; the status then says how to resume.
     """
+    import torch
+
+    from . import resume as resuming
+    from .optim import build_optimizer, build_schedule
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
-    extra: dict[str, Any] = {"run_dir": str(run_dir)}
+    # wall-clock start (and, from the tracker, end) as Unix times: odex-report marks jobs of a
+    # sweep whose runs overlapped, i.e. shared the machine
+    extra: dict[str, Any] = {"run_dir": str(run_dir), "time/start_unix": time.time()}
     status = "failed: did not start"
     completed_before = None
     try:
+        # float32 CPU math in its fast state for the whole run; changes no result (odex/cpu_math.py)
+        from .cpu_math import warm_up_vector_math
+        warm_up_vector_math()
+        job = _job_info()
         trainer = build(cfg.trainer)
+        trainer.job_label, trainer.parallel = job.get("label"), job.get("parallel", False)
         config = _config(cfg)
         previous = resuming.prepare(run_dir, trainer.resume, config, trainer.max_epochs)
         if previous.completed is not None:
@@ -147,6 +228,15 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         steps_per_epoch = -(-len(data.train) // data.batch_size)
         schedule = build_schedule(cfg.schedule, optimizer, steps_per_epoch=steps_per_epoch,
                                   max_epochs=trainer.max_epochs)
+        if trainer.fast_paths.auto_compile:
+            from .compile_choice import choose_compile
+            from .data.batches import to_unit_float
+            done = checkpoint_epoch(previous.checkpoint)
+            choice = choose_compile(model, to_unit_float(data.train.x[:data.batch_size]),
+                                    iterations=steps_per_epoch * max(trainer.max_epochs - done, 0))
+            log.info("trainer.compile=auto: %s (%s)", "compiled (" + choice.backend + ")" if choice.compile
+                     else "eager", choice.reason)
+            extra.update(choice.summary())
         generator = torch.Generator(device=trainer.device).manual_seed(trainer.seed)
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
@@ -160,7 +250,6 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         logger = build(cfg.logger)
         if logger is not None:
             tracker.sinks.append(logger)
-        job = _job_info()
         if checkpoint is not None and checkpoint.get("tracker", {}).get("wandb_id"):
             job["wandb_id"] = checkpoint["tracker"]["wandb_id"]     # the same wandb run goes on
         tracker.start(config, job)
@@ -189,11 +278,14 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from .process_state import isolated_job
+
     hc = HydraConfig.get()
     if hc.mode == RunMode.RUN and hc.runtime.choices.get("sweep"):
         log.warning("sweep=%s sets up a multirun: add -m to run its jobs (this is one run)",
                     hc.runtime.choices.get("sweep"))
-    with isolated_job(), StopSignals() as stop:
+    label = _job_info().get("label")
+    with isolated_job(), StopSignals() as stop, labelled_logs(label):
         summary = run(cfg, hc.runtime.output_dir, stop=stop)
     if summary["status"] != "completed":
         print(f"odex: error: {summary['status'][len('failed: '):]}", file=sys.stderr)

@@ -17,6 +17,7 @@ just before the first batch it trains on, so the run ends with the numbers of an
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import threads as cpu_threads
 from .data import DataBundle
 from .data.batches import Batches, RandomCropFlip
 from .errors import ConfigError, TrainingFailed
@@ -38,6 +40,8 @@ from .resume import MODES as RESUME_MODES
 from .resume import fingerprint as resume_fingerprint
 from .signals import Preempted, StopSignals
 from .tracking import Tracker
+
+log = logging.getLogger("odex")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,7 +83,8 @@ class Trainer:
                  eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
                  tf32: bool = True, resume: str = "auto", precision: str = "fp32",
                  compile: bool | str | None = None, channels_last: bool = False,
-                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq"):
+                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq",
+                 threads: int | str = "auto", init_from: str | None = None):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
@@ -87,6 +92,13 @@ class Trainer:
         if resume not in RESUME_MODES:
             raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
         self.resume = resume              # read by odex.train.run (odex/resume.py)
+        if init_from is not None and not Path(str(init_from)).is_file():
+            raise ConfigError(f"trainer.init_from={init_from}: no such file "
+                              "(an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+        self.init_from = init_from        # a new run starts from these weights (fit)
+        # before anything is built or trained (odex/threads.py); isolated_job puts it back after the job
+        self.threads, why = cpu_threads.apply(threads)
+        log.info("torch threads: %d (%s)", self.threads, why)
         # the vector fields' speed settings, applied by odex.train.run once the model is built
         self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid, cuda_graph, adaptive_loop)
         self.max_epochs = max_epochs
@@ -95,9 +107,26 @@ class Trainer:
         self.eval_every = eval_every
         self.grad_clip = grad_clip
         self.progress = progress          # None: a bar only when the output is a terminal
+        # set by odex.train.run inside a sweep: the job's label (job number and swept values) for
+        # the bars, and whether the launcher runs jobs side by side, whose bars would overwrite each
+        # other on one terminal line: there the default is no bar (the per-epoch log lines remain)
+        self.job_label: str | None = None
+        self.parallel = False
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
+
+    def _bar_disabled(self) -> bool | None:
+        """tqdm's `disable`: None (a bar only on a terminal) by default, no bar by default when jobs
+        run in parallel, and what trainer.progress says when it is set."""
+        if self.progress is not None:
+            return not self.progress
+        return True if self.parallel else None
+
+    def progress_bar(self, epoch: int, n_batches: int) -> tqdm:
+        """The epoch's bar, named after the job in a sweep: `job 3 optim.lr=0.01 epoch 1/10`."""
+        return tqdm(total=n_batches, unit="batch", leave=True, disable=self._bar_disabled(),
+                    desc=(f"{self.job_label} " if self.job_label else "") + f"epoch {epoch}/{self.max_epochs}")
 
     def batches(self, data: DataBundle, generator: torch.Generator) -> dict[str, Batches]:
         augment = None if data.augment is None else RandomCropFlip(**data.augment)
@@ -124,6 +153,9 @@ class Trainer:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.run_dir = Path(run_dir)
+        if resume is None and self.init_from is not None:     # a resumed run has its own weights
+            ckpt.load_weights(model, self.init_from, "trainer.init_from")
+            log.info("starting from the weights in %s", self.init_from)
         call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
         progress, elapsed = None, 0.0
         if resume is not None:            # after on_fit_start, so callbacks' state exists to load into
@@ -160,8 +192,7 @@ class Trainer:
             loss_sum, correct, seen_logits, stat_sums = zero.clone(), zero.clone(), 0, {}
             n_seen = 0
             n_batches = len(loaders["train"])
-            bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{self.max_epochs}", unit="batch",
-                       disable=None if self.progress is None else not self.progress, leave=True)
+            bar = self.progress_bar(epoch, n_batches)
             for k, (x, y) in enumerate(loaders["train"]):
                 if progress is not None:
                     if k < progress["step"]:   # done before the interruption: replayed, not trained

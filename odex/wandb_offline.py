@@ -3,7 +3,7 @@
 wandb's public API cannot read offline runs, so this parses the file itself: a 7-byte header
 (":W&B", 0xBEE1, version) then LevelDB-log records (crc32c, 2-byte length, type) in 32 KiB blocks,
 each holding a `wandb_internal_pb2.Record`. Used by the tests and handy for checking a run before
-`wandb sync`.
+uploading (odex-sync).
 """
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def _records(data: bytes):
 
 
 def read_offline_run(path: str | Path) -> dict:
-    """{'id', 'group', 'name', 'config': {...}, 'history': [row, ...]} of an offline run file, or of
-    the single `run-*.wandb` file under a folder."""
+    """{'id', 'group', 'name', 'job_type', 'tags', 'config': {...}, 'history': [row, ...],
+    'summary': {...}, 'console': captured output} of an offline run file, or of the single
+    `run-*.wandb` file under a folder."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     path = Path(path)
@@ -49,7 +50,7 @@ def read_offline_run(path: str | Path) -> dict:
         if len(files) != 1:
             raise FileNotFoundError(f"expected one run-*.wandb under {path}, found {len(files)}")
         path = files[0]
-    out: dict = {"config": {}, "history": []}
+    out: dict = {"config": {}, "history": [], "summary": {}, "console": ""}
     for raw in _records(path.read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(raw)
@@ -60,6 +61,11 @@ def read_offline_run(path: str | Path) -> dict:
             out["config"].update({i.key: json.loads(i.value_json) for i in rec.run.config.update})
         elif kind == "config":
             out["config"].update({i.key: json.loads(i.value_json) for i in rec.config.update})
+        elif kind == "summary":
+            out["summary"].update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                                   for i in rec.summary.update})
+        elif kind in ("output_raw", "output"):       # captured console output
+            out["console"] += getattr(rec, kind).line
         elif kind == "history":
             row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
             out["history"].append({k: v for k, v in row.items() if not k.startswith("_")})

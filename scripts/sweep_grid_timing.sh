@@ -24,7 +24,7 @@ run() {  # name, extra args...
     local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     printf '%s: %d.%03d s wall-clock for 9 jobs\n' "$name" $((ms / 1000)) $((ms % 1000)) | tee -a "$out.times"
     tail -n 3 "$out.$name.log"
-    $report "$out/$name" | sed -n '1,2p'
+    $report "$out/$name" | grep -E '^([0-9]+ jobs|Best configuration)'
 }
 
 mkdir -p "$(dirname "$out")"

@@ -28,6 +28,8 @@ TINY = [
     "model.hidden=16",
 ]
 
+# one thread: torch reads this when it starts, and trainer.threads=auto honours it (odex/threads.py)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # Tests run tiny ops, where OpenMP hand-offs between threads cost more than the arithmetic (tens

@@ -1,11 +1,15 @@
 """The real `odex-train` command in subprocesses: what a run records, one clear line for errors,
 and multiruns."""
 import json
+import os
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import torch
 
-from conftest import TINY, read_metrics, read_summary, run_cli
+from conftest import REPO, TINY, read_metrics, read_summary, run_cli
 from odex.grad import METHODS
 from odex.wandb_offline import read_offline_run
 
@@ -36,7 +40,7 @@ def test_every_gradient_method_trains_one_epoch(tmp_path):
 
 
 def test_default_run_records_wandb_checkpoint_and_summary(tmp_path):
-    p = run_cli(tmp_path, *TINY, "grad=adjoint")
+    p = run_cli(tmp_path, "experiment=spheres_augmented", *TINY, "grad=adjoint")
     assert p.returncode == 0, p.stderr[-3000:]
     run = tmp_path / "run"
     summary = read_summary(run)
@@ -54,7 +58,26 @@ def test_default_run_records_wandb_checkpoint_and_summary(tmp_path):
     logged = [r for r in wb["history"] if "train/loss" in r]
     assert len(logged) == 1 and abs(logged[0]["train/loss"] - rows[0]["train/loss"]) < 1e-9
     assert logged[0]["epoch"] == 1
-    assert "wandb sync" in p.stderr + p.stdout
+    # the run stands on its own: Hydra's choices by name, the experiment, the overrides, the odex
+    # version, the git commit of this checkout; tags for the choices off the defaults
+    run_info = wb["config"]["run"]
+    assert run_info["experiment"] == "spheres_augmented"
+    assert run_info["choices"]["dataset"] == "spheres" and run_info["choices"]["grad"] == "adjoint"
+    assert run_info["choices"]["model"] == "augmented" and "hydra/launcher" not in run_info["choices"]
+    assert run_info["overrides"][0] == "experiment=spheres_augmented" and "grad=adjoint" in run_info["overrides"]
+    assert run_info["odex_version"] == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    if (REPO / ".git").exists():
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert run_info["git_commit"] == head.strip() and isinstance(run_info["git_dirty"], bool)
+    assert {"experiment:spheres_augmented", "dataset:spheres", "grad:adjoint"} <= set(wb["tags"])
+    assert "model:augmented" not in wb["tags"]               # the default
+    # summary: the final metrics and the status; the console output captured
+    assert wb["summary"]["status"] == "completed" and wb["summary"]["test/acc"] == summary["test/acc"]
+    assert "epoch 1 | train/loss" in wb["console"]
+    assert "odex-sync" in p.stderr + p.stdout
+    listed = subprocess.run([sys.executable, "-m", "odex.sync", str(tmp_path), "--dry-run"], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60).stdout
+    assert str(next((run / "wandb").glob("offline-run-*"))) in listed and "1 offline runs" in listed
 
 
 def test_missing_dataset_exits_with_one_clear_line(tmp_path):

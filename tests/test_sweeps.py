@@ -6,6 +6,7 @@ Subprocesses use one thread: bitwise-equal numbers across launchers, and no over
 """
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from conftest import TINY, compose_cfg, read_metrics, read_summary, run_cli
 
-from odex import report
+from odex import provenance, report
 from odex.wandb_offline import read_offline_run
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -39,7 +40,8 @@ def grid(tmp_path_factory):
 
 def check_grid(sweep: Path) -> list[dict]:
     """4 job folders, each completed with val/acc (the file's 10% validation split), and 4 offline
-    wandb runs in one group named after the sweep folder."""
+    wandb runs in one group named after the sweep folder and the sweep, each run's config naming
+    its Hydra choices and the odex version; odex-sync --dry-run lists all 4."""
     dirs = job_dirs(sweep)
     assert [d.name for d in dirs] == ["0", "1", "2", "3"]
     summaries = [read_summary(d) for d in dirs]
@@ -49,7 +51,8 @@ def check_grid(sweep: Path) -> list[dict]:
     assert cells == {(0.01, 32), (0.01, 64), (0.001, 32), (0.001, 64)}
     runs = [read_offline_run(d / "wandb") for d in dirs]
     assert len({r["id"] for r in runs}) == 4
-    assert {r["group"] for r in runs} == {sweep.name}
+    # one group: the sweep folder's date and time (here the test's folders) and the sweep's name
+    assert {r["group"] for r in runs} == {f"{sweep.parent.name}_{sweep.name}_lr_bs_grid"}
     for d, r in zip(dirs, runs):
         cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
         # named by the swept keys only
@@ -58,13 +61,34 @@ def check_grid(sweep: Path) -> list[dict]:
         assert {f"job{d.name}", "sweep", "sweep:lr_bs_grid"} <= set(r["tags"])
         assert [h["epoch"] for h in r["history"]] == [1]
         assert r["config"]["dataset"]["val_fraction"] == 0.1
+        assert r["config"]["run"]["choices"]["sweep"] == "lr_bs_grid"
+        assert r["config"]["run"]["choices"]["model"] == "augmented"
+        assert r["config"]["run"]["odex_version"] == provenance.version()
+        assert r["summary"]["status"] == "completed"
+    listed = sync_dry_run(sweep)
+    assert sorted(listed) == sorted(str(p) for d in dirs for p in (d / "wandb").glob("offline-run-*"))
+    assert len(listed) == 4
     return summaries
+
+
+def sync_dry_run(folder: Path) -> list[str]:
+    """The runs `odex-sync --dry-run` lists (its indented lines), from the real command."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    p = subprocess.run([sys.executable, "-m", "odex.sync", str(folder), "--dry-run"], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [line.strip() for line in p.stdout.splitlines() if line.startswith("  ")]
 
 
 def test_grid_with_basic_launcher(grid):
     sweep, proc = grid
     check_grid(sweep)
     assert f"odex: sweep finished: 4 jobs, 0 failed; report: odex-report {sweep}" in proc.stdout
+    assert f"odex: 4 offline W&B runs; upload them with: odex-sync {sweep}" in proc.stdout
     assert all("launcher:basic" in read_offline_run(d / "wandb")["tags"] for d in job_dirs(sweep))
 
 
@@ -72,15 +96,20 @@ def test_grid_report(grid, capsys):
     sweep, _ = grid
     assert report.main([str(sweep)]) == 0
     out = sweep / "report"
-    lines = (out / "report.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 4 and lines[0].startswith("job,optim.lr,dataset.batch_size,status,val/acc")
+    # one seed per cell: 4 configurations of n=1, and the report says there is no spread
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == 4 and all(r["val/acc n"] == "1" and r["val/acc std"] == "" for r in rows)
     md = (out / "report.md").read_text()
+    assert "The replicate key trainer.seed is not swept" in md
     assert md.count("| completed |") == 4
     best = max(job_dirs(sweep), key=lambda d: read_summary(d)["val/acc"])
-    assert f"job {best.name}: `{' '.join(o for o in yaml.safe_load((best / '.hydra/overrides.yaml').read_text()) if o.startswith(('optim.lr', 'dataset.batch_size')))}`" in md
-    for png in ("heatmap.png", "loss_vs_time.png", "nfe.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert f"best val/acc {read_summary(best)['val/acc']:.4f}: job {best.name}" in capsys.readouterr().out
+    cfg = yaml.safe_load((best / ".hydra/config.yaml").read_text())
+    label = f"optim.lr={cfg['optim']['lr']:.3g} dataset.batch_size={cfg['dataset']['batch_size']}"
+    assert f"Best configuration, selected on validation data: `{label}`" in md
+    for name in ("heatmap", "curves", "nfe", "epoch_time"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
+    assert f"Best configuration, selected on validation data: {label}" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -95,6 +124,10 @@ def test_grid_with_joblib_matches_basic(grid, tmp_path):
     for mine, basic in zip(job_dirs(sweep), job_dirs(grid[0])):
         assert without_time(read_metrics(mine)) == without_time(read_metrics(basic))
     assert all("launcher:joblib" in read_offline_run(d / "wandb")["tags"] for d in job_dirs(sweep))
+    # the workers' interleaved epoch lines each name their job and its swept values
+    epoch_lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "] epoch 1 | " in line]
+    assert sorted(line.split("[job ")[1][0] for line in epoch_lines) == ["0", "1", "2", "3"]
+    assert all("optim.lr=" in line and "dataset.batch_size=" in line for line in epoch_lines)
 
 
 @pytest.mark.slow
@@ -117,9 +150,11 @@ def test_submitit_local_with_a_failing_job(tmp_path):
 
     r = report.report(sweep)
     assert [j.status for j in r["jobs"]] == ["completed", bad["status"]]
-    assert r["best"].name == "0"
+    assert r["best"] is None and r["warnings"][0].startswith("NO VALIDATION SPLIT")   # no val split here
+    on_test = report.report(sweep, metric="test/acc", plots=False)
+    assert on_test["best"].label == "optim.lr=0.01" and on_test["selection"].on_test
     md = (r["out"] / "report.md").read_text()
-    assert "## Failed or unfinished jobs" in md and "job 1 (`" in md and "failed: " in md
+    assert "## Failed, unfinished or damaged jobs" in md and "job 1 (`" in md and "failed: " in md
 
 
 def test_optuna_three_trials(tmp_path):
@@ -152,3 +187,49 @@ def test_sweep_configs_compose():
     assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.max_num_timeout > 0
     assert compose_cfg(["hydra/launcher=shared_gpu"], keep_hydra=True).hydra.launcher.n_jobs == 3
     assert compose_cfg([]).trainer.resume == "auto"
+
+
+def test_job_label_on_log_lines_and_bars(capsys):
+    """Inside a sweep's job every odex log line and progress bar names the job; parallel jobs get
+    no bars by default (their per-epoch log lines remain), trainer.progress decides when set."""
+    import logging
+
+    from tqdm import tqdm
+
+    from odex.train import labelled_logs
+    from odex.trainer import Trainer
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    log = logging.getLogger("odex")
+    keep = Keep()
+    log.addHandler(keep)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        with labelled_logs("job 3 optim.lr=0.01"):
+            log.info("epoch %d | train/loss %.3g", 1, 0.5)
+            logging.getLogger("other").warning("not ours")
+        log.info("after the job")
+    finally:
+        log.removeHandler(keep)
+        log.setLevel(old_level)
+    assert records == ["[job 3 optim.lr=0.01] epoch 1 | train/loss 0.5", "after the job"]
+
+    t = Trainer(device="cpu")
+    assert t._bar_disabled() is None                 # a bar only on a terminal
+    t.parallel = True
+    assert t._bar_disabled() is True                 # side by side: no bars by default
+    t.progress = True
+    assert t._bar_disabled() is False                # asked for
+    # the bar names the job
+    t.job_label = "job 3 optim.lr=0.01"
+    capsys.readouterr()
+    bar = t.progress_bar(1, 2)
+    bar.update(2)
+    bar.close()
+    assert "job 3 optim.lr=0.01 epoch 1/10" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+"""`odex-sync <folder>`: upload every offline W&B run under a run or sweep folder.
+
+    odex-sync outputs/multirun/2025-01-31/12-00-00-000000            # the whole sweep
+    odex-sync outputs/multirun/2025-01-31/12-00-00-000000 --dry-run  # list the runs, upload nothing
+    odex-sync outputs/runs/2025-01-31/12-00-00-000000 -p myproject   # other options go to wandb sync
+
+odex writes each run's W&B data into `<run>/wandb/offline-run-<date>_<time>-<id>/`, one level
+below where `wandb sync` looks (its no-argument form searches `./wandb/` only), so a sweep folder
+holds its runs in `<job>/wandb/`. This is a thin wrapper: it finds those folders and hands them all
+to the installed `wandb sync` (which takes run folders as PATHS and skips runs it already synced);
+login, projects and retries stay wandb's.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def offline_runs(folder: str | Path) -> list[Path]:
+    """Every offline run folder (`wandb/offline-run-*` holding a `run-*.wandb` file) under `folder`,
+    in path order; a run resumed after preemption has one folder per attempt, each listed."""
+    folder = Path(folder)
+    if folder.name.startswith("offline-run-") and any(folder.glob("run-*.wandb")):
+        return [folder]                     # one run's own folder
+    return sorted(p for p in folder.rglob("offline-run-*")
+                  if p.is_dir() and p.parent.name == "wandb" and any(p.glob("run-*.wandb")))
+
+
+def wandb_command() -> list[str]:
+    """The `wandb` executable of this Python environment (next to sys.executable), else on PATH."""
+    here = Path(sys.executable).parent / "wandb"
+    if here.exists():
+        return [str(here)]
+    found = shutil.which("wandb")
+    return [found] if found else [sys.executable, "-m", "wandb"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="odex-sync", description=__doc__.split("\n")[0],
+                                epilog="Arguments after the folder that odex-sync does not know (-p PROJECT, "
+                                       "-e ENTITY, --include-synced, ...) are passed to `wandb sync`.")
+    p.add_argument("folder", help="a run folder or a sweep folder (anything with <job>/wandb/offline-run-* below)")
+    p.add_argument("--dry-run", action="store_true", help="list the offline runs and the command; upload nothing")
+    args, passthrough = p.parse_known_args(argv)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"odex-sync: error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    runs = offline_runs(folder)
+    if not runs:
+        print(f"odex-sync: error: no offline W&B runs (wandb/offline-run-*) under {folder}", file=sys.stderr)
+        return 2
+    command = [*wandb_command(), "sync", *passthrough, *map(str, runs)]
+    if args.dry_run:
+        print(f"{len(runs)} offline runs under {folder}:")
+        for r in runs:
+            synced = any(r.glob("run-*.wandb.synced"))
+            print(f"  {r}" + ("  (already synced)" if synced else ""))
+        print("would run: " + " ".join(command[:2 + len(passthrough)]) + " <the runs above>")
+        return 0
+    return subprocess.run(command).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""CPU benchmark of issue 18: `odex-train` against a plain torchdiffeq training script of the same
+model and data, per epoch, one thread, in alternating separate processes.
+
+    python scripts/bench_cpu.py --out docs/bench/cpu-epochs            # about 10 minutes on 2 cores
+    python scripts/bench_cpu.py --cases mlp-direct --rounds 1 --epochs 2 # a quick look
+
+Cases (dopri5, rtol = atol = 1e-3, Adam lr 1e-3, seed 0):
+- conv-direct, conv-adjoint: the GQ paper's MNIST network (model=gq_image, width 50), batch 64, on
+  the MNIST t10k split (dataset=mnist_t10k: --mnist-root holding MNIST/raw/t10k-*; without it,
+  synthetic MNIST-shaped digits, a class template plus noise, written to a temporary folder),
+  the first --conv-train training images, --conv-test test images;
+- mlp-direct, mlp-adjoint: nested spheres in 2-D augmented to 5 dimensions, the field
+  5-64-64-5 softplus (model=augmented augment_dim=3 hidden=64 activation=softplus
+  time_dependent=false), batch 256, 2,000 training points.
+
+For every case and round, one process per path, the order alternating between rounds (ABBA), so
+drift in a shared machine's speed hits both alike:
+- plain: scripts/plain_torchdiffeq.py (torchdiffeq.odeint / odeint_adjoint, in-memory batches),
+  on the very tensors odex's dataset config yields (exported by this script beforehand);
+- odex (and each --odex-variant: extra odex-train overrides, default `trainer.compile=auto`):
+  `odex-train` itself (odex.train.main, Hydra), logger=none, progress off; its per-epoch times are
+  the trainer's `time/epoch_s` (the training loop, evaluation excluded), as the plain script's are.
+Every process first records the float32 log1p state (median us of torch.log1p on 256x64 before
+anything else ran; odex-train's warm-up then runs inside it), then its per-epoch times, test
+accuracy, NFE, and for odex the compile decision of trainer.compile=auto. Per case and path: the
+median of the per-epoch times over rounds (wall clock, and the process's CPU seconds, which
+another user's load on a shared machine disturbs much less), leaving out each process's first epoch (one-time
+allocator and autograd set-up, and a compile), the ratio to plain, the median process wall time
+(start-up, a compile and evaluation included), the test accuracy of each process.
+
+Writes <out>.json and <out>.md. Environment: OMP_NUM_THREADS=MKL_NUM_THREADS=1 in every process.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CASES = {
+    "conv-direct": ("conv", "direct"), "conv-adjoint": ("conv", "adjoint"),
+    "mlp-direct": ("mlp", "direct"), "mlp-adjoint": ("mlp", "adjoint"),
+}
+
+
+def odex_overrides(model: str, grad: str, args, mnist_root: str) -> list[str]:
+    common = ["solver=dopri5", f"solver.rtol={args.tol}", f"solver.atol={args.tol}", f"grad={grad}",
+              "optim=adam", "optim.lr=1e-3", f"trainer.max_epochs={args.epochs}", "trainer.device=cpu",
+              "trainer.progress=false", "trainer.seed=0", "logger=none", "eval=clean"]
+    if model == "conv":
+        return common + ["dataset=mnist_t10k", f"dataset.root={mnist_root}", "dataset.batch_size=64",
+                         f"dataset.limit_train={args.conv_train}", f"dataset.limit_test={args.conv_test}",
+                         "model=gq_image", "model.width=50"]
+    return common + ["dataset=spheres", "dataset.batch_size=256", "model=augmented", "model.augment_dim=3",
+                     "model.hidden=64", "model.activation=softplus", "model.time_dependent=false"]
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+def _idx(path: Path, magic: int, dims: tuple[int, ...], payload: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload)
+
+
+def synthetic_mnist(root: Path, n: int = 10_000, seed: int = 0) -> None:
+    """MNIST/raw/t10k-* IDX files of MNIST-shaped digits: a random 28x28 template per class plus
+    noise (learnable, so accuracy means something), for machines without MNIST."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(10, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = (0.6 * templates[y] + 0.4 * torch.rand(n, 28, 28, generator=g)).mul(255).to(torch.uint8)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    _idx(raw / "t10k-images-idx3-ubyte", 0x803, (n, 28, 28), x.numpy().tobytes())
+    _idx(raw / "t10k-labels-idx1-ubyte", 0x801, (n,), y.to(torch.uint8).numpy().tobytes())
+
+
+def export_data(model: str, args, mnist_root: str, path: Path) -> None:
+    """The tensors odex-train's dataset config yields, for the plain script."""
+    sys.path.insert(0, str(REPO))
+    import torch
+    from hydra import compose, initialize_config_dir
+    from odex.config import build, config_dir
+
+    overrides = odex_overrides(model, "direct", args, mnist_root)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[o for o in overrides if o.startswith(("dataset", "model"))])
+    data = build(cfg.dataset)
+    torch.save({"x_train": data.train.x, "y_train": data.train.y, "x_test": data.test.x, "y_test": data.test.y,
+                "mean": list(data.info.mean), "std": list(data.info.std), "num_classes": data.info.num_classes,
+                "batch": data.batch_size}, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# child: odex-train in this process, with the log1p state recorded around it
+
+def minor_faults() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def child_odex(args) -> None:
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(REPO))
+    from odex.cpu_math import log1p_us
+
+    state = {"log1p_us_start": log1p_us()}
+    run_dir = Path(args.run_dir)
+    sys.argv = ["odex-train", f"hydra.run.dir={run_dir}", *args.overrides]
+    import odex.trainer
+    from odex.train import main
+
+    class CPUClock:
+        """The process CPU seconds of each epoch's training loop (the span of time/epoch_s: from
+        on_epoch_start to on_evaluate_start), added as a callback of this benchmark only."""
+        epochs: list[float] = []
+        faults: list[int] = []
+
+        def on_epoch_start(self, epoch):
+            self.t0, self.f0 = time.process_time(), minor_faults()
+
+        def on_evaluate_start(self, **_):
+            self.epochs.append(time.process_time() - self.t0)
+            self.faults.append(minor_faults() - self.f0)
+
+    fit = odex.trainer.Trainer.fit
+
+    def fit_timed(self, **kw):
+        return fit(self, **{**kw, "callbacks": {**(kw.get("callbacks") or {}), "bench_cpu_clock": CPUClock()}})
+    odex.trainer.Trainer.fit = fit_timed
+    try:
+        main()
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    state["log1p_us_end"] = log1p_us()
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = [r for r in rows if "time/epoch_s" in r]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    acc = rows[-1].get("test/acc")
+    n_test = args.test_n
+    result = {"path": "odex", "epoch_s": [r["time/epoch_s"] for r in rows], "epoch_cpu_s": CPUClock.epochs, "epoch_faults": CPUClock.faults,
+              "test_acc": acc,
+              "test_correct": None if acc is None or not n_test else round(acc * n_test), "test_n": n_test,
+              "nfe_forward": [r.get("nfe/forward") for r in rows], "nfe_backward": [r.get("nfe/backward") for r in rows],
+              "compile": summary.get("compile") or next((o.split("=", 1)[1] + " (set)" for o in args.overrides
+                                                         if o.startswith("trainer.compile=")), "false"), "compile_reason": summary.get("compile_reason", ""), **state}
+    Path(args.result).write_text(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+
+def run_process(cmd: list[str], result: Path, env: dict) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or not result.exists():
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(result.read_text())
+    out["process_wall_s"] = wall
+    return out
+
+
+def steady(epoch_s: list[float]) -> list[float]:
+    return epoch_s[1:] if len(epoch_s) > 1 else epoch_s
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--rounds", type=int, default=3, help="processes per path and case")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--mlp-epochs", type=int, default=None, help="epochs for the MLP cases (default --epochs)")
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--conv-train", type=int, default=640)
+    p.add_argument("--conv-test", type=int, default=500)
+    p.add_argument("--mnist-root", default=None, help="folder with MNIST/raw/t10k-*; default: synthetic")
+    p.add_argument("--odex-variants", nargs="+", default=["trainer.compile=auto"],
+                   help="odex-train processes per round, each a space-free override list joined by ',' "
+                        "(e.g. trainer.compile=auto trainer.compile=true,trainer.adaptive_loop=odex)")
+    p.add_argument("--plain-warm-up", action="store_true", help="add plain processes with odex's warm-up")
+    p.add_argument("--out", default=None)
+    p.add_argument("--child", choices=["odex"], help=argparse.SUPPRESS)
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--test-n", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child_odex(args)
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    tmp = Path(tempfile.mkdtemp(prefix="odex-bench-cpu-"))
+    mnist_root = args.mnist_root
+    if mnist_root is None:
+        mnist_root = str(tmp / "synthetic")
+        synthetic_mnist(Path(mnist_root))
+    meta = {"command": "python scripts/bench_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": ("conv: MNIST t10k" if args.mnist_root else "conv: synthetic MNIST-shaped digits")
+            + "; mlp: nested spheres (dataset=spheres)",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process",
+            "python": platform.python_version()}
+    import torch
+    import torchdiffeq
+    meta.update(torch=torch.__version__, torchdiffeq=torchdiffeq.__version__,
+                cpu_capability=torch.backends.cpu.get_cpu_capability())
+
+    rows, raw = [], {}
+    for case in args.cases:
+        model, grad = CASES[case]
+        epochs = args.mlp_epochs if model == "mlp" and args.mlp_epochs else args.epochs
+        case_args = argparse.Namespace(**{**vars(args), "epochs": epochs})
+        data_file = tmp / f"{model}.pt"
+        if not data_file.exists():
+            export_data(model, case_args, mnist_root, data_file)
+        import torch as _t
+        d = _t.load(data_file)
+        n_test = len(d["y_test"])
+        batch = d["batch"]
+        width = 50 if model == "conv" else 64
+        paths = {"plain": [sys.executable, str(REPO / "scripts" / "plain_torchdiffeq.py"), "--data", str(data_file),
+                           "--model", model, "--grad", grad, "--epochs", str(epochs), "--batch", str(batch),
+                           "--width", str(width), "--tol", str(args.tol)]}
+        if args.plain_warm_up:
+            paths["plain + warm-up"] = paths["plain"] + ["--warm-up"]
+        for variant in args.odex_variants:
+            extra = [v for v in variant.split(",") if v]
+            paths["odex " + " ".join(extra)] = [sys.executable, str(REPO / "scripts" / "bench_cpu.py"), "--child", "odex",
+                                                "--test-n", str(n_test), "--",
+                                                *odex_overrides(model, grad, case_args, mnist_root), *extra]
+        results = {name: [] for name in paths}
+        for r in range(args.rounds):
+            order = list(paths) if r % 2 == 0 else list(reversed(paths))
+            for name in order:
+                res = tmp / f"{case}-{r}-{len(results[name])}-{name.replace(' ', '_').replace('=', '-')}.json"
+                cmd = list(paths[name])
+                if name.startswith("odex"):
+                    i = cmd.index("--child")
+                    cmd[i + 2:i + 2] = ["--run-dir", str(tmp / "runs" / res.stem), "--result", str(res)]
+                else:
+                    cmd += ["--out", str(res)]
+                print(f"bench_cpu: {case} round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+                results[name].append(run_process(cmd, res, env))
+        raw[case] = results
+        ref = statistics.median(e for res in results["plain"] for e in steady(res["epoch_s"]))
+        ref_cpu = statistics.median(e for res in results["plain"] for e in steady(res["epoch_cpu_s"]))
+        for name, res in results.items():
+            per_epoch = statistics.median(e for x in res for e in steady(x["epoch_s"]))
+            per_epoch_cpu = statistics.median(e for x in res for e in steady(x["epoch_cpu_s"]))
+            rows.append({
+                "case": case, "path": name, "epoch_s": per_epoch, "ratio": per_epoch / ref,
+                "epoch_cpu_s": per_epoch_cpu, "ratio_cpu": per_epoch_cpu / ref_cpu,
+                "epochs_timed": sum(len(steady(x["epoch_s"])) for x in res),
+                "process_wall_s": statistics.median(x["process_wall_s"] for x in res),
+                "log1p_us_start": [round(x["log1p_us_start"], 1) for x in res],
+                "log1p_us_end": [round(x["log1p_us_end"], 1) for x in res],
+                "test_correct": [x.get("test_correct") for x in res], "test_n": n_test,
+                "nfe": f"{statistics.median(x['nfe_forward'][-1] for x in res):.1f}/"
+                       f"{statistics.median(x['nfe_backward'][-1] for x in res):.1f}",
+                "compile": sorted({x.get("compile", "-") for x in res}),
+                "compile_reason": sorted({x.get("compile_reason", "") for x in res}),
+            })
+    table = markdown(rows, meta)
+    print(table)
+    result = {"meta": meta, "rows": rows, "raw": raw}
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        out.with_suffix(".md").write_text(f"`{meta['command']}`\n\n{table}")
+    return result
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"CPU: {meta['machine']}, torch {meta['torch']} (capability {meta['cpu_capability']}), "
+             f"torchdiffeq {meta['torchdiffeq']}, data: {meta['data']}, {meta['date']}.", "",
+             "| case | path | s/epoch (wall, median) | x plain | CPU s/epoch (median) | x plain | epochs timed "
+             "| process s | NFE f/b | log1p us start -> end | test correct | compile |",
+             "|" + " --- |" * 12]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['path']} | {r['epoch_s']:.3f} | {r['ratio']:.2f} | {r['epoch_cpu_s']:.3f} "
+            f"| {r['ratio_cpu']:.2f} | {r['epochs_timed']} "
+            f"| {r['process_wall_s']:.1f} | {r['nfe']} "
+            f"| {', '.join(f'{a:.0f}->{b:.0f}' for a, b in zip(r['log1p_us_start'], r['log1p_us_end']))} "
+            f"| {', '.join(str(c) for c in r['test_correct'])} / {r['test_n']} "
+            f"| {', '.join(r['compile'])} |")
+    reasons = sorted({(r['case'], why) for r in rows for why in r['compile_reason'] if why})
+    if reasons:
+        lines += ["", "trainer.compile=auto decisions:"] + [f"- {c}: {why}" for c, why in reasons]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The baseline of scripts/bench_cpu.py: a plain torchdiffeq training script, as a competent user
+writes it without odex, for the two networks the CPU benchmark compares.
+
+    python scripts/plain_torchdiffeq.py --data DATA.pt --model conv --grad direct --epochs 3 --out R.json
+
+- conv: the GQ paper's MNIST network (Norcliffe & Deisenroth 2023; odex's model=gq_image):
+  normalise -> BN -> ReLU -> conv3x3 (1 -> 10) -> maxpool 2 -> ReLU -> conv3x3 (10 -> 10), an
+  autonomous drift conv3x3(softplus(conv3x3(softplus(conv3x3(h))))) 10 -> w -> w -> 10, readout
+  Linear(1210 -> 50) -> ReLU -> Linear(50 -> 10);
+- mlp: a small MLP field on vector data (odex's model=augmented on dataset=spheres with
+  augment_dim 3, hidden 64, softplus, time_dependent false): the 2-D point padded with 3 zeros,
+  f(h) = W3 softplus(W2 softplus(W1 h)) (5-64-64-5), readout Linear(5 -> classes).
+
+The ODE block is `torchdiffeq.odeint` (direct) or `odeint_adjoint` (adjoint) with dopri5 at
+rtol = atol = --tol on [0, 1]; Adam at lr 1e-3; batches sliced from in-memory tensors with a fresh
+`torch.randperm` per epoch (a DataLoader over a TensorDataset would index and collate every sample,
+which on the MLP's 256-point batches costs a few ms per batch: not what a careful user writes for
+data already in memory); loss cross-entropy. The data (train/test tensors and the normalisation
+constants) come from the file the benchmark writes, the same examples odex-train reads. NFE are
+counted with a Python int in the field's wrapper.
+
+Writes JSON: seconds of each epoch's training loop, test accuracy (and the number of correct test
+examples), forward/backward NFE per batch, and the float32 log1p state of the process (median us of
+torch.log1p on 256x64 at start; --warm-up runs odex's start-up warm-up first, copied here so this
+script stays free of odex).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+import torchdiffeq
+from torch import nn
+
+
+def log1p_us(repeats: int = 200) -> float:
+    x = torch.linspace(-3.0, 3.0, 256 * 64, dtype=torch.float32).view(256, 64)
+    for _ in range(10):
+        torch.log1p(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.log1p(x)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] * 1e6
+
+
+def minor_faults() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+class Counted(nn.Module):
+    def __init__(self, f: nn.Module):
+        super().__init__()
+        self.f = f
+        self.forward_calls = self.backward_calls = 0
+        self.backward = False
+
+    def forward(self, t, h):
+        if self.backward:
+            self.backward_calls += 1
+        else:
+            self.forward_calls += 1
+        return self.f(t, h)
+
+
+class ConvDrift(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(10, width, 3, padding=1), nn.Softplus(),
+                                 nn.Conv2d(width, width, 3, padding=1), nn.Softplus(),
+                                 nn.Conv2d(width, 10, 3, padding=1))
+
+    def forward(self, t, h):
+        return self.net(h)
+
+
+class MLPDrift(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(dim, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, t, h):
+        return self.fc3(F.softplus(self.fc2(F.softplus(self.fc1(h)))))
+
+
+class ODEBlock(nn.Module):
+    def __init__(self, field: nn.Module, adjoint: bool, tol: float):
+        super().__init__()
+        self.field = Counted(field)
+        self.adjoint, self.tol = adjoint, tol
+        self.register_buffer("t", torch.tensor([0.0, 1.0]))
+
+    def forward(self, h):
+        self.field.backward = False
+        solve = torchdiffeq.odeint_adjoint if self.adjoint else torchdiffeq.odeint
+        out = solve(self.field, h, self.t, rtol=self.tol, atol=self.tol, method="dopri5")[-1]
+        self.field.backward = True
+        return out
+
+
+class ConvNet(nn.Module):
+    def __init__(self, mean, std, width, adjoint, tol, classes=10):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.encoder = nn.Sequential(nn.BatchNorm2d(1), nn.ReLU(), nn.Conv2d(1, 10, 3), nn.MaxPool2d(2),
+                                     nn.ReLU(), nn.Conv2d(10, 10, 3))
+        self.ode = ODEBlock(ConvDrift(width), adjoint, tol)
+        self.readout = nn.Sequential(nn.Linear(1210, 50), nn.ReLU(), nn.Linear(50, classes))
+
+    def forward(self, x):
+        return self.readout(self.ode(self.encoder((x - self.mean) / self.std)).flatten(1))
+
+
+class MLPNet(nn.Module):
+    def __init__(self, mean, std, hidden, adjoint, tol, dim=2, augment=3, classes=2):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1))
+        self.augment = augment
+        self.ode = ODEBlock(MLPDrift(dim + augment, hidden), adjoint, tol)
+        self.readout = nn.Linear(dim + augment, classes)
+
+    def forward(self, x):
+        h = (x - self.mean) / self.std
+        h = torch.cat([h, h.new_zeros(h.shape[0], self.augment)], 1)
+        return self.readout(self.ode(h))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", choices=["conv", "mlp"], required=True)
+    p.add_argument("--grad", choices=["direct", "adjoint"], required=True)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--width", type=int, default=50, help="conv drift width / MLP hidden width")
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warm-up", action="store_true", help="odex's float32 math warm-up first")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    t_process = time.perf_counter()
+    torch.set_num_threads(1)
+    state = {"log1p_us_start": log1p_us()}
+    if args.warm_up:
+        torch.pow(torch.linspace(0.5, 1.5, 256, dtype=torch.float32), 0.2)
+        state["log1p_us_after_warm_up"] = log1p_us()
+
+    torch.manual_seed(args.seed)
+    d = torch.load(args.data)
+    to_float = (lambda x: x.float() / 255) if d["x_train"].dtype == torch.uint8 else (lambda x: x.float())
+    x_train, y_train, x_test, y_test = to_float(d["x_train"]), d["y_train"], to_float(d["x_test"]), d["y_test"]
+    adjoint = args.grad == "adjoint"
+    model = (ConvNet(d["mean"], d["std"], args.width, adjoint, args.tol) if args.model == "conv"
+             else MLPNet(d["mean"], d["std"], args.width, adjoint, args.tol, dim=x_train.shape[1],
+                         classes=int(d["num_classes"])))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    epochs, epochs_cpu, faults, nfe_f, nfe_b = [], [], [], [], []
+    n = len(x_train)
+    for _ in range(args.epochs):
+        model.train()
+        model.ode.field.forward_calls = model.ode.field.backward_calls = 0
+        t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
+        perm = torch.randperm(n)
+        for i in range(0, n, args.batch):
+            idx = perm[i:i + args.batch]
+            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        epochs.append(time.perf_counter() - t0)
+        epochs_cpu.append(time.process_time() - c0)
+        faults.append(minor_faults() - f0)
+        batches = -(-n // args.batch)
+        nfe_f.append(model.ode.field.forward_calls / batches)
+        nfe_b.append(model.ode.field.backward_calls / batches)
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x_test), 1000):
+            correct += int((model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum())
+    state["log1p_us_end"] = log1p_us()
+    result = {"path": "plain", "epoch_s": epochs, "epoch_cpu_s": epochs_cpu, "epoch_faults": faults, "test_correct": correct, "test_n": len(x_test),
+              "test_acc": correct / len(x_test), "nfe_forward": nfe_f, "nfe_backward": nfe_b,
+              "process_s": time.perf_counter() - t_process, **state}
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""scripts/bench_cpu.py compares like with like: the plain torchdiffeq script's networks have the
+parameters of odex's configs (same shapes, same order), its synthetic MNIST files are what odex's
+mnist_t10k reader reads, and the plain script trains and reports. No timings are checked."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import torch
+
+from conftest import REPO, compose_cfg
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"odex_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _odex_model(tmp_path, model: str, grad: str):
+    from odex.config import build
+
+    bench = _load("bench_cpu")
+    args = type("A", (), {"tol": 1e-3, "epochs": 1, "conv_train": 64, "conv_test": 32})()
+    root = tmp_path / "mnist"
+    if model == "conv":
+        bench.synthetic_mnist(root, n=8100)        # mnist_t10k trains on the first 8,000
+    cfg = compose_cfg(["logger=none", *bench.odex_overrides(model, grad, args, str(root))])
+    data = build(cfg.dataset)
+    return build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad)), data
+
+
+def test_plain_networks_have_odex_configs_parameters(tmp_path):
+    plain = _load("plain_torchdiffeq")
+    for model, make in [("conv", lambda info: plain.ConvNet(info.mean, info.std, 50, False, 1e-3)),
+                        ("mlp", lambda info: plain.MLPNet(info.mean, info.std, 64, False, 1e-3))]:
+        odex_net, data = _odex_model(tmp_path, model, "direct")
+        ours = [p.shape for p in odex_net.parameters()]
+        theirs = [p.shape for p in make(data.info).parameters()]
+        assert ours == theirs, model
+        if model == "conv":
+            assert len(data.train) == 64 and data.info.shape == (1, 28, 28)
+
+
+def test_plain_script_trains_and_reports(tmp_path):
+    bench = _load("bench_cpu")
+    plain = _load("plain_torchdiffeq")
+    args = type("A", (), {"tol": 1e-3, "epochs": 1, "conv_train": 64, "conv_test": 32})()
+    data_file = tmp_path / "mlp.pt"
+    bench.export_data("mlp", args, "", data_file)
+    out = tmp_path / "r.json"
+    torch.set_num_threads(1)
+    result = plain.main(["--data", str(data_file), "--model", "mlp", "--grad", "adjoint", "--epochs", "1",
+                         "--batch", "256", "--width", "8", "--warm-up", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert len(saved["epoch_s"]) == len(saved["epoch_cpu_s"]) == 1
+    assert saved["nfe_forward"][0] > 0 and saved["nfe_backward"][0] > 0      # the adjoint's backward solve
+    assert saved["test_n"] == 1000 and 0 <= saved["test_correct"] <= 1000
+    assert saved["log1p_us_start"] > 0 and saved["log1p_us_after_warm_up"] > 0
