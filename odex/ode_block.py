@@ -53,6 +53,28 @@ class ODEBlock(nn.Module):
         return f"solver={self.solver.method}, grad={self.grad.name}, t1={self.solver.t1}"
 
 
+def ode_blocks(model: nn.Module) -> list[ODEBlock]:
+    """Every ODE block inside `model`."""
+    return [m for m in model.modules() if isinstance(m, ODEBlock)]
+
+
+@contextmanager
+def grad_changed(model: nn.Module, grad: GradientMethod | str):
+    """Inside the block, every ODE block of `model` differentiates its solve with `grad` (each
+    checked against the block's solver and field); the blocks' own methods are restored afterwards."""
+    method = gradient_method(grad)
+    blocks = ode_blocks(model)
+    saved = [b.grad for b in blocks]
+    try:
+        for b in blocks:
+            method.check(b.solver, b.field.field)
+            b.grad = method
+        yield blocks
+    finally:
+        for b, g in zip(blocks, saved):
+            b.grad = g
+
+
 @contextmanager
 def solver_changed(model: nn.Module, changes: dict | None):
     """Inside the block, every ODE block of `model` integrates with its solver updated by
@@ -62,7 +84,7 @@ def solver_changed(model: nn.Module, changes: dict | None):
     changes = dict(changes or {})
     if "t1" in changes:
         raise ConfigError("an evaluation solver cannot change t1 (it is part of the model)")
-    blocks = [m for m in model.modules() if isinstance(m, ODEBlock)] if changes else []
+    blocks = ode_blocks(model) if changes else []
     saved = [b.solver for b in blocks]
     try:
         for b in blocks:

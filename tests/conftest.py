@@ -76,6 +76,28 @@ def read_summary(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
 
 
+@pytest.fixture(scope="session")
+def trained_cpl():
+    """A tiny CPL net trained for a few epochs on digits (seconds), and the test images."""
+    from odex.data.digits import digits
+    from odex.models.cpl import CPLNetwork
+    from odex.objectives import Margin
+
+    torch.manual_seed(0)
+    data = digits()
+    net = CPLNetwork(data.info, size="tiny", channels=16)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x, y = data.train.x, data.train.y
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for idx in torch.randperm(len(y), generator=g).split(64):
+            loss = Margin()(net, x[idx], y[idx]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval(), data.test.x, data.test.y
+
+
 @pytest.fixture
 def tiny() -> list[str]:
     return list(TINY)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import TINY, read_metrics, train_in_process
 from torch import nn
 
-from odex.attacks import pgd
+from odex.attacks import dlr, pgd
 from odex.data import DataInfo
 from odex.data.batches import Batches
 from odex.data.bundle import Split
@@ -192,3 +192,102 @@ def test_eval_pgd_with_the_augmented_node(tmp_path):
     assert summary["status"] == "completed"
     (row,) = read_metrics(tmp_path)
     assert row["test/pgd_linf_acc"] <= row["test/acc"] and row["test/pgd_l2_acc"] <= row["test/acc"]
+
+
+class Scaled(nn.Module):
+    """A model built to mask gradients: the logits times 1e8. The softmax is one-hot in float32, so
+    the cross-entropy's input gradient is exactly zero wherever the class is right."""
+
+    def __init__(self, model: nn.Module, scale: float = 1e8):
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x):
+        return self.model(x) * self.scale
+
+
+def test_dlr_loss_is_scale_and_shift_invariant_and_the_margin_for_two_classes():
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(16, 10, generator=g), torch.randint(0, 10, (16,), generator=g)
+    top = z.double().sort(dim=1, descending=True).values
+    zy = z.double().gather(1, y[:, None])[:, 0]
+    best_other = z.double().scatter(1, y[:, None], float("-inf")).max(1).values
+    assert torch.allclose(dlr(z, y), -(zy - best_other) / (top[:, 0] - top[:, 2] + 1e-12))
+    assert torch.allclose(dlr(1e8 * z + 3.0, y), dlr(z, y), rtol=1e-5)
+    z2 = torch.randn(16, 2, generator=g)
+    y2 = torch.randint(0, 2, (16,), generator=g)
+    assert torch.allclose(dlr(z2, y2), (z2[torch.arange(16), 1 - y2] - z2[torch.arange(16), y2]).double())
+
+
+def test_masking_flag_fires_on_a_masked_model_and_margin_pgd_sees_through(digits_mlp, caplog):
+    model, x, y = digits_mlp
+    batches = Batches(Split(x, y), 128)
+    # no random start: the cross-entropy attack's blindness is then exact
+    ev = PGDAccuracy(linf={"eps": 0.1, "alpha": 0.025, "steps": 10}, l2={"eps": 1.0, "alpha": 0.25, "steps": 10},
+                     random_start=False)
+    normal = ev(model, batches)
+    with caplog.at_level("WARNING", logger="odex"):
+        masked = ev(Scaled(model), batches)
+    assert normal["test/pgd_masking_flag"].item() == 0.0 and normal["test/pgd_zero_grad"].item() == 0.0
+    assert masked["test/pgd_masking_flag"].item() == 1.0 and masked["test/pgd_zero_grad"].item() > 0.9
+    assert "possible gradient masking" in caplog.text and "exactly zero" in caplog.text
+    clean = masked["test/pgd_clean_acc"].item()
+    assert clean == normal["test/pgd_clean_acc"].item() > 0.85
+    for norm in ("linf", "l2"):
+        ce, margin = masked[f"test/pgd_{norm}_acc_ce"].item(), masked[f"test/pgd_{norm}_acc_dlr"].item()
+        # cross-entropy PGD is blind here: it reports the clean accuracy
+        assert ce == clean and ce > normal[f"test/pgd_{norm}_acc_ce"].item() + 0.1
+        # the margin loss is not: at most the clean accuracy, as low as on the unscaled model
+        assert margin <= clean and margin < ce - 0.1
+        assert margin == pytest.approx(normal[f"test/pgd_{norm}_acc_dlr"].item(), abs=0.03)
+        # the headline figure is per example the worst over the losses
+        assert masked[f"test/pgd_{norm}_acc"].item() <= min(ce, margin)
+        assert normal[f"test/pgd_{norm}_acc"].item() <= normal[f"test/pgd_{norm}_acc_ce"].item()
+        assert normal[f"test/pgd_{norm}_acc@2eps"].item() <= normal[f"test/pgd_{norm}_acc"].item()
+
+
+def test_a_robust_accuracy_above_clean_and_a_flat_radius_are_flagged(digits_mlp, caplog):
+    """A model that answers right only off the data (any perturbation helps it) and whose answer
+    does not depend on the radius: both checks fire, the zero-gradient one does not."""
+    model, x, y = digits_mlp
+    reference = x.clone()
+
+    class OffData(nn.Module):
+        def forward(self, inp):
+            logits = model(inp)
+            on_data = (inp.flatten(1)[:, None, :] == reference.flatten(1)[None]).all(2).any(1)
+            # a wrong class on the clean images, the right one (by the base model) elsewhere
+            return torch.where(on_data[:, None], logits.roll(1, dims=1), logits)
+
+    batches = Batches(Split(x, y), 128)
+    ev = PGDAccuracy(linf={"eps": "1/255", "alpha": "1/255", "steps": 1}, l2=None, losses=["ce"])
+    with caplog.at_level("WARNING", logger="odex"):
+        out = ev(OffData(), batches)
+    assert out["test/pgd_linf_acc"].item() > out["test/pgd_clean_acc"].item()
+    assert out["test/pgd_masking_flag"].item() == 1.0 and "> clean accuracy" in caplog.text
+
+
+
+class NaNBackward(torch.autograd.Function):
+    """Identity forward, NaN gradient backward: an unstable solve's gradient, for the test."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.full_like(g, float("nan"))
+
+
+def test_a_nan_input_gradient_is_flagged_and_moves_nothing(digits_mlp, caplog):
+    model, x, y = digits_mlp
+    nan_model = nn.Sequential(model, nn.Identity())
+    nan_model.forward = lambda inp: NaNBackward.apply(model(inp))
+    adv = pgd(nan_model, x, y, eps=0.1, alpha=0.025, steps=3, random_start=False, loss="dlr")
+    assert torch.equal(adv, x)                    # finite, in the ball: no step where no direction
+    ev = PGDAccuracy(linf={"eps": 0.1, "alpha": 0.025, "steps": 3}, l2=None)
+    with caplog.at_level("WARNING", logger="odex"):
+        out = ev(nan_model, Batches(Split(x, y), 128))
+    assert out["test/pgd_zero_grad"].item() == 1.0 and out["test/pgd_masking_flag"].item() == 1.0
+    assert "not finite" in caplog.text

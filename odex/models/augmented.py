@@ -31,7 +31,7 @@ def downsamplings(size: int, target: int = 8) -> int:
 class AugmentedNODE(nn.Module):
     def __init__(self, info: DataInfo, solver: Solver, grad: GradientMethod | str = "direct", *,
                  channels: int = 16, hidden: int = 32, augment_dim: int = 4,
-                 time_dependent: bool = True, activation: str = "relu", normalize: bool = True,
+                 time_dependent: bool = True, activation: str = "softplus", normalize: bool = True,
                  downsample: int | None = None):
         super().__init__()
         if augment_dim < 0:

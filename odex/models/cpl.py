@@ -13,6 +13,13 @@ per training forward, with the gradient flowing through the estimate; `eval_iter
 in eval mode (in full float32, never TF32), cached until the next training forward or a change of
 the weight.
 
+The power-iteration estimate approaches ||W||_2 from below, so the layer with h from it may be
+slightly more than 1-Lipschitz. The certificate therefore does not trust it: `lipschitz_bound()`
+multiplies, per layer, the guaranteed gain max(1, h B^2 - 1) with B >= ||W||_2 a guaranteed bound
+(odex/lipschitz.py: Gram iteration for the zero-padded convolutions, an exact SVD for the dense
+layers), and `certified_radius` divides by that product. `power_iteration_radius` is the paper's
+figure (every layer taken as exactly 1-Lipschitz), kept beside it for comparison.
+
 The network: centre the input (x - mean; dividing by the std only with `norm_input`), zero-pad it
 to `channels` channels, conv CPL layers, 4x4 average pooling with divisor 4 (sum / 4: 1-Lipschitz),
 flatten, dense CPL layers of inner width `dense_width`, and a 1-Lipschitz last layer: the first K
@@ -31,6 +38,7 @@ from torch import nn
 
 from ..data import DataInfo
 from ..errors import ConfigError
+from ..lipschitz import conv_norm_bound, dense_norm_bound, layer_gain
 from ..precision import full_fp32
 from .layers import Normalize
 
@@ -67,6 +75,7 @@ class ConvexPotentialLayer(nn.Module):
         self.register_buffer("u", _unit(torch.randn(u_shape)))
         self._sigma_eval: torch.Tensor | None = None
         self._sigma_key: tuple | None = None
+        self._gain: torch.Tensor | None = None   # gain_bound()'s cache, valid with the eval sigma
 
     def lin(self, x: torch.Tensor) -> torch.Tensor:  # W x + b
         raise NotImplementedError
@@ -76,6 +85,26 @@ class ConvexPotentialLayer(nn.Module):
 
     def adj(self, y: torch.Tensor) -> torch.Tensor:  # W^T y
         raise NotImplementedError
+
+    def norm_bound(self) -> torch.Tensor:
+        """A guaranteed upper bound of ||W||_2 (float64 scalar; odex/lipschitz.py)."""
+        raise NotImplementedError
+
+    def step(self) -> torch.Tensor:
+        """h = 2 / (sigma^2 + eps), as the forward computes it."""
+        return 2.0 / (self.sigma() ** 2 + self.eps)
+
+    def gain_bound(self) -> torch.Tensor:
+        """A guaranteed Lipschitz constant of this layer in eval mode (float64 scalar): max(1,
+        h B^2 - 1) with the h the forward uses and B >= ||W||_2; 1 when the power iteration's
+        sigma is within rounding of the norm. Cached with the eval sigma."""
+        if self.training:
+            raise RuntimeError("a CPL layer's certified gain is that of eval mode: call .eval() first")
+        step = self.step()                   # fills or reuses the eval sigma cache
+        if self._gain is None:               # dropped whenever sigma is (re)computed
+            with torch.no_grad():
+                self._gain = layer_gain(step.detach(), self.norm_bound())
+        return self._gain
 
     def power_iteration(self, iters: int) -> torch.Tensor:
         """||W u|| after `iters` warm-started iterations u <- W^T W u / ||W^T W u||: a lower bound of
@@ -90,19 +119,18 @@ class ConvexPotentialLayer(nn.Module):
 
     def sigma(self) -> torch.Tensor:
         if self.training:
-            self._sigma_eval = None           # any training forward drops the eval estimate
+            self._sigma_eval = self._gain = None     # any training forward drops the eval estimate
             return self.power_iteration(self.train_iters)
         # the weight's version counter and storage change with every optimizer step, load or move
         key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         if self._sigma_eval is None or key != self._sigma_key:
             with torch.no_grad(), full_fp32():
                 self._sigma_eval = self.power_iteration(self.eval_iters)
-            self._sigma_key = key
+            self._sigma_key, self._gain = key, None
         return self._sigma_eval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = 2.0 / (self.sigma() ** 2 + self.eps)
-        return x - h * self.adj(F.relu(self.lin(x)))
+        return x - self.step() * self.adj(F.relu(self.lin(x)))
 
 
 class ConvexPotentialConv(ConvexPotentialLayer):
@@ -110,7 +138,12 @@ class ConvexPotentialConv(ConvexPotentialLayer):
 
     def __init__(self, channels: int, inner: int, image_size: tuple[int, int], **kw):
         super().__init__((1, channels, *image_size), **kw)
+        self.image_size = tuple(image_size)
         self.conv = nn.Conv2d(channels, inner, 3, padding=1)   # torch's default init, as in the paper's code
+
+    def norm_bound(self) -> torch.Tensor:
+        # the operator op() applies: zero padding 1 on images of image_size
+        return conv_norm_bound(self.conv.weight, self.image_size, padding=1)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -132,6 +165,9 @@ class ConvexPotentialDense(ConvexPotentialLayer):
     def __init__(self, features: int, width: int, **kw):
         super().__init__((1, features), **kw)
         self.linear = nn.Linear(features, width)
+
+    def norm_bound(self) -> torch.Tensor:
+        return dense_norm_bound(self.linear.weight)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -254,7 +290,20 @@ class CPLNetwork(nn.Module):
         """Lipschitz constant (l2) of pixels -> head input: that of the input normalisation."""
         return self._lipschitz
 
+    def lipschitz_bound(self) -> torch.Tensor:
+        """A guaranteed Lipschitz constant (l2) of pixels -> head input in eval mode (float64
+        scalar): that of the input normalisation times every CPL layer's guaranteed gain."""
+        bound = torch.tensor(self._lipschitz, dtype=torch.float64, device=self.normalize.mean.device)
+        for layer in (*self.conv, *self.dense):
+            bound = bound * layer.gain_bound().to(bound.device)
+        return bound
+
     def certified_radius(self, logits: torch.Tensor) -> torch.Tensor:
-        """Per example, an l2 radius in pixel space within which the predicted class cannot change
-        (exact up to the power iteration's estimate of each ||W||_2)."""
+        """Per example, an l2 radius in pixel space within which the predicted class cannot change:
+        guaranteed, from `lipschitz_bound()` (float64)."""
+        return self.last.radius(logits).to(torch.float64) / self.lipschitz_bound()
+
+    def power_iteration_radius(self, logits: torch.Tensor) -> torch.Tensor:
+        """The paper's radius: every layer taken as 1-Lipschitz, which holds only as far as the
+        power iteration's estimate of each ||W||_2 is exact (it is a lower estimate)."""
         return self.last.radius(logits) / self.lipschitz
