@@ -385,6 +385,13 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     pgd = (tree.get("eval") or {}).get("pgd")
     if parts.get("eval.pgd") is not None and pgd.get("linf") is None and pgd.get("l2") is None:
         raise refuse("eval.pgd.l2", None, "with eval.pgd.linf null too, eval=pgd attacks nothing")
+    if parts.get("eval.pgd") is not None:
+        losses = [pgd["losses"]] if isinstance(pgd.get("losses"), str) else list(pgd.get("losses") or [])
+        if len(set(losses)) < len(losses):
+            raise refuse("eval.pgd.losses", losses, "must name each loss once (ce, dlr)")
+        if (pgd.get("restarts") or 1) > 1 and pgd.get("random_start") is False:
+            raise refuse("eval.pgd.restarts", pgd["restarts"], "> 1 needs eval.pgd.random_start=true "
+                                                               "(else every restart is the same)")
     for key in ("eval.pgd.solver", "eval.dynamics.solver"):
         group, name, _ = key.split(".")
         node = ((tree.get(group) or {}).get(name) or {}).get("solver")

@@ -501,6 +501,9 @@ class EvalSolver:
     max_num_steps: Optional[PosInt] = 1000
 
 
+PgdLoss = Literal["ce", "dlr"]
+
+
 @dataclass
 class PGDAccuracy(Eval):
     linf: Optional[Attack] = None
@@ -509,6 +512,19 @@ class PGDAccuracy(Eval):
     seed: NonNegInt = 0
     every: Optional[PosInt] = None
     limit: Optional[PosInt] = None
+    solver: Optional[EvalSolver] = None
+    losses: Union[PgdLoss, Annotated[list[PgdLoss], Length(1)]] = field(default_factory=lambda: ["ce", "dlr"])
+    restarts: PosInt = 1
+    larger_radius: Optional[Annotated[float, Range(1, None, lo_open=True)]] = 2.0
+    zero_grad_share: Annotated[float, Range(0, 1)] = 0.1
+
+
+@dataclass
+class GradCheck(Eval):
+    every: Optional[PosInt] = 1
+    examples: PosInt = 64
+    float64: bool = False
+    threshold: PosFloat = 1e-2
     solver: Optional[EvalSolver] = None
 
 
@@ -641,6 +657,7 @@ TARGETS: dict[str, dict[str, type]] = {
     "eval": {
         "odex.evaluate.CleanAccuracy": CleanAccuracy, "odex.evaluate.PGDAccuracy": PGDAccuracy,
         "odex.evaluate.CertifiedAccuracy": CertifiedAccuracy, "odex.lyapunov.InferenceDynamics": InferenceDynamics,
+        "odex.grad_check.GradCheck": GradCheck,
     },
     "callbacks": {
         "odex.callbacks.BestCheckpoint": BestCheckpoint,

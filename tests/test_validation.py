@@ -107,6 +107,9 @@ BAD = [
     (["eval=certified"], "eval"),
     (["eval=[clean,pgd]", "eval.pgd.linf.step=3"], "eval.pgd.linf.step"),
     (["+eval.pgdd.steps=3"], "eval.pgdd"),
+    (["eval=pgd", "eval.pgd.losses=[ce,ce]"], "eval.pgd.losses"),
+    (["eval=pgd", "eval.pgd.restarts=0"], "eval.pgd.restarts"),
+    (["eval=grad_check", "eval.grad_check.threshold=0"], "eval.grad_check.threshold"),
     # callbacks
     (["callbacks=swa", "callbacks.swa.lr_factor=0"], "callbacks.swa.lr_factor"),
     (["callbacks=swa", "callbacks.swa.anneal_strategy=exp"], "callbacks.swa.anneal_strategy"),
