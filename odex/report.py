@@ -198,6 +198,12 @@ def _read_job(folder: Path, sweep_dir: Path) -> Job:
     return job
 
 
+def _superseded_or_internal(rel: Path) -> bool:
+    """submitit's own folders, and an earlier attempt that a rerun moved aside inside its job's
+    folder (`<job>/attempt-N/`, odex/resume.py): the job is the folder around it, not a second job."""
+    return ".submitit" in rel.parts or any(p.startswith("attempt-") for p in rel.parts)
+
+
 def collect(sweep_dir: str | Path) -> list[Job]:
     """Every job folder under `sweep_dir` (a folder with Hydra's `.hydra/overrides.yaml`); a job
     whose files cannot be read is returned with its problems, never dropped."""
@@ -205,7 +211,7 @@ def collect(sweep_dir: str | Path) -> list[Job]:
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir} is not a folder")
     jobs = [_read_job(o.parent.parent, sweep_dir) for o in sweep_dir.rglob(".hydra/overrides.yaml")
-            if ".submitit" not in o.parent.parent.parts]
+            if not _superseded_or_internal(o.parent.parent.relative_to(sweep_dir))]
     jobs.sort(key=_job_order)
     mark_overlaps(jobs)
     return jobs

@@ -30,8 +30,6 @@ class SweepSummary(Callback):
         except Exception as e:  # noqa: BLE001 -- a summary must never turn a finished sweep into a crash
             log.warning("could not summarise the sweep in %s: %s", sweep_dir, e)
             return
-        # an earlier attempt that a rerun moved aside (<job>/attempt-N/, odex/resume.py) is not a job
-        jobs = [j for j in jobs if not any(p.startswith("attempt-") for p in Path(j.folder).relative_to(sweep_dir).parts)]
         failed = [j for j in jobs if not j.completed]
         LAST_SWEEP.update(jobs=len(jobs), failed=len(failed))
         lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed"

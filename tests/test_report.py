@@ -238,3 +238,15 @@ def test_cli_errors(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no sweep jobs" in capsys.readouterr().err
     assert report.main([str(tmp_path / "missing")]) == 2
+
+
+def test_an_attempt_moved_aside_is_not_a_second_job(tmp_path):
+    """trainer.resume=never moves an earlier attempt into <job>/attempt-N/ (odex/resume.py): the
+    report counts the job once, with its current files."""
+    s = tmp_path / "sweep"
+    job = make_job(s, 0, {"optim.lr": 0.1}, finals={"val/acc": 0.9})
+    make_job(job / "attempt-1", 0, {"optim.lr": 0.1}, status="failed: NaN", finals={"val/acc": 0.1})
+    make_job(s, 1, {"optim.lr": 0.01}, finals={"val/acc": 0.8})
+    jobs = report.collect(s)
+    assert sorted(Path(j.folder).name for j in jobs) == ["0", "1"]
+    assert all(j.completed for j in jobs)
