@@ -4,7 +4,6 @@ other processes or on other machines, hence they read the job folders rather tha
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
