@@ -74,10 +74,10 @@ class FastPaths:
             else:
                 from torch._dynamo import list_backends
                 known = set(list_backends(exclude_tags=())) | {"inductor"}
-                if self.compile not in known:
-                    raise ConfigError(f"trainer.compile={self.compile!r} is not a torch.compile backend; "
-                                      f"choose false, true (inductor), auto (inductor where a start-up "
-                                      f"probe says it pays) or one of {sorted(known)}")
+                if self.compile not in known:   # name the everyday backends, accept the debug ones too
+                    raise ConfigError(f"trainer.compile={self.compile}: must be false, true (inductor), auto "
+                                      f"(inductor where a start-up probe says it pays) or a torch.compile "
+                                      f"backend: {', '.join(sorted(set(list_backends()) | {'inductor'}))}")
 
     @property
     def auto_compile(self) -> bool:

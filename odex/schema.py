@@ -586,7 +586,7 @@ class Profile:
 @dataclass
 class Trainer:
     _target_: str = ""
-    max_epochs: NonNegInt = 10
+    max_epochs: PosInt = 10
     device: str = "auto"          # auto, cpu, cuda, cuda:N (odex.config's cross checks)
     seed: NonNegInt = 0
     init_from: Optional[str] = None     # a checkpoint file (its existence: odex.config's cross checks)

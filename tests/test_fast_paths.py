@@ -114,7 +114,7 @@ def test_channels_last_gives_the_same_outputs():
 
 @pytest.mark.parametrize("override, words", [
     ("trainer.precision=fp16", "trainer.precision=fp16: must be one of fp32, bf16"),
-    ("trainer.compile=warp_speed", "is not a torch.compile backend"),
+    ("trainer.compile=warp_speed", "trainer.compile=warp_speed: must be false, true (inductor), auto"),
 ])
 def test_bad_fast_path_values_are_config_errors(tmp_path, override, words):
     summary = train_in_process(tmp_path, [*TINY, override])

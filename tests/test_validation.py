@@ -120,6 +120,7 @@ BAD = [
     # trainer
     (["trainer.max_epochs=-1"], "trainer.max_epochs"),
     (["trainer.max_epochs=ten"], "trainer.max_epochs"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs"),
     (["trainer.seed=abc"], "trainer.seed"),
     (["trainer.device=tpu"], "trainer.device"),
     (["trainer.grad_clip=-1"], "trainer.grad_clip"),
