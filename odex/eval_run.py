@@ -42,6 +42,21 @@ def run_config_path(ckpt_path: Path) -> Path:
                       f"({ckpt_path.parent.parent}), so its configuration is unknown")
 
 
+def run_choices(config_path: Path, overrides: list[str]) -> dict:
+    """The run's group choices (its .hydra/hydra.yaml), with the group choices among `overrides`."""
+    from omegaconf import OmegaConf
+
+    hydra_yaml = config_path.parent / "hydra.yaml"
+    choices = {}
+    if hydra_yaml.is_file():
+        choices = dict(OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices", default={}) or {})
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~") in choices:
+            choices[key.lstrip("+~")] = value
+    return choices
+
+
 def apply_overrides(cfg, overrides: list[str]):
     """The run's config with odex-train-style overrides: group choices come from the config tree."""
     from hydra import compose, initialize_config_dir
@@ -68,8 +83,9 @@ def apply_overrides(cfg, overrides: list[str]):
                     del node[leaf]
             else:
                 if not o.is_add() and OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
-                    raise ConfigError(f"{o.input_line}: no such key in the run's configuration "
-                                      f"(to add one, write +{o.input_line})")
+                    raise ConfigError(f"{o.input_line}: not a key of the run's configuration "
+                                      f"(a key of a group entry exists only once the entry is chosen, "
+                                      f"e.g. eval=[clean,pgd])")
                 OmegaConf.update(cfg, key, o.value(), merge=True, force_add=True)
     return cfg
 
@@ -80,7 +96,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
     from omegaconf import OmegaConf
 
     from . import checkpoint as ckpt
-    from .config import build
+    from .config import build, validate
     from .data.batches import Batches
     from .evaluate import evaluate
     from .tracking import ConsoleSink, JsonlSink, Tracker
@@ -92,7 +108,9 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
         raise ConfigError(f"out_dir={out_dir}: not empty; odex-eval writes to a new folder only")
     if not ckpt_path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
-    cfg = apply_overrides(OmegaConf.load(run_config_path(ckpt_path)), overrides)
+    config_path = run_config_path(ckpt_path)
+    cfg = apply_overrides(OmegaConf.load(config_path), overrides)
+    validate(cfg, run_choices(config_path, overrides))    # the same checks as odex-train, before any build
     if "init_from" in cfg.trainer:        # the weights are the checkpoint's
         cfg.trainer.init_from = None
 
