@@ -22,6 +22,19 @@ def odeint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *,
            grad: str | GradientMethod = "direct", method: str = "dopri5",
            rtol: float = 1e-3, atol: float = 1e-3, options: dict[str, Any] | None = None,
            grad_options: dict[str, Any] | None = None) -> torch.Tensor:
+    """Solve dy/dt = func(t, y) from y(t[0]) = y0 and return y at every time in `t` (stacked on a
+    new first dimension), as `torchdiffeq.odeint` does; gradients reach `y0`, `t` and func's
+    parameters by the gradient method `grad`.
+
+    func:         an `nn.Module` called as func(t, y) (its parameters are what the adjoint methods
+                  differentiate); y0 a tensor (or a tuple of tensors where the method supports it).
+    grad:         a name in `odex.grad.METHODS` ("direct", "adjoint", "seminorm", "gq", "anode") or
+                  a `GradientMethod` instance (what conf/grad/ builds); `grad_options` are its
+                  options, e.g. the backward tolerances.
+    method, rtol, atol, options: the solver, as in torchdiffeq (options e.g. {"step_size": 0.1}).
+
+    A solve that gives up (step underflow, too many steps) raises `odex.errors.SolverError`.
+    """
     solver = gradient_method(grad, grad_options)
     try:
         return solver.solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
