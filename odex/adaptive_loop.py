@@ -31,7 +31,7 @@ import sys
 
 import torch
 from torchdiffeq._impl.misc import Perturb, _compute_error_ratio, _select_initial_step
-from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _RungeKuttaState, _UncheckedAssign
+from torchdiffeq._impl.rk_common import _RungeKuttaState, _UncheckedAssign
 
 # torchdiffeq's name -> solver class table (the module is shadowed by its `odeint` function)
 _TORCHDIFFEQ_SOLVERS = sys.modules["torchdiffeq._impl.odeint"].SOLVERS
@@ -161,7 +161,8 @@ def _register() -> dict[str, str]:
     """Add `odex_<name>` for each of torchdiffeq's adaptive Runge-Kutta solvers; returns the names."""
     names = {}
     for name, cls in list(_TORCHDIFFEQ_SOLVERS.items()):
-        if name.startswith(PREFIX) or not (isinstance(cls, type) and issubclass(cls, RKAdaptiveStepsizeODESolver)):
+        # an adaptive Runge-Kutta solver is one that carries a Butcher tableau (data, not its class)
+        if name.startswith(PREFIX) or getattr(cls, "tableau", None) is None:
             continue
         tableau = cls.tableau
         _TORCHDIFFEQ_SOLVERS[PREFIX + name] = type(f"OneReadPerStep{cls.__name__}", (OneReadPerStep, cls), {

@@ -83,6 +83,8 @@ class SyncFreeDirect(Direct):
     """grad=direct whose solves of its ODE block's own interval run on the sync-free grid above.
     Set on a block by `FastPaths.apply` (trainer.fixed_grid=odex)."""
 
+    loop = "odex"
+
     def __init__(self, block: nn.Module):
         self._block = weakref.ref(block)
 
@@ -105,8 +107,11 @@ class SyncFreeDirect(Direct):
 
 def use_sync_free_grid(block: nn.Module) -> bool:
     """Switch an ODE block to the sync-free fixed grid where that computes what it computes now
-    (fixed-step euler/midpoint/rk4 with grad=direct); returns whether it did."""
-    if type(block.grad) is not Direct or block.solver.method not in STEPS or block.solver.h is None:
-        return type(block.grad) is SyncFreeDirect
+    (fixed-step euler/midpoint/rk4 with a gradient method that is plain backprop: grad=direct);
+    returns whether it did. The method is asked what it supports, never its type."""
+    if block.grad.loop == "odex":
+        return True
+    if not block.grad.supports.backprop or block.solver.method not in STEPS or block.solver.h is None:
+        return False
     block.grad = SyncFreeDirect(block)
     return True

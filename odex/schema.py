@@ -98,6 +98,8 @@ class GradSupports:
     train_batchnorm: bool = True      # BatchNorm in training mode inside the vector field
     random_field: bool = False        # a field that differs between calls (dropout): only a plain backprop
     cuda_graph: bool = False          # trainer.cuda_graph=true (one static graph of the whole step)
+    backprop: bool = False            # gradients are plain backprop through the solve's torch operations, so
+                                      # any loop made of torch operations (odex's sync-free grid) serves it
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,7 @@ class Grad:
 
 @dataclass
 class Direct(Grad):
-    supports: ClassVar = GradSupports(random_field=True, cuda_graph=True)
+    supports: ClassVar = GradSupports(random_field=True, cuda_graph=True, backprop=True)
 
 
 @dataclass

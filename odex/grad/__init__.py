@@ -1,4 +1,9 @@
-"""Gradient methods, by name. Adding one: a module here, a line in `METHODS`, a YAML in conf/grad/."""
+"""Gradient methods, by name. Adding one: a module here (or anywhere: `register` it), a YAML in conf/grad/.
+
+Everything that lists the methods (the CLI, the tests, scripts/bench_grad.py) reads `METHODS`, so
+a method registered from outside odex, e.g. tests/sixth_gradient.py, is picked up without editing
+them.
+"""
 from __future__ import annotations
 
 from ..errors import ConfigError
@@ -17,9 +22,22 @@ METHODS: dict[str, type[GradientMethod]] = {
 }
 
 
+def register(name: str, cls: type[GradientMethod], schema_cls: type | None = None) -> None:
+    """Make `cls` the gradient method `name` (odex.odeint's `grad=name`, the lists of methods).
+    `schema_cls` (a dataclass like those of odex/schema.py, with `supports`) lets the validation
+    stage check its keys and combinations; without one its constructor's signature is the schema
+    and no combination is refused."""
+    from .. import schema
+
+    METHODS[name] = cls
+    if schema_cls is not None:
+        schema.TARGETS["grad"][f"{cls.__module__}.{cls.__qualname__}"] = schema_cls
+        cls.supports = schema_cls.supports
+
+
 def gradient_method(grad: str | GradientMethod, options: dict | None = None) -> GradientMethod:
     """A `GradientMethod` from its name and options, or the instance itself."""
-    if isinstance(grad, GradientMethod):
+    if not isinstance(grad, str):
         if options:
             raise ValueError("grad_options only go with a gradient method given by name")
         return grad
@@ -30,5 +48,5 @@ def gradient_method(grad: str | GradientMethod, options: dict | None = None) -> 
     return cls(**(options or {}))
 
 
-__all__ = ["METHODS", "GradientMethod", "gradient_method", "Direct", "Adjoint", "SeminormAdjoint",
+__all__ = ["METHODS", "GradientMethod", "gradient_method", "register", "Direct", "Adjoint", "SeminormAdjoint",
            "GaussLegendreAdjoint", "CheckpointedANODE"]

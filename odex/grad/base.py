@@ -23,6 +23,9 @@ class GradientMethod:
     # random field, a CUDA graph): declared once, in its schema (odex/schema.py), which the
     # validation stage reads before anything is built; the loops and models ask this attribute.
     supports: GradSupports = GradSupports()
+    # Which loop steps its solves of the block's own interval: torchdiffeq's, or odex's sync-free
+    # fixed grid (odex/fixed_grid.py) for a method that `supports.backprop`.
+    loop: str = "torchdiffeq"
 
     def solve(self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *, method: str,
               rtol: float, atol: float, options: dict[str, Any] | None) -> torch.Tensor:
