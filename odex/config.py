@@ -9,7 +9,7 @@ from typing import Any, Literal
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from .errors import ConfigError, OdexError
+from odex.errors import ConfigError, OdexError
 
 
 def config_dir() -> str:
@@ -80,7 +80,7 @@ def describe(ann) -> str:
     import typing
     from dataclasses import fields, is_dataclass
 
-    from . import schema
+    from odex import schema
 
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Annotated:
@@ -137,7 +137,7 @@ def check_value(value, ann, key: str, where: str = "") -> None:
     import typing
     from dataclasses import is_dataclass
 
-    from . import schema
+    from odex import schema
 
     def bad():
         return refuse(key, value, f"must be {describe(ann)}")
@@ -229,7 +229,7 @@ def _suggest(name: str, known) -> str:
 
 def check_node(node: dict, cls, key: str, where: str = "") -> None:
     """Every key of `node` is a field of the schema dataclass `cls`, with a value that fits it."""
-    from .schema import schema_fields
+    from odex.schema import schema_fields
 
     known = schema_fields(cls)
     for name, value in node.items():
@@ -255,7 +255,7 @@ def _choice(choices: dict, group: str, target: str) -> str:
 
 
 def _schema_for(group: str, node, key: str, choices: dict):
-    from .schema import TARGETS
+    from odex.schema import TARGETS
 
     if not isinstance(node, dict):
         raise refuse(key, node, f"must be a config group: choose {group}=<name> (see conf/{group.split('.')[0]}/)")
@@ -276,7 +276,7 @@ def validate(cfg, choices: dict | None = None) -> None:
     imports no torch."""
     from omegaconf import DictConfig, OmegaConf
 
-    from . import schema
+    from odex import schema
 
     if isinstance(cfg, DictConfig):
         tree = {}
@@ -356,7 +356,7 @@ def validate(cfg, choices: dict | None = None) -> None:
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     """Values that are fine alone but not together, and the combinations of parts that cannot work,
     each asked of what the parts declare (odex/schema.py)."""
-    from . import schema
+    from odex import schema
 
     ds, solver, trainer = tree["dataset"], tree["solver"], tree["trainer"]
     model_cls, grad_cls, obj_cls = parts["model"], parts["grad"], parts["objective"]
@@ -400,7 +400,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
             raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
     # schedule piecewise_linear: points rise from 0 to 1, as many factors
     sch = (tree.get("schedule") or {}).get("scheduler") or {}
-    if sch.get("_target_") == "odex.schedules.PiecewiseLinear":
+    if sch.get("_target_") == "odex.optim.schedules.PiecewiseLinear":
         pts, fac = list(sch.get("points", [])), list(sch.get("factors", []))
         if pts[0] != 0 or pts[-1] != 1 or any(b <= a for a, b in zip(pts, pts[1:])):
             raise refuse("schedule.scheduler.points", pts, "must rise strictly from 0 to 1")
@@ -522,7 +522,7 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
             wrong = [v for v in values if v not in groups[bare]] or values
             return ConfigError(f"{bare}={value}: {bare} must be one of {', '.join(groups[bare])}"
                                f"{_suggest(wrong[0], groups[bare]) if wrong else ''}")
-        from .schema import TOP_LEVEL
+        from odex.schema import TOP_LEVEL
         known = sorted(set(groups) | set(TOP_LEVEL))
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare, known)}; "
                            f"odex's config groups: {', '.join(g for g in known if g != 'sweep')}")
@@ -531,7 +531,7 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
     except Exception:  # noqa: BLE001
         return ConfigError(f"{text}: {hydra_msg}")
     if bare.split(".")[0] not in cfg and bare.split(".")[0] not in groups:
-        from .schema import TOP_LEVEL
+        from odex.schema import TOP_LEVEL
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], TOP_LEVEL)}")
     node, found, missing = _node_at(cfg, bare)
     if missing is not None and found in ("eval", "callbacks") and missing in groups.get(found, []):
@@ -584,7 +584,7 @@ def _first_bad_override(config_name: str, overrides: list[str], error: Exception
 def _plus_keys(overrides: list[str]) -> None:
     """`+group.key=value` adds a key odex's parts do not read (its class would be given an
     argument it does not take, or the key silently ignored): refused."""
-    from .schema import TOP_LEVEL
+    from odex.schema import TOP_LEVEL
 
     for text in overrides:
         key, _, value = text.partition("=")

@@ -2,7 +2,7 @@
 
 For each drift width and batch size, every method runs the same training iteration (forward,
 cross-entropy, backward, one Adam step) from the same untrained weights on the same random batch:
-Every gradient method in odex.grad.METHODS (those without adaptive solvers, e.g. anode, on fixed steps), plus plain torchdiffeq.odeint_adjoint
+Every gradient method in odex.ode.grad.METHODS (those without adaptive solvers, e.g. anode, on fixed steps), plus plain torchdiffeq.odeint_adjoint
 (and its seminorm variant) called directly, in the same process. Reported: median ms per iteration
 (CUDA events on a GPU, perf_counter on the CPU, after warm-up), forward/backward NFE and peak
 memory of one iteration: on a GPU the allocator's peak; on the CPU, which keeps no such statistic,
@@ -34,10 +34,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from odex.data import DataInfo  # noqa: E402
-from odex.grad import METHODS  # noqa: E402
+from odex.ode.grad import METHODS  # noqa: E402
 from odex.models.gq_image import GQImageNODE  # noqa: E402
-from odex.nfe import reset_nfe, total_nfe  # noqa: E402
-from odex.solver import Solver  # noqa: E402
+from odex.ode.nfe import reset_nfe, total_nfe  # noqa: E402
+from odex.ode.solver import Solver  # noqa: E402
 
 MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
 ODEX_METHODS = tuple(METHODS)     # the registry: a method registered anywhere is benchmarked too

@@ -32,7 +32,7 @@ TINY = [
     "model.hidden=16",
 ]
 
-# one thread: torch reads this when it starts, and trainer.threads=auto honours it (odex/threads.py)
+# one thread: torch reads this when it starts, and trainer.threads=auto honours it (odex/training/threads.py)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -85,7 +85,7 @@ def trained_cpl():
     """A tiny CPL net trained for a few epochs on digits (seconds), and the test images."""
     from odex.data.digits import digits
     from odex.models.cpl import CPLNetwork
-    from odex.objectives import Margin
+    from odex.objectives.classification import Margin
 
     torch.manual_seed(0)
     data = digits()

@@ -19,7 +19,7 @@ import torchdiffeq
 from torch.utils.checkpoint import checkpoint
 
 from odex import schema
-from odex.grad import GradientMethod, register
+from odex.ode.grad import GradientMethod, register
 
 
 @dataclass

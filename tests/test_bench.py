@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 
-from odex.grad import METHODS
+from odex.ode.grad import METHODS
 
 
 @pytest.fixture(scope="module")

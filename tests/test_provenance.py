@@ -1,4 +1,4 @@
-"""Where a W&B run says it came from (odex/provenance.py) and what odex-sync hands to wandb sync."""
+"""Where a W&B run says it came from (odex/tracking/provenance.py) and what odex-sync hands to wandb sync."""
 from __future__ import annotations
 
 import subprocess
