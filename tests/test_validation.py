@@ -227,3 +227,16 @@ def test_a_configerror_names_key_and_value():
     cfg = compose_cfg(["dataset.eval_batch_size=0"])
     with pytest.raises(ConfigError, match=r"^dataset\.eval_batch_size=0: must be an integer >= 1$"):
         validate(cfg)
+
+
+def test_a_gradient_method_registered_outside_odex_is_validated_by_what_it_declares():
+    """tests/sixth_gradient.py registers its method with a schema: the validation stage checks its
+    keys and asks its declared capabilities (no train-mode BatchNorm in the field), as for odex's own."""
+    cfg = compose_cfg(["grad=checkpointed"], keep_hydra=True)
+    validate(cfg, dict(cfg.hydra.runtime.choices))
+    cfg = compose_cfg(["grad=checkpointed", "+grad.rtol=1e-3"], keep_hydra=True)
+    with pytest.raises(ConfigError, match="grad.rtol"):
+        validate(cfg, dict(cfg.hydra.runtime.choices))
+    cfg = compose_cfg(["grad=checkpointed", "model=ode_resnet"], keep_hydra=True)
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        validate(cfg, dict(cfg.hydra.runtime.choices))
