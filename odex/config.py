@@ -12,6 +12,48 @@ from hydra.utils import instantiate
 from odex.errors import ConfigError, OdexError
 
 
+# Modules that moved when odex/ came to mirror conf/ (issue 14), old -> new. A run saved before
+# names its parts by the old `_target_`s; odex-eval and resuming read them through `current_targets`.
+MOVED: dict[str, str] = {
+    "odex.ode_block": "odex.ode.block", "odex.solver": "odex.ode.solver",
+    "odex.nfe": "odex.ode.nfe", "odex.grad": "odex.ode.grad",
+    "odex.adaptive_loop": "odex.ode.loops.adaptive", "odex.fixed_grid": "odex.ode.loops.fixed_grid",
+    "odex.host_reads": "odex.ode.loops.host_reads", "odex.precision": "odex.ode.precision",
+    "odex.objectives": "odex.objectives.classification", "odex.lyapunov": "odex.objectives.lyapunov",
+    "odex.evaluate": "odex.evaluate.evaluators", "odex.attacks": "odex.evaluate.attacks",
+    "odex.lipschitz": "odex.evaluate.lipschitz", "odex.grad_check": "odex.evaluate.grad_check",
+    "odex.eval_run": "odex.evaluate.run", "odex.optim": "odex.optim.optimizers",
+    "odex.schedules": "odex.optim.schedules", "odex.trainer": "odex.training.trainer",
+    "odex.checkpoint": "odex.training.checkpoint", "odex.resume": "odex.training.resume",
+    "odex.signals": "odex.training.signals", "odex.train_step": "odex.training.train_step",
+    "odex.cuda_graph": "odex.training.cuda_graph", "odex.fast_paths": "odex.training.fast_paths",
+    "odex.threads": "odex.training.threads", "odex.debug": "odex.training.debug",
+    "odex.cpu_math": "odex.training.cpu_math", "odex.compile_choice": "odex.training.compile_choice",
+    "odex.callbacks": "odex.training.callbacks", "odex.tracking": "odex.tracking.tracker",
+    "odex.wandb_offline": "odex.tracking.wandb_offline", "odex.provenance": "odex.tracking.provenance",
+    "odex.sync": "odex.tracking.sync", "odex.sweep_callbacks": "odex.sweep.callbacks",
+    "odex.process_state": "odex.sweep.process_state", "odex.report": "odex.sweep.report",
+    "odex.report_plots": "odex.sweep.report_plots",
+}
+
+
+def current_targets(node):
+    """`node` (plain dicts and lists, nested or flattened to dotted keys) with every `_target_` that
+    names a class or function of a moved module (`odex.grad.Direct`) renamed to where it lives now
+    (`odex.ode.grad.Direct`); everything else, current targets included, unchanged."""
+    if isinstance(node, list):
+        return [current_targets(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if (k == "_target_" or str(k).endswith("._target_")) and isinstance(v, str):
+            module, _, name = v.rpartition(".")
+            v = f"{MOVED[module]}.{name}" if module in MOVED else v
+        out[k] = current_targets(v)
+    return out
+
+
 def config_dir() -> str:
     """conf/ of the source tree, or the copy shipped inside the installed package (odex/conf)."""
     here = Path(__file__).resolve().parent

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import subprocess
 
-from odex import provenance, sync
+import odex.tracking.provenance as provenance
+import odex.tracking.sync as sync
 
 
 def _git(repo, *args):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import REPO, TINY, compose_cfg, read_metrics, read_summary, run_cli
 
-from odex import checkpoint as ckpt
+import odex.training.checkpoint as ckpt
 from odex.sweep.process_state import isolated_job
 from odex.training.resume import fingerprint, trim_metrics
 from odex.training.signals import Preempted, StopSignals

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from conftest import TINY, compose_cfg, read_metrics, read_summary, run_cli
 
-from odex import provenance, report
+import odex.tracking.provenance as provenance
+import odex.sweep.report as report
 from odex.tracking.wandb_offline import read_offline_run
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

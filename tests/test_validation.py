@@ -240,3 +240,29 @@ def test_a_gradient_method_registered_outside_odex_is_validated_by_what_it_decla
     cfg = compose_cfg(["grad=checkpointed", "model=ode_resnet"], keep_hydra=True)
     with pytest.raises(ConfigError, match="BatchNorm"):
         validate(cfg, dict(cfg.hydra.runtime.choices))
+
+
+def test_a_run_saved_before_the_modules_moved_reads_with_current_targets():
+    """odex-eval and resuming read an earlier run's config through `current_targets`: each old
+    `_target_` (odex.grad.Direct) becomes the current one, and current targets stay as they are."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from odex.config import MOVED, current_targets
+
+    assert all(importlib.util.find_spec(new) is not None for new in MOVED.values())
+    back = {new: old for old, new in MOVED.items()}
+    cfg = OmegaConf.to_container(compose_cfg(["eval=[clean,pgd]", "callbacks=[swa]", "objective=margin"]))
+
+    def old_names(node):
+        if isinstance(node, dict):
+            return {k: (back.get(v.rpartition(".")[0], v.rpartition(".")[0]) + "." + v.rpartition(".")[2]
+                        if k == "_target_" else old_names(v)) for k, v in node.items()}
+        return node
+
+    saved = old_names(cfg)
+    assert saved["grad"]["_target_"] == "odex.grad.Direct" and saved != cfg
+    assert current_targets(saved) == cfg and current_targets(cfg) == cfg
+    flat = {"grad._target_": "odex.grad.Direct", "optim.lr": 0.1}
+    assert current_targets(flat) == {"grad._target_": "odex.ode.grad.Direct", "optim.lr": 0.1}

@@ -80,7 +80,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
     from omegaconf import OmegaConf
 
     import odex.training.checkpoint as ckpt
-    from odex.config import build
+    from odex.config import build, current_targets
     from odex.data.batches import Batches
     from odex.evaluate.evaluators import evaluate
     from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
@@ -92,7 +92,8 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
         raise ConfigError(f"out_dir={out_dir}: not empty; odex-eval writes to a new folder only")
     if not ckpt_path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
-    cfg = apply_overrides(OmegaConf.load(run_config_path(ckpt_path)), overrides)
+    saved = OmegaConf.to_container(OmegaConf.load(run_config_path(ckpt_path)))   # unresolved, as saved
+    cfg = apply_overrides(OmegaConf.create(current_targets(saved)), overrides)
     if "init_from" in cfg.trainer:        # the weights are the checkpoint's
         cfg.trainer.init_from = None
 

@@ -147,6 +147,9 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
     if path.exists():
         state = _load_checkpoint(path)
         saved = state.get("config")
+        if saved is not None:               # a run saved before a module moved names its old one
+            from odex.config import current_targets
+            saved = current_targets(saved)
         if saved is not None and saved != fingerprint(config):
             raise ConfigError(
                 f"{run_dir} holds a run with another configuration ({_differences(saved, fingerprint(config))}); "
