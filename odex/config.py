@@ -9,7 +9,49 @@ from typing import Any, Literal
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from .errors import ConfigError, OdexError
+from odex.errors import ConfigError, OdexError
+
+
+# Modules that moved when odex/ came to mirror conf/ (issue 14), old -> new. A run saved before
+# names its parts by the old `_target_`s; odex-eval and resuming read them through `current_targets`.
+MOVED: dict[str, str] = {
+    "odex.ode_block": "odex.ode.block", "odex.solver": "odex.ode.solver",
+    "odex.nfe": "odex.ode.nfe", "odex.grad": "odex.ode.grad",
+    "odex.adaptive_loop": "odex.ode.loops.adaptive", "odex.fixed_grid": "odex.ode.loops.fixed_grid",
+    "odex.host_reads": "odex.ode.loops.host_reads", "odex.precision": "odex.ode.precision",
+    "odex.objectives": "odex.objectives.classification", "odex.lyapunov": "odex.objectives.lyapunov",
+    "odex.evaluate": "odex.evaluate.evaluators", "odex.attacks": "odex.evaluate.attacks",
+    "odex.lipschitz": "odex.evaluate.lipschitz", "odex.grad_check": "odex.evaluate.grad_check",
+    "odex.eval_run": "odex.evaluate.run", "odex.optim": "odex.optim.optimizers",
+    "odex.schedules": "odex.optim.schedules", "odex.trainer": "odex.training.trainer",
+    "odex.checkpoint": "odex.training.checkpoint", "odex.resume": "odex.training.resume",
+    "odex.signals": "odex.training.signals", "odex.train_step": "odex.training.train_step",
+    "odex.cuda_graph": "odex.training.cuda_graph", "odex.fast_paths": "odex.training.fast_paths",
+    "odex.threads": "odex.training.threads", "odex.debug": "odex.training.debug",
+    "odex.cpu_math": "odex.training.cpu_math", "odex.compile_choice": "odex.training.compile_choice",
+    "odex.callbacks": "odex.training.callbacks", "odex.tracking": "odex.tracking.tracker",
+    "odex.wandb_offline": "odex.tracking.wandb_offline", "odex.provenance": "odex.tracking.provenance",
+    "odex.sync": "odex.tracking.sync", "odex.sweep_callbacks": "odex.sweep.callbacks",
+    "odex.process_state": "odex.sweep.process_state", "odex.report": "odex.sweep.report",
+    "odex.report_plots": "odex.sweep.report_plots",
+}
+
+
+def current_targets(node):
+    """`node` (plain dicts and lists, nested or flattened to dotted keys) with every `_target_` that
+    names a class or function of a moved module (`odex.grad.Direct`) renamed to where it lives now
+    (`odex.ode.grad.Direct`); everything else, current targets included, unchanged."""
+    if isinstance(node, list):
+        return [current_targets(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if (k == "_target_" or str(k).endswith("._target_")) and isinstance(v, str):
+            module, _, name = v.rpartition(".")
+            v = f"{MOVED[module]}.{name}" if module in MOVED else v
+        out[k] = current_targets(v)
+    return out
 
 
 def config_dir() -> str:
@@ -80,7 +122,7 @@ def describe(ann) -> str:
     import typing
     from dataclasses import fields, is_dataclass
 
-    from . import schema
+    from odex import schema
 
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Annotated:
@@ -137,7 +179,7 @@ def check_value(value, ann, key: str, where: str = "") -> None:
     import typing
     from dataclasses import is_dataclass
 
-    from . import schema
+    from odex import schema
 
     def bad():
         return refuse(key, value, f"must be {describe(ann)}")
@@ -229,7 +271,7 @@ def _suggest(name: str, known) -> str:
 
 def check_node(node: dict, cls, key: str, where: str = "") -> None:
     """Every key of `node` is a field of the schema dataclass `cls`, with a value that fits it."""
-    from .schema import schema_fields
+    from odex.schema import schema_fields
 
     known = schema_fields(cls)
     for name, value in node.items():
@@ -255,7 +297,7 @@ def _choice(choices: dict, group: str, target: str) -> str:
 
 
 def _schema_for(group: str, node, key: str, choices: dict):
-    from .schema import TARGETS
+    from odex.schema import TARGETS
 
     if not isinstance(node, dict):
         raise refuse(key, node, f"must be a config group: choose {group}=<name> (see conf/{group.split('.')[0]}/)")
@@ -276,7 +318,7 @@ def validate(cfg, choices: dict | None = None) -> None:
     imports no torch."""
     from omegaconf import DictConfig, OmegaConf
 
-    from . import schema
+    from odex import schema
 
     if isinstance(cfg, DictConfig):
         tree = {}
@@ -356,7 +398,7 @@ def validate(cfg, choices: dict | None = None) -> None:
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     """Values that are fine alone but not together, and the combinations of parts that cannot work,
     each asked of what the parts declare (odex/schema.py)."""
-    from . import schema
+    from odex import schema
 
     ds, solver, trainer = tree["dataset"], tree["solver"], tree["trainer"]
     model_cls, grad_cls, obj_cls = parts["model"], parts["grad"], parts["objective"]
@@ -400,7 +442,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
             raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
     # schedule piecewise_linear: points rise from 0 to 1, as many factors
     sch = (tree.get("schedule") or {}).get("scheduler") or {}
-    if sch.get("_target_") == "odex.schedules.PiecewiseLinear":
+    if sch.get("_target_") == "odex.optim.schedules.PiecewiseLinear":
         pts, fac = list(sch.get("points", [])), list(sch.get("factors", []))
         if pts[0] != 0 or pts[-1] != 1 or any(b <= a for a, b in zip(pts, pts[1:])):
             raise refuse("schedule.scheduler.points", pts, "must rise strictly from 0 to 1")
@@ -522,7 +564,7 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
             wrong = [v for v in values if v not in groups[bare]] or values
             return ConfigError(f"{bare}={value}: {bare} must be one of {', '.join(groups[bare])}"
                                f"{_suggest(wrong[0], groups[bare]) if wrong else ''}")
-        from .schema import TOP_LEVEL
+        from odex.schema import TOP_LEVEL
         known = sorted(set(groups) | set(TOP_LEVEL))
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare, known)}; "
                            f"odex's config groups: {', '.join(g for g in known if g != 'sweep')}")
@@ -531,7 +573,7 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
     except Exception:  # noqa: BLE001
         return ConfigError(f"{text}: {hydra_msg}")
     if bare.split(".")[0] not in cfg and bare.split(".")[0] not in groups:
-        from .schema import TOP_LEVEL
+        from odex.schema import TOP_LEVEL
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], TOP_LEVEL)}")
     node, found, missing = _node_at(cfg, bare)
     if missing is not None and found in ("eval", "callbacks") and missing in groups.get(found, []):
@@ -584,7 +626,7 @@ def _first_bad_override(config_name: str, overrides: list[str], error: Exception
 def _plus_keys(overrides: list[str]) -> None:
     """`+group.key=value` adds a key odex's parts do not read (its class would be given an
     argument it does not take, or the key silently ignored): refused."""
-    from .schema import TOP_LEVEL
+    from odex.schema import TOP_LEVEL
 
     for text in overrides:
         key, _, value = text.partition("=")

@@ -18,7 +18,7 @@ Capabilities (no type tests on names anywhere): a gradient method's schema says 
 what it needs and offers (images, a tuple state, BatchNorm in its field, `lyapunov_parts`, a
 logit-space dynamics, a certificate); an objective and an evaluator say what they ask of the model
 and the gradient method. `combinations` asks them; the torch classes read the same declarations
-(e.g. odex.grad.anode refuses adaptive solvers) only as a second line of defence.
+(e.g. odex.ode.grad.anode refuses adaptive solvers) only as a second line of defence.
 """
 from __future__ import annotations
 
@@ -98,6 +98,8 @@ class GradSupports:
     train_batchnorm: bool = True      # BatchNorm in training mode inside the vector field
     random_field: bool = False        # a field that differs between calls (dropout): only a plain backprop
     cuda_graph: bool = False          # trainer.cuda_graph=true (one static graph of the whole step)
+    backprop: bool = False            # gradients are plain backprop through the solve's torch operations, so
+                                      # any loop made of torch operations (odex's sync-free grid) serves it
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,7 @@ class Grad:
 
 @dataclass
 class Direct(Grad):
-    supports: ClassVar = GradSupports(random_field=True, cuda_graph=True)
+    supports: ClassVar = GradSupports(random_field=True, cuda_graph=True, backprop=True)
 
 
 @dataclass
@@ -638,36 +640,36 @@ TARGETS: dict[str, dict[str, type]] = {
         "odex.models.momentum.AdamNODE": AdamNODE, "odex.models.gq_image.GQImageNODE": GQImageNODE,
         "odex.models.lyanet.LyaNet": LyaNet, "odex.models.ode_resnet.ODEResNet": ODEResNet,
     },
-    "solver": {"odex.solver.Solver": Solver},
+    "solver": {"odex.ode.solver.Solver": Solver},
     "grad": {
-        "odex.grad.Direct": Direct, "odex.grad.Adjoint": Adjoint, "odex.grad.SeminormAdjoint": Adjoint,
-        "odex.grad.GaussLegendreAdjoint": GaussLegendre, "odex.grad.CheckpointedANODE": CheckpointedANODE,
+        "odex.ode.grad.Direct": Direct, "odex.ode.grad.Adjoint": Adjoint, "odex.ode.grad.SeminormAdjoint": Adjoint,
+        "odex.ode.grad.GaussLegendreAdjoint": GaussLegendre, "odex.ode.grad.CheckpointedANODE": CheckpointedANODE,
     },
     "objective": {
-        "odex.objectives.CrossEntropy": CrossEntropy, "odex.objectives.Margin": Margin,
-        "odex.lyapunov.LyapunovMC": LyapunovMC, "odex.lyapunov.LyapunovPath": LyapunovPath,
+        "odex.objectives.classification.CrossEntropy": CrossEntropy, "odex.objectives.classification.Margin": Margin,
+        "odex.objectives.lyapunov.LyapunovMC": LyapunovMC, "odex.objectives.lyapunov.LyapunovPath": LyapunovPath,
     },
-    "optim": {"torch.optim.Adam": Adam, "torch.optim.SGD": SGD, "odex.optim.nero": Nero},
+    "optim": {"torch.optim.Adam": Adam, "torch.optim.SGD": SGD, "odex.optim.optimizers.nero": Nero},
     "schedule.scheduler": {
         "torch.optim.lr_scheduler.CosineAnnealingLR": CosineAnnealingLR,
         "torch.optim.lr_scheduler.MultiStepLR": MultiStepLR,
         "torch.optim.lr_scheduler.StepLR": StepLR,
-        "odex.schedules.PiecewiseLinear": PiecewiseLinear,
+        "odex.optim.schedules.PiecewiseLinear": PiecewiseLinear,
     },
     "eval": {
-        "odex.evaluate.CleanAccuracy": CleanAccuracy, "odex.evaluate.PGDAccuracy": PGDAccuracy,
-        "odex.evaluate.CertifiedAccuracy": CertifiedAccuracy, "odex.lyapunov.InferenceDynamics": InferenceDynamics,
-        "odex.grad_check.GradCheck": GradCheck,
+        "odex.evaluate.evaluators.CleanAccuracy": CleanAccuracy, "odex.evaluate.evaluators.PGDAccuracy": PGDAccuracy,
+        "odex.evaluate.evaluators.CertifiedAccuracy": CertifiedAccuracy, "odex.objectives.lyapunov.InferenceDynamics": InferenceDynamics,
+        "odex.evaluate.grad_check.GradCheck": GradCheck,
     },
     "callbacks": {
-        "odex.callbacks.BestCheckpoint": BestCheckpoint,
-        "odex.callbacks.StochasticWeightAveraging": StochasticWeightAveraging,
+        "odex.training.callbacks.BestCheckpoint": BestCheckpoint,
+        "odex.training.callbacks.StochasticWeightAveraging": StochasticWeightAveraging,
         # conf/debug/ (debug=anomaly|overfit|profile)
-        "odex.debug.FiniteCheck": FiniteCheck, "odex.debug.LossMustFall": LossMustFall,
-        "odex.debug.Profile": Profile,
+        "odex.training.debug.FiniteCheck": FiniteCheck, "odex.training.debug.LossMustFall": LossMustFall,
+        "odex.training.debug.Profile": Profile,
     },
-    "trainer": {"odex.trainer.Trainer": Trainer},
-    "logger": {"odex.tracking.NullSink": NullSink, "odex.tracking.WandbSink": WandbSink},
+    "trainer": {"odex.training.trainer.Trainer": Trainer},
+    "logger": {"odex.tracking.tracker.NullSink": NullSink, "odex.tracking.tracker.WandbSink": WandbSink},
 }
 
 # The top-level keys of odex's config (conf/train.yaml's groups); anything else is refused.

@@ -10,9 +10,9 @@ value a sweeper optimises (val/acc, else test/acc; None for a failed job, which 
 ignores and the Optuna sweeper records as a failed trial).
 
 Sweeps (conf/sweep/, hydra/launcher=joblib|submitit_*): every job runs inside `isolated_job()`
-(odex/process_state.py), since launchers run several jobs in one process, and under `StopSignals`
-(odex/signals.py): SIGTERM/SIGUSR1 stop the job at a batch boundary with a checkpoint, and
-`trainer.resume=auto` (odex/resume.py) continues it when it is run again in the same folder.
+(odex/sweep/process_state.py), since launchers run several jobs in one process, and under `StopSignals`
+(odex/training/signals.py): SIGTERM/SIGUSR1 stop the job at a batch boundary with a checkpoint, and
+`trainer.resume=auto` (odex/training/resume.py) continues it when it is run again in the same folder.
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from typing import Any, Iterator
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import USAGE_ERROR, build, config_dir, preflight, validate
-from .errors import ConfigError, OdexError
-from .signals import StopSignals, SweepParentSignals
-from .tracking import ConsoleSink, JsonlSink, Tracker
+from odex.config import USAGE_ERROR, build, config_dir, preflight, validate
+from odex.errors import ConfigError, OdexError
+from odex.training.signals import StopSignals, SweepParentSignals
+from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
 
 # torch, numpy and the modules that need them are imported inside the functions that use them:
 # `odex-train --help`, `--cfg job` and a rejected override answer without loading torch
@@ -93,7 +93,7 @@ def _job_info() -> dict[str, Any]:
         hc = HydraConfig.get()
     except (ImportError, ValueError):
         return {}
-    from . import provenance
+    import odex.tracking.provenance as provenance
 
     task = list(hc.overrides.task)
     choices = {g: c for g, c in OmegaConf.to_container(hc.runtime.choices).items()}
@@ -226,13 +226,13 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     folder that holds an earlier run (a fresh folder gets its failed summary.json and error.log).
 
     With trainer.resume=auto|must an earlier attempt in `run_dir` is continued from its checkpoint,
-    or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.signals)
+    or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.training.signals)
     ends training at a batch boundary with a checkpoint; the status then says how to resume.
     """
     import torch
 
-    from . import resume as resuming
-    from .optim import build_optimizer, build_schedule
+    import odex.training.resume as resuming
+    from odex.optim.optimizers import build_optimizer, build_schedule
 
     run_dir = Path(run_dir)
     tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
@@ -248,8 +248,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     try:
         lock.__enter__()
         validate(cfg, choices)
-        # float32 CPU math in its fast state for the whole run; changes no result (odex/cpu_math.py)
-        from .cpu_math import warm_up_vector_math
+        # float32 CPU math in its fast state for the whole run; changes no result (odex/training/cpu_math.py)
+        from odex.training.cpu_math import warm_up_vector_math
         warm_up_vector_math()
         job = _job_info()
         trainer = build(cfg.trainer)
@@ -274,8 +274,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         schedule = build_schedule(cfg.schedule, optimizer, steps_per_epoch=steps_per_epoch,
                                   max_epochs=trainer.max_epochs)
         if trainer.fast_paths.auto_compile:
-            from .compile_choice import choose_compile
-            from .data.batches import to_unit_float
+            from odex.training.compile_choice import choose_compile
+            from odex.data.batches import to_unit_float
             done = checkpoint_epoch(previous.checkpoint)
             choice = choose_compile(model, to_unit_float(data.train.x[:data.batch_size]),
                                     iterations=steps_per_epoch * max(trainer.max_epochs - done, 0))
@@ -343,7 +343,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .process_state import isolated_job
+    from odex.sweep.process_state import isolated_job
 
     hc = HydraConfig.get()
     if hc.mode == RunMode.RUN and hc.runtime.choices.get("sweep"):
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     if not ({"-m", "--multirun"} & set(argv)):
         _hydra_main()
         return
-    from .sweep_callbacks import LAST_SWEEP
+    from odex.sweep.callbacks import LAST_SWEEP
 
     LAST_SWEEP.clear()
     with SweepParentSignals():

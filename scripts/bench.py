@@ -10,13 +10,13 @@ paths, in this one process, in interleaved rounds:
 - odex: the model as odex-train builds it (ODE block -> odex.odeint -> the gradient method), batches
   from odex's device-resident `Batches`, the objective and the trainer's per-step arithmetic, and
   each fast-path variant asked for (--precision, --compile, --channels-last, --fixed-grid,
-  --adaptive-loop, --cuda-graph; odex/fast_paths.py), stepping through the trainer's own TrainStep /
-  GraphedTrainStep (odex/train_step.py, odex/cuda_graph.py).
+  --adaptive-loop, --cuda-graph; odex/training/fast_paths.py), stepping through the trainer's own TrainStep /
+  GraphedTrainStep (odex/training/train_step.py, odex/training/cuda_graph.py).
 
 Per path: median ms per training iteration (data, forward, cross-entropy, backward, Adam step),
 timed between consecutive iterations with CUDA events on a GPU (perf_counter on the CPU) after
 warm-up; forward and backward NFE per iteration; host reads of tensor values per iteration (each a
-host-device sync on a GPU; counted with odex.host_reads.HostReads); median ms of one vector-field evaluation (forward,
+host-device sync on a GPU; counted with odex.ode.loops.host_reads.HostReads); median ms of one vector-field evaluation (forward,
 no grad); peak GPU memory of one iteration above what the models hold; images/s; and achieved
 TFLOP/s: the FLOPs of one vector-field call and of its vector-Jacobian product, counted with
 torch.utils.flop_counter.FlopCounterMode, times the evaluations (direct: forward NFE x (call +
@@ -65,13 +65,13 @@ from odex.data import DataInfo  # noqa: E402
 from odex.data.batches import Batches  # noqa: E402
 from odex.data.bundle import Split  # noqa: E402
 from odex.errors import OdexError  # noqa: E402
-from odex.fast_paths import FastPaths  # noqa: E402
-from odex.host_reads import HostReads  # noqa: E402
-from odex.fixed_grid import STEPS  # noqa: E402
-from odex.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
-from odex.objectives import CrossEntropy  # noqa: E402
-from odex.ode_block import ODEBlock  # noqa: E402
-from odex.solver import Solver  # noqa: E402
+from odex.training.fast_paths import FastPaths  # noqa: E402
+from odex.ode.loops.host_reads import HostReads  # noqa: E402
+from odex.ode.loops.fixed_grid import STEPS  # noqa: E402
+from odex.ode.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
+from odex.objectives.classification import CrossEntropy  # noqa: E402
+from odex.ode.block import ODEBlock  # noqa: E402
+from odex.ode.solver import Solver  # noqa: E402
 
 MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
 
@@ -98,7 +98,7 @@ def model_config(name: str, width: int, width_key: str | None):
 def build_model(name: str, width: int, solver: Solver, grad: str, width_key: str | None) -> tuple[nn.Module, str]:
     cfg = model_config(name, width, width_key)
     if cfg is not None:
-        from odex.grad import gradient_method
+        from odex.ode.grad import gradient_method
         return build(cfg, info=MNIST, solver=solver, grad=gradient_method(grad)), f"conf/model/{name}.yaml"
     raise OdexError(f"no model config {name!r} in {config_dir()}/model")
 
@@ -228,7 +228,7 @@ def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int
 
 
 def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> TrainPath:
-    """The trainer's iteration (odex/trainer.py, Trainer.fit) on odex's device-resident batches."""
+    """The trainer's iteration (odex/training/trainer.py, Trainer.fit) on odex's device-resident batches."""
     model = copy.deepcopy(base).to(device).train()
     fast.apply(model)
     split = Split(x.to(device), y.to(device))

@@ -1,6 +1,6 @@
 """Time one training epoch of `experiment=cpl_cifar10` (the CPL recipe: margin loss, Adam, per-step
 piecewise-linear lr, reflect-pad crop + flip, batch 256) on CIFAR-shaped random data, through the
-real training loop (odex.trainer.Trainer.fit), so no dataset is needed.
+real training loop (odex.training.trainer.Trainer.fit), so no dataset is needed.
 
     python scripts/bench_cpl_epoch.py --device cuda --size S            # 50,000 images, 2 epochs
     python scripts/bench_cpl_epoch.py --device cpu --size tiny --train 1024 --epochs 1
@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from odex.config import build, config_dir  # noqa: E402
 from odex.data.bundle import make_bundle  # noqa: E402
-from odex.evaluate import CleanAccuracy  # noqa: E402
-from odex.optim import build_optimizer, build_schedule  # noqa: E402
-from odex.tracking import JsonlSink, Tracker  # noqa: E402
-from odex.trainer import Trainer  # noqa: E402
+from odex.evaluate.evaluators import CleanAccuracy  # noqa: E402
+from odex.optim.optimizers import build_optimizer, build_schedule  # noqa: E402
+from odex.tracking.tracker import JsonlSink, Tracker  # noqa: E402
+from odex.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

@@ -116,12 +116,12 @@ def child_odex(args) -> None:
     import torch
     torch.set_num_threads(1)
     sys.path.insert(0, str(REPO))
-    from odex.cpu_math import log1p_us
+    from odex.training.cpu_math import log1p_us
 
     state = {"log1p_us_start": log1p_us()}
     run_dir = Path(args.run_dir)
     sys.argv = ["odex-train", f"hydra.run.dir={run_dir}", *args.overrides]
-    import odex.trainer
+    import odex.training.trainer
     from odex.train import main
 
     class CPUClock:
@@ -137,11 +137,11 @@ def child_odex(args) -> None:
             self.epochs.append(time.process_time() - self.t0)
             self.faults.append(minor_faults() - self.f0)
 
-    fit = odex.trainer.Trainer.fit
+    fit = odex.training.trainer.Trainer.fit
 
     def fit_timed(self, **kw):
         return fit(self, **{**kw, "callbacks": {**(kw.get("callbacks") or {}), "bench_cpu_clock": CPUClock()}})
-    odex.trainer.Trainer.fit = fit_timed
+    odex.training.trainer.Trainer.fit = fit_timed
     try:
         main()
     except SystemExit as e:

@@ -2,7 +2,7 @@
 
 For each drift width and batch size, every method runs the same training iteration (forward,
 cross-entropy, backward, one Adam step) from the same untrained weights on the same random batch:
-odex's direct, adjoint, seminorm, gq and anode (fixed steps), plus plain torchdiffeq.odeint_adjoint
+Every gradient method in odex.ode.grad.METHODS (those without adaptive solvers, e.g. anode, on fixed steps), plus plain torchdiffeq.odeint_adjoint
 (and its seminorm variant) called directly, in the same process. Reported: median ms per iteration
 (CUDA events on a GPU, perf_counter on the CPU, after warm-up), forward/backward NFE and peak
 memory of one iteration: on a GPU the allocator's peak; on the CPU, which keeps no such statistic,
@@ -34,12 +34,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from odex.data import DataInfo  # noqa: E402
+from odex.ode.grad import METHODS  # noqa: E402
 from odex.models.gq_image import GQImageNODE  # noqa: E402
-from odex.nfe import reset_nfe, total_nfe  # noqa: E402
-from odex.solver import Solver  # noqa: E402
+from odex.ode.nfe import reset_nfe, total_nfe  # noqa: E402
+from odex.ode.solver import Solver  # noqa: E402
 
 MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
-ODEX_METHODS = ("direct", "adjoint", "seminorm", "gq", "anode")
+ODEX_METHODS = tuple(METHODS)     # the registry: a method registered anywhere is benchmarked too
 PLAIN_METHODS = ("torchdiffeq-adjoint", "torchdiffeq-seminorm")
 
 
@@ -65,8 +66,8 @@ class PlainAdjointBlock(nn.Module):
 def build_model(method: str, width: int, tol: float, anode_solver: Solver) -> nn.Module:
     solver = Solver(method="dopri5", rtol=tol, atol=tol, max_num_steps=None)
     grad = method if method in ODEX_METHODS else "direct"
-    if method == "anode":
-        solver = anode_solver
+    if method in METHODS and not METHODS[method].supports.adaptive_solvers:
+        solver = anode_solver       # a fixed-step method (anode): the --anode solver
     model = GQImageNODE(MNIST, solver, grad, width=width)
     if method in PLAIN_METHODS:
         model.ode = PlainAdjointBlock(model.ode.field, 1.0, tol, tol, seminorm=method.endswith("seminorm"))
@@ -134,8 +135,8 @@ class Case:
         self.x = torch.rand(batch, *MNIST.shape, generator=g).to(device)
         self.y = torch.randint(0, 10, (batch,), generator=g).to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.solver = (f"{args.anode_solver.method}x{args.anode_solver.steps}" if method == "anode"
-                       else f"dopri5 {tol:g}")
+        fixed_steps = method in METHODS and not METHODS[method].supports.adaptive_solvers
+        self.solver = f"{args.anode_solver.method}x{args.anode_solver.steps}" if fixed_steps else f"dopri5 {tol:g}"
         self.times: list[float] = []
         for _ in range(args.warmup):
             self.iteration()

@@ -1,6 +1,6 @@
 """Gradient fidelity of every gradient method on trained models: for each run folder (an odex-train
 run with checkpoints/last.pt), eval=grad_check's grad/rel_err and grad/cosine with every method in
-odex.grad.METHODS switched into the model's ODE blocks, at the run's own solver tolerances (float32)
+odex.ode.grad.METHODS switched into the model's ODE blocks, at the run's own solver tolerances (float32)
 and at tight tolerances in float64 (the method's error without the tolerance's). A method that
 refuses the run's solver (anode needs a fixed-step one) is listed as refused.
 
@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 from odex.config import build
 from odex.data.batches import Batches
 from odex.errors import ConfigError
-from odex.grad import METHODS
-from odex.grad_check import GradCheck
-from odex.ode_block import grad_changed
+from odex.ode.grad import METHODS
+from odex.evaluate.grad_check import GradCheck
+from odex.ode.block import grad_changed
 
 
 def trained_model(run: Path):

@@ -1,6 +1,6 @@
 """eval=pgd (cross-entropy and DLR losses, the masking checks) on trained runs' checkpoints: for
 each run folder (an odex-train run with checkpoints/last.pt), the clean accuracy and the PGD
-figures of odex.evaluate.PGDAccuracy on the first `--limit` test examples, one table row per run.
+figures of odex.evaluate.evaluators.PGDAccuracy on the first `--limit` test examples, one table row per run.
 
     python scripts/pgd_masking_check.py RUN [RUN ...] [--limit 200] [--linf 8/255] [--alpha 2/255]
         [--steps 10] [--solver '{method: rk4, step_size: 0.1}']
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from odex.config import build
 from odex.data.batches import Batches
-from odex.evaluate import PGDAccuracy
+from odex.evaluate.evaluators import PGDAccuracy
 
 KEYS = ["test/pgd_clean_acc", "test/pgd_linf_acc_ce", "test/pgd_linf_acc_dlr", "test/pgd_linf_acc",
         "test/pgd_linf_acc@2eps", "test/pgd_zero_grad", "test/pgd_masking_flag", "test/pgd_linf_time_s"]

@@ -14,9 +14,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import sixth_gradient  # noqa: F401 -- registers a sixth gradient method, defined in tests/ only
 from odex.config import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+# configs of the parts defined in tests/ (conf/grad/checkpointed.yaml), added to odex's own
+SEARCHPATH = f"hydra.searchpath=[file://{TESTS / 'conf'}]"
 
 # A run small enough for a 2-core CPU: 256 digits, 1 epoch, a narrow model.
 TINY = [
@@ -28,7 +32,7 @@ TINY = [
     "model.hidden=16",
 ]
 
-# one thread: torch reads this when it starts, and trainer.threads=auto honours it (odex/threads.py)
+# one thread: torch reads this when it starts, and trainer.threads=auto honours it (odex/training/threads.py)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -40,7 +44,7 @@ torch.set_num_threads(1)
 def compose_cfg(overrides=(), *, keep_hydra: bool = False):
     """The composed config for `overrides`, as `odex-train` would see it (minus the hydra node)."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=keep_hydra)
+        cfg = compose("train", overrides=[SEARCHPATH, *overrides], return_hydra_config=keep_hydra)
     return cfg
 
 
@@ -62,9 +66,9 @@ def run_cli(tmp_path: Path, *overrides: str, multirun: bool = False, timeout: in
     else:
         args += [f"hydra.run.dir={run_dir}"]
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-                "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")]),
                 "ODEX_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(args + list(overrides), cwd=tmp_path, env=full_env, capture_output=True,
+    return subprocess.run(args + [SEARCHPATH, *overrides], cwd=tmp_path, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -81,7 +85,7 @@ def trained_cpl():
     """A tiny CPL net trained for a few epochs on digits (seconds), and the test images."""
     from odex.data.digits import digits
     from odex.models.cpl import CPLNetwork
-    from odex.objectives import Margin
+    from odex.objectives.classification import Margin
 
     torch.manual_seed(0)
     data = digits()

@@ -1,4 +1,4 @@
-"""trainer.adaptive_loop=odex (odex/adaptive_loop.py): torchdiffeq's adaptive solvers with one host
+"""trainer.adaptive_loop=odex (odex/ode/loops/adaptive.py): torchdiffeq's adaptive solvers with one host
 read per step. The same steps (accepted and rejected), NFE, solutions and gradients as torchdiffeq
 for every adaptive solver and gradient method; one host read per attempted step where torchdiffeq
 makes about nine (counted on the CPU with a TorchFunctionMode: on a GPU each is a sync); failed
@@ -13,13 +13,13 @@ import torchdiffeq
 from torch import nn
 
 from odex import odeint
-from odex.adaptive_loop import ONE_READ_METHODS
+from odex.ode.loops.adaptive import ONE_READ_METHODS
 from odex.errors import ConfigError, SolverError
-from odex.fast_paths import FastPaths
-from odex.host_reads import HostReads
+from odex.training.fast_paths import FastPaths
+from odex.ode.loops.host_reads import HostReads
 from odex.models.layers import ConvField
-from odex.ode_block import ODEBlock
-from odex.solver import ADAPTIVE, Solver
+from odex.ode.block import ODEBlock
+from odex.ode.solver import ADAPTIVE, Solver
 
 from conftest import TINY, read_metrics, train_in_process
 

@@ -8,16 +8,16 @@ import torch.nn.functional as F
 from conftest import TINY, read_metrics, train_in_process
 from torch import nn
 
-from odex.attacks import dlr, pgd
+from odex.evaluate.attacks import dlr, pgd
 from odex.data import DataInfo
 from odex.data.batches import Batches
 from odex.data.bundle import Split
 from odex.errors import ConfigError
-from odex.evaluate import CleanAccuracy, PGDAccuracy, evaluate, parse_eps
+from odex.evaluate.evaluators import CleanAccuracy, PGDAccuracy, evaluate, parse_eps
 from odex.models.augmented import AugmentedNODE
-from odex.nfe import reset_nfe, total_nfe
-from odex.ode_block import solver_changed
-from odex.solver import Solver
+from odex.ode.nfe import reset_nfe, total_nfe
+from odex.ode.block import solver_changed
+from odex.ode.solver import Solver
 
 
 @pytest.fixture(scope="module")

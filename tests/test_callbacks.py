@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import TINY, compose_cfg, read_metrics, train_in_process
-from odex import checkpoint as ckpt
+import odex.training.checkpoint as ckpt
 from odex.config import build
 from odex.data.batches import Batches
-from odex.evaluate import CleanAccuracy
-from odex.signals import StopSignals
+from odex.evaluate.evaluators import CleanAccuracy
+from odex.training.signals import StopSignals
 from odex.train import run
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from conftest import REPO, TINY, read_metrics, read_summary, run_cli
-from odex.grad import METHODS
-from odex.wandb_offline import read_offline_run
+from odex.ode.grad import METHODS
+from odex.tracking.wandb_offline import read_offline_run
 
 EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "test/acc", "lr", "time/epoch_s", "time/total_s",
               "nfe/forward", "nfe/backward"}
@@ -53,7 +53,7 @@ def test_default_run_records_wandb_checkpoint_and_summary(tmp_path):
     assert any(k.startswith("ode.field") for k in ckpt["model"])
     # the offline wandb run is inside the run folder and holds the config and the logged row
     wb = read_offline_run(run / "wandb")
-    assert wb["config"]["grad"]["_target_"] == "odex.grad.Adjoint"
+    assert wb["config"]["grad"]["_target_"] == "odex.ode.grad.Adjoint"
     assert wb["config"]["trainer"]["max_epochs"] == 1
     logged = [r for r in wb["history"] if "train/loss" in r]
     assert len(logged) == 1 and abs(logged[0]["train/loss"] - rows[0]["train/loss"]) < 1e-9
@@ -75,7 +75,7 @@ def test_default_run_records_wandb_checkpoint_and_summary(tmp_path):
     assert wb["summary"]["status"] == "completed" and wb["summary"]["test/acc"] == summary["test/acc"]
     assert "epoch 1 | train/loss" in wb["console"]
     assert "odex-sync" in p.stderr + p.stdout
-    listed = subprocess.run([sys.executable, "-m", "odex.sync", str(tmp_path), "--dry-run"], capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "odex.tracking.sync", str(tmp_path), "--dry-run"], capture_output=True,
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60).stdout
     assert str(next((run / "wandb").glob("offline-run-*"))) in listed and "1 offline runs" in listed
 

@@ -1,4 +1,4 @@
-"""`trainer.compile: auto` (odex/compile_choice.py): the rule on given timings, and the probe with a
+"""`trainer.compile: auto` (odex/training/compile_choice.py): the rule on given timings, and the probe with a
 real compile (aot_eager, the cheap backend) whose timings are scripted, so the decision is
 deterministic while the compiled field is the real one. No wall-clock assertions."""
 from __future__ import annotations
@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from odex.compile_choice import COMPILES_PER_RUN, MARGIN, choose_compile, decide
+from odex.training.compile_choice import COMPILES_PER_RUN, MARGIN, choose_compile, decide
 from odex.errors import ConfigError
-from odex.fast_paths import FastPaths
+from odex.training.fast_paths import FastPaths
 from odex.models.layers import MLPField
-from odex.nfe import counted_fields
-from odex.ode_block import ODEBlock
-from odex.solver import Solver
+from odex.ode.nfe import counted_fields
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
 
 from conftest import TINY, run_cli, train_in_process
 

@@ -37,7 +37,7 @@ def test_solvers_build(choice):
 
 @pytest.mark.parametrize("choice", sorted(f.stem for f in (CONF / "grad").glob("*.yaml")))
 def test_gradient_methods_build(choice):
-    from odex.grad import GradientMethod
+    from odex.ode.grad import GradientMethod
     assert isinstance(instantiate(compose_cfg([f"grad={choice}"]).grad), GradientMethod)
 
 
@@ -61,7 +61,7 @@ def test_wandb_defaults_to_offline(monkeypatch):
 def test_list_groups_skip_entries_left_out_of_the_choice():
     """experiment=lyanet_fmnist eval=[clean]: the experiment's eval.pgd settings stay in the
     config without a _target_; only the chosen evaluators are built."""
-    from odex.evaluate import CleanAccuracy
+    from odex.evaluate.evaluators import CleanAccuracy
     from odex.train import chosen_parts
 
     cfg = compose_cfg(["experiment=lyanet_fmnist", "eval=[clean]", "callbacks=[swa]"])
@@ -74,7 +74,7 @@ def test_list_groups_skip_entries_left_out_of_the_choice():
 def test_attacks_skip_the_validation_part():
     import torch
 
-    from odex.evaluate import evaluate
+    from odex.evaluate.evaluators import evaluate
 
     class Probe:
         def __init__(self, test_only):

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from conftest import compose_cfg, read_metrics, read_summary, run_cli, train_in_process
 
-from odex.attacks import pgd
+from odex.evaluate.attacks import pgd
 from odex.config import build
 from odex.data import DataInfo
 from odex.errors import ConfigError
-from odex.evaluate import CertifiedAccuracy, CleanAccuracy, evaluate
+from odex.evaluate.evaluators import CertifiedAccuracy, CleanAccuracy, evaluate
 from odex.models.cpl import (ConvexPotentialConv, ConvexPotentialDense, CPLNetwork,
                              NormalizedLinearHead, TruncHead)
-from odex.objectives import Margin
-from odex.schedules import PiecewiseLinear
+from odex.objectives.classification import Margin
+from odex.optim.schedules import PiecewiseLinear
 
 CPL_TINY = ["model=cpl", "model.size=tiny", "objective=margin", "dataset.limit_train=256",
             "dataset.limit_test=128", "trainer.max_epochs=1", "trainer.progress=false"]
@@ -216,7 +216,7 @@ def test_certified_accuracy_falls_with_eps_and_stays_below_clean(trained_cpl):
 
 def test_certified_evaluator_refuses_a_model_without_certificate():
     from odex.models.augmented import AugmentedNODE
-    from odex.solver import Solver
+    from odex.ode.solver import Solver
 
     node = AugmentedNODE(_info(), Solver("euler", steps=2), channels=4, hidden=4)
     batches = [(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))]
@@ -271,7 +271,7 @@ def test_experiments_compose_the_cpl_recipe():
     for name, classes in (("cpl_cifar10", "cifar10"), ("cpl_cifar100", "cifar100")):
         cfg = compose_cfg([f"experiment={name}"])
         assert cfg.model._target_ == "odex.models.cpl.CPLNetwork"
-        assert cfg.objective._target_ == "odex.objectives.Margin" and cfg.objective.margin == 0.7
+        assert cfg.objective._target_ == "odex.objectives.classification.Margin" and cfg.objective.margin == 0.7
         assert cfg.optim.lr == 1e-3 and cfg.optim.weight_decay == 0.0
         assert cfg.dataset._target_.endswith(classes) and cfg.dataset.batch_size == 256
         assert cfg.dataset.augment.pad_mode == "reflect" and cfg.dataset.augment.padding == 4
@@ -320,7 +320,7 @@ def test_cpl_with_all_evaluators_on_cuda(tmp_path):
 
 
 def test_full_fp32_turns_tf32_off_and_restores_it():
-    from odex.precision import full_fp32
+    from odex.ode.precision import full_fp32
 
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True

@@ -1,4 +1,4 @@
-"""The start-up warm-up of torch's float32 CPU math (odex/cpu_math.py) changes no result: the
+"""The start-up warm-up of torch's float32 CPU math (odex/training/cpu_math.py) changes no result: the
 outputs and gradients of every activation odex's fields use, and of the GQ conv field, are the same
 bits in a fresh process with the warm-up as in one without (each computed before anything else
 ran, so the process without it is in whatever start-up state torch has on this machine)."""
@@ -21,7 +21,7 @@ from torch import nn
 import torch.nn.functional as F
 torch.set_num_threads(1)
 if sys.argv[1] == "warm":
-    from odex.cpu_math import warm_up_vector_math
+    from odex.training.cpu_math import warm_up_vector_math
     warm_up_vector_math()
 out = {}
 fns = {"relu": F.relu, "softplus": F.softplus, "tanh": torch.tanh, "elu": F.elu, "sigmoid": torch.sigmoid,
@@ -66,7 +66,7 @@ def test_warm_up_leaves_every_activation_output_and_gradient_bit_identical(tmp_p
 
 
 def test_warm_up_runs_the_vectorised_pow_and_touches_no_state():
-    from odex.cpu_math import log1p_us, warm_up_vector_math
+    from odex.training.cpu_math import log1p_us, warm_up_vector_math
 
     rng = torch.get_rng_state()
     flush = torch.set_flush_denormal(False)      # returns whether the CPU supports it; state off

@@ -1,4 +1,4 @@
-"""trainer.cuda_graph (odex/cuda_graph.py): the training step replayed as one CUDA graph.
+"""trainer.cuda_graph (odex/training/cuda_graph.py): the training step replayed as one CUDA graph.
 
 On the CPU: a model or device a graph cannot serve is refused with a ConfigError before any
 training, naming the blocks whose solves sync; what a capture bakes in is what the step compares
@@ -19,14 +19,14 @@ import pytest
 import torch
 from torch import nn
 
-from odex.cuda_graph import GraphedTrainStep, graph_blockers, hyperparameters
+from odex.training.cuda_graph import GraphedTrainStep, graph_blockers, hyperparameters
 from odex.errors import ConfigError
-from odex.fast_paths import FastPaths
+from odex.training.fast_paths import FastPaths
 from odex.models.layers import ConvField
-from odex.objectives import CrossEntropy
-from odex.ode_block import ODEBlock
-from odex.solver import Solver
-from odex.train_step import TrainStep
+from odex.objectives.classification import CrossEntropy
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
+from odex.training.train_step import TrainStep
 
 from conftest import TINY, read_metrics, train_in_process
 
@@ -192,9 +192,9 @@ def test_graphed_training_run_gives_the_eager_metrics_and_never_syncs_between_re
 
 SYNCING_STEP = """
 import torch
-from odex.cuda_graph import GraphedTrainStep
+from odex.training.cuda_graph import GraphedTrainStep
 from odex.errors import ConfigError
-from odex.objectives import CrossEntropy
+from odex.objectives.classification import CrossEntropy
 from test_cuda_graph import Net, _batches
 
 class Syncing(CrossEntropy):

@@ -11,9 +11,9 @@ SMALL = ["model.channels=8", "model.hidden=16", "solver=euler", "trainer.progres
 
 
 def test_fast_is_one_epoch_on_a_few_batches_without_a_logger(tmp_path):
-    assert compose_cfg([]).logger._target_ == "odex.tracking.WandbSink"
+    assert compose_cfg([]).logger._target_ == "odex.tracking.tracker.WandbSink"
     cfg = compose_cfg(["debug=fast"])
-    assert cfg.logger._target_ == "odex.tracking.NullSink"
+    assert cfg.logger._target_ == "odex.tracking.tracker.NullSink"
     assert cfg.trainer.max_epochs == 1 and cfg.dataset.limit_train == 256 and cfg.dataset.limit_test == 256
     s = train_in_process(tmp_path, ["debug=fast", *SMALL])
     assert s["status"] == "completed" and s["epochs"] == 1

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import TINY, read_metrics, read_summary, run_cli, train_in_process
 
-from odex import eval_run
+import odex.evaluate.run as eval_run
 
 RUN = [*TINY, "solver=euler", "logger=none"]
 

@@ -2,7 +2,7 @@
 import torch
 
 from conftest import TINY, read_metrics, read_summary, run_cli, train_in_process
-from odex.objectives import CrossEntropy, Step
+from odex.objectives.classification import CrossEntropy, Step
 
 
 class NaNFromEpoch(CrossEntropy):

@@ -1,4 +1,4 @@
-"""The vector fields' fast paths (odex/fast_paths.py): bf16 autocast keeps the solver in float32
+"""The vector fields' fast paths (odex/training/fast_paths.py): bf16 autocast keeps the solver in float32
 and stays close to float32 gradients; compile and channels_last compute what eager does; bad
 values are one-line ConfigErrors; on CUDA, a fixed-step training epoch makes no host sync of
 odex's own (torchdiffeq's are listed)."""
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from odex.errors import ConfigError
-from odex.fast_paths import FastPaths
+from odex.training.fast_paths import FastPaths
 from odex.models.layers import ConvField
-from odex.ode_block import ODEBlock
-from odex.solver import Solver
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
 
 from conftest import TINY, train_in_process
 

@@ -10,9 +10,9 @@ from torch import nn
 from conftest import train_in_process
 from odex.errors import ConfigError
 from odex.models.layers import MLPField
-from odex.ode_block import ODEBlock
-from odex.odeint import odeint
-from odex.solver import Solver
+from odex.ode.block import ODEBlock
+from odex.ode.odeint import odeint
+from odex.ode.solver import Solver
 
 SMALL_RUN = ["dataset.limit_train=64", "dataset.limit_test=64", "trainer.max_epochs=1",
              "trainer.progress=false"]
@@ -121,7 +121,7 @@ def test_anode_cifar10_experiment_is_the_papers_recipe():
     from odex.data import DataInfo
 
     cfg = compose_cfg(["experiment=anode_cifar10", "model.width=0.0625"])
-    assert cfg.grad._target_ == "odex.grad.CheckpointedANODE"
+    assert cfg.grad._target_ == "odex.ode.grad.CheckpointedANODE"
     assert (cfg.solver.method, cfg.solver.steps) == ("midpoint", 2)
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 5e-4)
     assert list(cfg.schedule.scheduler.milestones) == [150, 250] and cfg.schedule.scheduler.gamma == 0.1

@@ -1,5 +1,5 @@
 """eval=grad_check: the configured gradient method's parameter gradient against direct backprop
-through the same solver (odex/grad_check.py)."""
+through the same solver (odex/evaluate/grad_check.py)."""
 from __future__ import annotations
 
 import pytest
@@ -9,10 +9,10 @@ from torch import nn
 
 from odex.data import DataInfo
 from odex.errors import ConfigError
-from odex.grad import Direct
-from odex.grad_check import GradCheck
+from odex.ode.grad import Direct
+from odex.evaluate.grad_check import GradCheck
 from odex.models.augmented import AugmentedNODE
-from odex.solver import Solver
+from odex.ode.solver import Solver
 
 INFO = DataInfo("t", (1, 8, 8), 10, (0.5,), (0.3,))
 TIGHT = Solver("dopri5", rtol=1e-6, atol=1e-6)

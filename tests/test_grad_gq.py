@@ -12,12 +12,12 @@ from torch import nn
 
 from conftest import read_summary, run_cli, train_in_process
 from odex.errors import ConfigError
-from odex.grad.gq import GaussLegendreAdjoint, gauss_legendre, node_count
+from odex.ode.grad.gq import GaussLegendreAdjoint, gauss_legendre, node_count
 from odex.models.layers import MLPField
-from odex.nfe import CountedField
-from odex.ode_block import ODEBlock
-from odex.odeint import odeint
-from odex.solver import Solver
+from odex.ode.nfe import CountedField
+from odex.ode.block import ODEBlock
+from odex.ode.odeint import odeint
+from odex.ode.solver import Solver
 
 TIGHT = dict(method="dopri5", rtol=1e-12, atol=1e-12)
 # one batch of digits, one epoch, a narrow model: enough to show a run completes and logs NFE

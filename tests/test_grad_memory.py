@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from odex.models.layers import MLPField
-from odex.nfe import CountedField
-from odex.odeint import odeint
+from odex.ode.nfe import CountedField
+from odex.ode.odeint import odeint
 
 
 def saved_bytes(grad, steps_or_tol, method) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Guaranteed spectral-norm bounds (odex/lipschitz.py) against exact norms of explicit matrices:
+"""Guaranteed spectral-norm bounds (odex/evaluate/lipschitz.py) against exact norms of explicit matrices:
 Gram iteration, the zero-padding argument, the dense SVD, the CPL layer gain, and the sound
 certificate of a trained CPL network."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from odex.lipschitz import (SAFETY, circular_conv_norm_bound, conv_norm_bound, dense_norm_bound,
+from odex.evaluate.lipschitz import (SAFETY, circular_conv_norm_bound, conv_norm_bound, dense_norm_bound,
                             gram_iteration_bound, layer_gain)
 from odex.models.cpl import ConvexPotentialDense
 

@@ -10,13 +10,13 @@ from torch import nn
 from conftest import TINY, read_metrics, read_summary, run_cli, train_in_process
 from odex.data import DataInfo
 from odex.errors import ConfigError
-from odex.lyapunov import (InferenceDynamics, LogitDynamics, LyapunovMC, LyapunovParts, LyapunovPath,
+from odex.objectives.lyapunov import (InferenceDynamics, LogitDynamics, LyapunovMC, LyapunovParts, LyapunovPath,
                            solve_with_violation)
 from odex.models.augmented import AugmentedNODE
 from odex.models.lyanet import GainUpdate, LyaNet
-from odex.nfe import total_nfe
-from odex.ode_block import ODEBlock
-from odex.solver import Solver
+from odex.ode.nfe import total_nfe
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
 
 K = 4
 

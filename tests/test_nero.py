@@ -6,7 +6,7 @@ from torch import nn
 
 from conftest import compose_cfg
 from odex.errors import ConfigError
-from odex.optim import build_optimizer
+from odex.optim.optimizers import build_optimizer
 
 
 class ConvNet(nn.Module):

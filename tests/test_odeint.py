@@ -8,10 +8,10 @@ from torch import nn
 
 from odex import odeint
 from odex.errors import ConfigError, SolverError
-from odex.grad import METHODS
-from odex.nfe import CountedField
-from odex.ode_block import ODEBlock
-from odex.solver import Solver
+from odex.ode.grad import METHODS
+from odex.ode.nfe import CountedField
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
 
 
 class MLP(nn.Module):

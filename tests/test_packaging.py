@@ -1,5 +1,6 @@
 """A non-editable `pip install .` works from any folder: the configs ship inside the package."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,15 @@ from conftest import REPO
 @pytest.mark.slow
 def test_non_editable_install_runs_from_another_folder(tmp_path):
     target = tmp_path / "site"
+    # built from a copy: setuptools builds in-tree, and a build/ left in the checkout by an earlier
+    # install would ship modules that have since moved
+    src = tmp_path / "src"
+    for name in ("odex", "conf"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--target", str(target), str(REPO)], capture_output=True, text=True)
+                        "--no-index", "--target", str(target), str(src)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     shipped = {str(f.relative_to(target / "odex" / "conf")) for f in (target / "odex" / "conf").rglob("*.yaml")}
     in_repo = {str(f.relative_to(REPO / "conf")) for f in (REPO / "conf").rglob("*.yaml")}

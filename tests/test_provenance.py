@@ -1,9 +1,10 @@
-"""Where a W&B run says it came from (odex/provenance.py) and what odex-sync hands to wandb sync."""
+"""Where a W&B run says it came from (odex/tracking/provenance.py) and what odex-sync hands to wandb sync."""
 from __future__ import annotations
 
 import subprocess
 
-from odex import provenance, sync
+import odex.tracking.provenance as provenance
+import odex.tracking.sync as sync
 
 
 def _git(repo, *args):

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from odex import report, report_plots
+import odex.sweep.report as report
+import odex.sweep.report_plots as report_plots
 
 
 def make_job(sweep: Path, num: int, overrides: dict, *, status: str | None = "completed",

@@ -15,10 +15,10 @@ import pytest
 import torch
 from conftest import REPO, TINY, compose_cfg, read_metrics, read_summary, run_cli
 
-from odex import checkpoint as ckpt
-from odex.process_state import isolated_job
-from odex.resume import fingerprint, trim_metrics
-from odex.signals import Preempted, StopSignals
+import odex.training.checkpoint as ckpt
+from odex.sweep.process_state import isolated_job
+from odex.training.resume import fingerprint, trim_metrics
+from odex.training.signals import Preempted, StopSignals
 from odex.train import run
 
 TESTS = Path(__file__).resolve().parent
@@ -198,7 +198,7 @@ def test_sigterm_stops_a_multirun_and_a_rerun_resumes_it(tmp_path):
     assert without_time(read_metrics(sweep / "1")) == without_time(read_metrics(tmp_path / "reference"))
 
     # the same wandb run goes on: both attempts wrote offline runs with one id
-    from odex.wandb_offline import read_offline_run
+    from odex.tracking.wandb_offline import read_offline_run
     attempts = sorted((sweep / "1" / "wandb").glob("offline-run-*"))
     assert len(attempts) == 2
     runs = [read_offline_run(a) for a in attempts]

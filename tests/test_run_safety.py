@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TINY, read_metrics, read_summary, run_cli, train_in_process
 
-from odex.resume import LOCK_NAME, RunLock
+from odex.training.resume import LOCK_NAME, RunLock
 
 FAST = [*TINY, "solver=euler", "logger=none"]
 
@@ -163,7 +163,7 @@ def _alive(pid: int) -> bool:
 
 
 def _descendants(pid: int) -> list[int]:
-    from odex.signals import _children_of
+    from odex.training.signals import _children_of
 
     return _children_of(pid)
 

@@ -24,7 +24,7 @@ import yaml
 from conftest import REPO, read_metrics, read_summary, run_cli
 
 import slurm_cluster
-from odex import report
+import odex.sweep.report as report
 
 # slow too: about 80 s of wall-clock, mostly waiting (jobs start, SLURM checks time limits every 30 s)
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

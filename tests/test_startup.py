@@ -54,9 +54,9 @@ def test_the_package_api_still_works():
     code = ("import sys, odex\n"
             "assert 'torch' not in sys.modules\n"
             "from odex import odeint, OdexError\n"
-            "import odex.odeint as module\n"
-            "from odex.ode_block import ODEBlock\n"
-            "assert callable(odeint) and odex.odeint is odeint and odeint.__module__ == 'odex.odeint'\n"
+            "import odex.ode.odeint as module\n"
+            "from odex.ode.block import ODEBlock\n"
+            "assert callable(odeint) and odex.odeint is odeint and odeint.__module__ == 'odex.ode.odeint'\n"
             "print('ok')\n")
     p = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                        capture_output=True, text=True, timeout=120)

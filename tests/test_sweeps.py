@@ -14,8 +14,9 @@ import pytest
 import yaml
 from conftest import TINY, compose_cfg, read_metrics, read_summary, run_cli
 
-from odex import provenance, report
-from odex.wandb_offline import read_offline_run
+import odex.tracking.provenance as provenance
+import odex.sweep.report as report
+from odex.tracking.wandb_offline import read_offline_run
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # the file's 3 x 3 axes replaced from the command line: 2 x 2 jobs, not 9 (or 36)
@@ -78,7 +79,7 @@ def sync_dry_run(folder: Path) -> list[str]:
     import sys
 
     from conftest import REPO
-    p = subprocess.run([sys.executable, "-m", "odex.sync", str(folder), "--dry-run"], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "odex.tracking.sync", str(folder), "--dry-run"], capture_output=True,
                        text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert p.returncode == 0, p.stderr
     return [line.strip() for line in p.stdout.splitlines() if line.startswith("  ")]
@@ -178,7 +179,7 @@ def test_sweep_configs_compose():
     cfg = compose_cfg(["sweep=lr_bs_grid"], keep_hydra=True)
     assert cfg.dataset.val_fraction == 0.1
     assert dict(cfg.hydra.sweeper.params) == {"optim.lr": "0.1,0.01,0.001", "dataset.batch_size": "32,64,128"}
-    assert "odex.sweep_callbacks.SweepSummary" in json.dumps(
+    assert "odex.sweep.callbacks.SweepSummary" in json.dumps(
         {k: dict(v) for k, v in cfg.hydra.callbacks.items()})
     cfg = compose_cfg(["sweep=optuna"], keep_hydra=True)
     assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.storage is None
@@ -197,7 +198,7 @@ def test_job_label_on_log_lines_and_bars(capsys):
     from tqdm import tqdm
 
     from odex.train import labelled_logs
-    from odex.trainer import Trainer
+    from odex.training.trainer import Trainer
 
     records = []
 

@@ -1,4 +1,4 @@
-"""trainer.threads: auto takes the fewest CPUs this process is given (odex/threads.py)."""
+"""trainer.threads: auto takes the fewest CPUs this process is given (odex/training/threads.py)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, TINY, compose_cfg, train_in_process
 
-from odex import threads
+import odex.training.threads as threads
 from odex.config import build
 from odex.errors import ConfigError
 
@@ -32,10 +32,10 @@ def test_auto_with_an_affinity_mask_of_one_cpu_gives_one_thread():
         "import os, json, logging\n"
         "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
         "import torch\n"
-        "from odex.trainer import Trainer\n"
+        "from odex.training.trainer import Trainer\n"
         "t = Trainer(threads='auto', device='cpu')\n"
         "print(json.dumps({'trainer': t.threads, 'torch': torch.get_num_threads(),"
-        " 'limits': __import__('odex.threads').threads.cpu_limits()}))\n")
+        " 'limits': __import__('odex.training.threads').training.threads.cpu_limits()}))\n")
     out = _in_subprocess(code, CLEAN)
     assert out["trainer"] == out["torch"] == 1
     assert out["limits"]["affinity"] == 1

@@ -228,3 +228,42 @@ def test_a_configerror_names_key_and_value():
     cfg = compose_cfg(["dataset.eval_batch_size=0"])
     with pytest.raises(ConfigError, match=r"^dataset\.eval_batch_size=0: must be an integer >= 1$"):
         validate(cfg)
+
+
+def test_a_gradient_method_registered_outside_odex_is_validated_by_what_it_declares():
+    """tests/sixth_gradient.py registers its method with a schema: the validation stage checks its
+    keys and asks its declared capabilities (no train-mode BatchNorm in the field), as for odex's own."""
+    cfg = compose_cfg(["grad=checkpointed"], keep_hydra=True)
+    validate(cfg, dict(cfg.hydra.runtime.choices))
+    cfg = compose_cfg(["grad=checkpointed", "+grad.rtol=1e-3"], keep_hydra=True)
+    with pytest.raises(ConfigError, match="grad.rtol"):
+        validate(cfg, dict(cfg.hydra.runtime.choices))
+    cfg = compose_cfg(["grad=checkpointed", "model=ode_resnet"], keep_hydra=True)
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        validate(cfg, dict(cfg.hydra.runtime.choices))
+
+
+def test_a_run_saved_before_the_modules_moved_reads_with_current_targets():
+    """odex-eval and resuming read an earlier run's config through `current_targets`: each old
+    `_target_` (odex.grad.Direct) becomes the current one, and current targets stay as they are."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from odex.config import MOVED, current_targets
+
+    assert all(importlib.util.find_spec(new) is not None for new in MOVED.values())
+    back = {new: old for old, new in MOVED.items()}
+    cfg = OmegaConf.to_container(compose_cfg(["eval=[clean,pgd]", "callbacks=[swa]", "objective=margin"]))
+
+    def old_names(node):
+        if isinstance(node, dict):
+            return {k: (back.get(v.rpartition(".")[0], v.rpartition(".")[0]) + "." + v.rpartition(".")[2]
+                        if k == "_target_" else old_names(v)) for k, v in node.items()}
+        return node
+
+    saved = old_names(cfg)
+    assert saved["grad"]["_target_"] == "odex.grad.Direct" and saved != cfg
+    assert current_targets(saved) == cfg and current_targets(cfg) == cfg
+    flat = {"grad._target_": "odex.grad.Direct", "optim.lr": 0.1}
+    assert current_targets(flat) == {"grad._target_": "odex.ode.grad.Direct", "optim.lr": 0.1}

@@ -3,6 +3,6 @@ batched, shuffled and augmented on the device (`odex.data.batches`). One loader 
 conf/dataset/; each returns a `DataBundle`. Inputs stay in pixel space [0, 1]: models normalise
 with the bundle's per-channel mean and std themselves, so attacks work on real pixels.
 """
-from .bundle import DataBundle, DataInfo, make_bundle
+from odex.data.bundle import DataBundle, DataInfo, make_bundle
 
 __all__ = ["DataBundle", "DataInfo", "make_bundle"]

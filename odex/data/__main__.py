@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import OdexError
-from . import vision
+from odex.errors import OdexError
+from odex.data import vision
 
 FETCHERS = {
     "mnist": vision.mnist,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .bundle import Split
+from odex.data.bundle import Split
 
 
 def to_unit_float(x: torch.Tensor) -> torch.Tensor:

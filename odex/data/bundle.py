@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ConfigError
+from odex.errors import ConfigError
 
 
 @dataclass(frozen=True)

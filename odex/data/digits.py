@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .bundle import DataBundle, make_bundle
+from odex.data.bundle import DataBundle, make_bundle
 
 
 def digits(*, test_fraction: float = 0.2, split_seed: int = 0, **common) -> DataBundle:

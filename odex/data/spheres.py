@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .bundle import DataBundle, make_bundle
+from odex.data.bundle import DataBundle, make_bundle
 
 
 def _sample(n: int, dim: int, r_lo: float, r_hi: float, g: torch.Generator) -> torch.Tensor:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataFileError, DatasetNotFound
-from .bundle import DataBundle, make_bundle
+from odex.errors import DataFileError, DatasetNotFound
+from odex.data.bundle import DataBundle, make_bundle
 
 # where torchvision's reader looks under root, for the error message
 _LAYOUT = {
@@ -103,7 +103,7 @@ def mnist_t10k(*, root: str = "data", download: bool = False, train_size: int = 
         raise DataFileError(f"dataset 'mnist_t10k': {paths[0]} holds {len(x)} images and {paths[1]} {len(y)} "
                             "labels: a file is truncated; delete it and put the good file (or its .gz) back")
     if train_size >= len(y):
-        from ..errors import ConfigError
+        from odex.errors import ConfigError
         raise ConfigError(f"dataset.train_size={train_size}: must be < the {len(y)} images of the t10k files "
                           "(the rest is the test split)")
     return make_bundle("mnist_t10k", x[:train_size], y[:train_size], x[train_size:], y[train_size:],

@@ -14,13 +14,13 @@ import math
 import torch
 from torch import nn
 
-from ..data import DataInfo
-from ..errors import ConfigError
-from ..grad import GradientMethod
-from ..lyapunov import FlatReadout, LyapunovParts
-from ..ode_block import ODEBlock
-from ..solver import Solver
-from .layers import ConvField, MLPField, Normalize
+from odex.data import DataInfo
+from odex.errors import ConfigError
+from odex.ode.grad import GradientMethod
+from odex.objectives.lyapunov import FlatReadout, LyapunovParts
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
+from odex.models.layers import ConvField, MLPField, Normalize
 
 
 def downsamplings(size: int, target: int = 8) -> int:

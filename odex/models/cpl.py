@@ -16,7 +16,7 @@ the weight.
 The power-iteration estimate approaches ||W||_2 from below, so the layer with h from it may be
 slightly more than 1-Lipschitz. The certificate therefore does not trust it: `lipschitz_bound()`
 multiplies, per layer, the guaranteed gain max(1, h B^2 - 1) with B >= ||W||_2 a guaranteed bound
-(odex/lipschitz.py: Gram iteration for the zero-padded convolutions, an exact SVD for the dense
+(odex/evaluate/lipschitz.py: Gram iteration for the zero-padded convolutions, an exact SVD for the dense
 layers), and `certified_radius` divides by that product. `power_iteration_radius` is the paper's
 figure (every layer taken as exactly 1-Lipschitz), kept beside it for comparison.
 
@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DataInfo
-from ..errors import ConfigError
-from ..lipschitz import conv_norm_bound, dense_norm_bound, layer_gain
-from ..precision import full_fp32
-from .layers import Normalize
+from odex.data import DataInfo
+from odex.errors import ConfigError
+from odex.evaluate.lipschitz import conv_norm_bound, dense_norm_bound, layer_gain
+from odex.ode.precision import full_fp32
+from odex.models.layers import Normalize
 
 # model.size presets: conv layers, dense layers, channels, dense inner width. S..XL as in the SLL
 # repository (araujoalexandre/Lipschitz-SLL-Networks, the sizes used to compare CPL), tiny for tests.
@@ -87,7 +87,7 @@ class ConvexPotentialLayer(nn.Module):
         raise NotImplementedError
 
     def norm_bound(self) -> torch.Tensor:
-        """A guaranteed upper bound of ||W||_2 (float64 scalar; odex/lipschitz.py)."""
+        """A guaranteed upper bound of ||W||_2 (float64 scalar; odex/evaluate/lipschitz.py)."""
         raise NotImplementedError
 
     def step(self) -> torch.Tensor:

@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DataInfo
-from ..errors import ConfigError
-from ..grad import GradientMethod
-from ..lyapunov import LogitDynamics, LyapunovParts, anchor_kappa
-from ..ode_block import ODEBlock
-from ..solver import Solver
-from .augmented import downsamplings
-from .layers import Normalize
+from odex.data import DataInfo
+from odex.errors import ConfigError
+from odex.ode.grad import GradientMethod
+from odex.objectives.lyapunov import LogitDynamics, LyapunovParts, anchor_kappa
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
+from odex.models.augmented import downsamplings
+from odex.models.layers import Normalize
 
 
 class LyaNetField(nn.Module):
@@ -201,7 +201,7 @@ class LyaNet(nn.Module):
         xs = self.features(x)
         return LyapunovParts(self.ode, (xs.new_zeros(len(x), self.classes), xs), StateLogits())
 
-    # trainer hooks (odex.trainer.call_hooks)
+    # trainer hooks (odex.training.trainer.call_hooks)
     def on_step_end(self, epoch: int, step, **_) -> None:
         rate = step.stats.get("lyapunov/violation_rate")
         if self.gain_update is not None and rate is not None:

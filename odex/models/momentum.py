@@ -56,13 +56,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DataInfo
-from ..errors import ConfigError
-from ..grad import GradientMethod
-from ..ode_block import ODEBlock
-from ..solver import Solver
-from .layers import ConvField, Normalize
-from .layers import activation as activation_module
+from odex.data import DataInfo
+from odex.errors import ConfigError
+from odex.ode.grad import GradientMethod
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
+from odex.models.layers import ConvField, Normalize
+from odex.models.layers import activation as activation_module
 
 # rho in AdamNODE's sqrt(rho(v)): v follows f^2 >= 0 but can dip below 0 numerically.
 ROOTS = {"softplus": F.softplus, "sigmoid": torch.sigmoid}

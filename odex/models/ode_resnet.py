@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..data import DataInfo
-from ..errors import ConfigError
-from ..grad import GradientMethod
-from ..ode_block import ODEBlock
-from ..solver import Solver
-from .layers import Normalize
+from odex.data import DataInfo
+from odex.errors import ConfigError
+from odex.ode.grad import GradientMethod
+from odex.ode.block import ODEBlock
+from odex.ode.solver import Solver
+from odex.models.layers import Normalize
 
 
 def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:

@@ -1,0 +1,294 @@
+"""What is measured on held-out data (conf/eval/): each evaluator maps (model, batches, prefix) to
+a dict of device scalars named `<prefix>/<metric>`; the trainer reads them back once.
+
+An evaluator with an `every` attribute runs only every `every` epochs (of those with a test
+evaluation) and after the last one; `every: null` means after the last epoch only (expensive
+attacks). Evaluators without it run at every evaluation.
+
+Perturbation sizes may be written as fractions, `eps: 36/255` (YAML reads that as a string); the
+metric names keep the written form: `test/cert_acc@36/255`, or `test/cert_acc@0.5` for `eps: 0.5`
+(`@1.0` for `1.0`, `@1` for `1`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odex.evaluate.attacks import LOSSES, NORMS, attack_mode, pgd, no_input_gradient
+from odex.errors import ConfigError
+from odex.ode.nfe import reset_nfe, total_nfe
+from odex.ode.block import solver_changed
+from odex.ode.precision import full_fp32
+from odex.ode.solver import Solver
+
+log = logging.getLogger("odex")
+
+
+def parse_eps(value) -> tuple[float, str]:
+    """A radius from the config (a number, or a quotient such as "8/255" or "7.2/255") and its label."""
+    if isinstance(value, str):
+        label = value.replace(" ", "")
+        num, _, den = label.partition("/")
+        try:
+            eps = float(num) / float(den or 1)
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"cannot read {value!r} as a radius (write 0.5 or 36/255)") from None
+    else:
+        eps = float(value)
+        label = str(value)
+    if not math.isfinite(eps) or eps < 0:
+        raise ConfigError(f"a radius must be finite and >= 0, got {value!r}")
+    return eps, label
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class CleanAccuracy:
+    """Accuracy and mean cross-entropy on unperturbed inputs, and the mean forward NFE per batch
+    of the solves (`<prefix>/nfe`, the inference cost)."""
+
+    def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
+        was_training = model.training
+        model.eval()
+        reset_nfe(model)
+        correct = loss = None
+        n = 0
+        with torch.no_grad():
+            for x, y in batches:
+                logits = model(x)
+                c = (logits.argmax(1) == y).sum()
+                l_ = F.cross_entropy(logits, y, reduction="sum")
+                correct = c if correct is None else correct + c
+                loss = l_ if loss is None else loss + l_
+                n += len(y)
+        model.train(was_training)
+        out = {f"{prefix}/acc": correct.float() / n, f"{prefix}/loss": loss / n}
+        nfe = total_nfe(model)
+        if nfe is not None:
+            out[f"{prefix}/nfe"] = nfe[0].float() / len(batches)
+        return out
+
+
+class PGDAccuracy:
+    """Accuracy under PGD attacks (odex.evaluate.attacks.pgd, torchattacks' update rules), one per norm,
+    with every loss in `losses` (cross-entropy `ce`, Croce & Hein's scale-invariant `dlr`) and
+    `restarts` random starts each. An example counts as robust only if it survives all of them:
+    `<prefix>/pgd_linf_acc`, `<prefix>/pgd_l2_acc` are the accuracy over the worst of the
+    (loss, restart) attacks per example; `<prefix>/pgd_<norm>_acc_<loss>` each loss's own figure;
+    `<prefix>/pgd_<norm>_time_s` each norm's wall time (one device synchronisation per attack).
+    `linf` / `l2` are {eps, alpha, steps} or null to skip that norm. The random starts come from a
+    generator seeded with `seed` at every evaluation, so epochs are compared on the same starts.
+    `limit` attacks only the first N examples (whole batches).
+
+    Gradient masking (Carlini et al., "On Evaluating Adversarial Robustness", 2019) is checked on
+    the same examples, and `<prefix>/pgd_masking_flag` is 1 (with a warning line) when
+      - the robust accuracy exceeds the clean accuracy of the attacked examples
+        (`<prefix>/pgd_clean_acc`),
+      - the attack at `larger_radius` times eps and alpha (`<prefix>/pgd_<norm>_acc@<f>eps`, null
+        = not checked) does not lower a non-zero robust accuracy,
+      - the input gradient of some loss is exactly zero or not finite at the clean image for more
+        than `zero_grad_share` of the examples (`<prefix>/pgd_zero_grad`).
+
+    ODE models are attacked through their own solver and gradient method, or, with `solver` (keys
+    of conf/solver, e.g. {method: rk4, steps: 8}), through that solver; the adversarial images are
+    then judged by the model as it is, with its own solver."""
+
+    test_only = True       # an attack costs (steps + 1) evaluations: not on the validation part
+
+    def __init__(self, linf: dict | None = None, l2: dict | None = None, random_start: bool = True,
+                 seed: int = 0, every: int | None = None, limit: int | None = None,
+                 solver: dict | None = None, losses=("ce", "dlr"), restarts: int = 1,
+                 larger_radius: float | None = 2.0, zero_grad_share: float = 0.1):
+        self.attacks: dict[str, dict] = {}
+        for norm, spec in zip(NORMS, (linf, l2)):
+            if spec is None:
+                continue
+            spec = dict(spec)
+            unknown = set(spec) - {"eps", "alpha", "steps"}
+            if unknown or "eps" not in spec or "alpha" not in spec:
+                raise ConfigError(f"eval.pgd.{norm} takes eps, alpha and steps, got {sorted(spec)}")
+            self.attacks[norm] = {"eps": parse_eps(spec["eps"])[0], "alpha": parse_eps(spec["alpha"])[0],
+                                  "steps": int(spec.get("steps", 10))}
+        if not self.attacks:
+            raise ConfigError("eval=pgd with both eval.pgd.linf and eval.pgd.l2 null attacks nothing")
+        if every is not None and every < 1:
+            raise ConfigError(f"eval.pgd.every must be >= 1 or null, got {every}")
+        self.losses = [losses] if isinstance(losses, str) else list(losses)
+        if not self.losses or set(self.losses) - set(LOSSES) or len(set(self.losses)) < len(self.losses):
+            raise ConfigError(f"eval.pgd.losses must be a non-empty list of distinct names from "
+                              f"{sorted(LOSSES)}, got {self.losses}")
+        if int(restarts) != restarts or restarts < 1:
+            raise ConfigError(f"eval.pgd.restarts must be an integer >= 1, got {restarts}")
+        if restarts > 1 and not random_start:
+            raise ConfigError("eval.pgd.restarts > 1 needs eval.pgd.random_start=true (else every restart is the same)")
+        if larger_radius is not None and not larger_radius > 1:
+            raise ConfigError(f"eval.pgd.larger_radius must be > 1 or null, got {larger_radius}")
+        if not 0 <= zero_grad_share <= 1:
+            raise ConfigError(f"eval.pgd.zero_grad_share must be in [0, 1], got {zero_grad_share}")
+        self.restarts, self.larger_radius, self.zero_grad_share = int(restarts), larger_radius, zero_grad_share
+        self.random_start, self.seed, self.every, self.limit = random_start, seed, every, limit
+        self.solver = None if solver is None else dict(solver)
+        if self.solver is not None:     # unknown keys and bad values fail now, not after training
+            if "t1" in self.solver:
+                raise ConfigError("eval.pgd.solver cannot change t1 (it is part of the model)")
+            try:
+                replace(Solver(), **self.solver)
+            except TypeError as e:
+                raise ConfigError(f"eval.pgd.solver: {e}") from None
+
+    def _survivors(self, model, x, y, spec, generator, losses, restarts) -> dict[str, torch.Tensor]:
+        """Per loss, which examples every restart of that loss's attack leaves correctly classified."""
+        out = {}
+        for loss in losses:
+            alive = torch.ones_like(y, dtype=torch.bool)
+            for _ in range(restarts):
+                with solver_changed(model, self.solver):
+                    adv = pgd(model, x, y, random_start=self.random_start, generator=generator,
+                              loss=loss, **spec)
+                with attack_mode(model), torch.no_grad():
+                    alive &= model(adv).argmax(1) == y
+            out[loss] = alive
+        return out
+
+    def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        chosen = []
+        for x, y in batches:
+            if self.limit is not None and sum(len(b[1]) for b in chosen) >= self.limit:
+                break
+            chosen.append((x, y))
+        if not chosen:
+            return out
+        n = sum(len(y) for _, y in chosen)
+        clean = zero = None
+        for x, y in chosen:
+            with attack_mode(model), torch.no_grad():
+                c = (model(x).argmax(1) == y).sum()
+            with solver_changed(model, self.solver):
+                z = torch.stack([no_input_gradient(model, x, y, loss) for loss in self.losses]).any(0).sum()
+            clean = c if clean is None else clean + c
+            zero = z if zero is None else zero + z
+        out[f"{prefix}/pgd_clean_acc"] = clean.float() / n
+        out[f"{prefix}/pgd_zero_grad"] = zero.float() / n
+        reasons = []
+        for norm, spec in self.attacks.items():
+            generator, t0 = None, time.perf_counter()
+            per_loss = {loss: None for loss in self.losses}
+            robust = larger = None
+            for x, y in chosen:
+                if generator is None:
+                    generator = torch.Generator(device=x.device).manual_seed(self.seed)
+                alive = self._survivors(model, x, y, spec, generator, self.losses, self.restarts)
+                for loss, a in alive.items():
+                    per_loss[loss] = a.sum() if per_loss[loss] is None else per_loss[loss] + a.sum()
+                r = torch.stack(list(alive.values())).all(0).sum()
+                robust = r if robust is None else robust + r
+            _sync(robust.device)
+            out[f"{prefix}/pgd_{norm}_acc"] = robust.float() / n
+            for loss, a in per_loss.items():
+                out[f"{prefix}/pgd_{norm}_acc_{loss}"] = a.float() / n
+            # on the device of the other metrics: the trainer reads them all back in one stack
+            out[f"{prefix}/pgd_{norm}_time_s"] = torch.tensor(time.perf_counter() - t0, device=robust.device)
+            if self.larger_radius is not None and spec["eps"] > 0:
+                f = self.larger_radius
+                big = {**spec, "eps": spec["eps"] * f, "alpha": spec["alpha"] * f}
+                generator = torch.Generator(device=robust.device).manual_seed(self.seed)
+                for x, y in chosen:
+                    alive = self._survivors(model, x, y, big, generator, self.losses, 1)
+                    r = torch.stack(list(alive.values())).all(0).sum()
+                    larger = r if larger is None else larger + r
+                out[f"{prefix}/pgd_{norm}_acc@{f:g}eps"] = larger.float() / n
+        # the checks need host values: one read after the attacks (which synchronised anyway)
+        host = {k: v.item() for k, v in out.items() if not k.endswith("_time_s")}
+        clean_acc = host[f"{prefix}/pgd_clean_acc"]
+        for norm in self.attacks:
+            acc = host[f"{prefix}/pgd_{norm}_acc"]
+            if acc > clean_acc:
+                reasons.append(f"{norm} robust accuracy {acc:.4f} > clean accuracy {clean_acc:.4f}")
+            key = f"{prefix}/pgd_{norm}_acc@{self.larger_radius:g}eps" if self.larger_radius else None
+            if key in host and acc > 0 and host[key] >= acc:
+                reasons.append(f"{norm} accuracy {host[key]:.4f} at {self.larger_radius:g} x eps is not below "
+                               f"{acc:.4f} at eps")
+        if host[f"{prefix}/pgd_zero_grad"] > self.zero_grad_share:
+            reasons.append(f"the input gradient is exactly zero or not finite for {host[f'{prefix}/pgd_zero_grad']:.1%} of the "
+                           f"examples (> {self.zero_grad_share:.0%})")
+        if reasons:
+            log.warning("eval=pgd: possible gradient masking (%s): %s; trust the worst-case figure "
+                        "%s/pgd_<norm>_acc (all losses), and check the model", prefix, "; ".join(reasons), prefix)
+        out[f"{prefix}/pgd_masking_flag"] = torch.tensor(float(bool(reasons)), device=clean.device)
+        return out
+
+
+class CertifiedAccuracy:
+    """Certified l2 accuracy: the fraction of examples classified correctly whose certified radius
+    exceeds eps, for each eps: `<prefix>/cert_acc@<eps as written>`. The radius is the model's
+    `certified_radius(logits)`, which must be a guarantee (model=cpl: from guaranteed bounds of each
+    layer's norm, odex/evaluate/lipschitz.py). A model that also offers an estimated radius (`power_iteration_
+    radius`, the CPL paper's figure, which trusts a power-iteration estimate from below) gets it
+    beside, as `<prefix>/cert_acc_power_iter@<eps>`, and a model with `lipschitz_bound()` logs it
+    as `<prefix>/lipschitz_bound`. A model without a certificate is refused."""
+
+    def __init__(self, eps=("36/255", "72/255", "108/255")):
+        self.eps = [parse_eps(e) for e in eps]
+        if not self.eps:
+            raise ConfigError("eval.certified.eps is empty")
+
+    def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
+        radius_of = getattr(model, "certified_radius", None)
+        if not callable(radius_of):
+            raise ConfigError(f"eval=certified needs a model with a Lipschitz certificate (model=cpl); "
+                              f"{type(model).__name__} has none")
+        radii = {"cert_acc": radius_of}
+        estimated = getattr(model, "power_iteration_radius", None)
+        if callable(estimated):
+            radii["cert_acc_power_iter"] = estimated
+        was_training = model.training
+        model.eval()
+        counts, n = {}, 0
+        with torch.no_grad(), full_fp32():     # margins read from TF32 logits could overstate a radius
+            for x, y in batches:
+                logits = model(x)
+                correct = logits.argmax(1) == y
+                for name, fn in radii.items():
+                    radius = fn(logits)
+                    c = torch.stack([(correct & (radius > eps)).sum() for eps, _ in self.eps])
+                    counts[name] = c if name not in counts else counts[name] + c
+                n += len(y)
+            out = {}
+            bound = getattr(model, "lipschitz_bound", None)
+            if callable(bound):
+                out[f"{prefix}/lipschitz_bound"] = bound().float()
+        model.train(was_training)
+        for name, c in counts.items():
+            acc = c.float() / n
+            out.update({f"{prefix}/{name}@{label}": acc[i] for i, (_, label) in enumerate(self.eps)})
+        return out
+
+
+def _due(evaluator, epoch: int | None, final: bool) -> bool:
+    if final or not hasattr(evaluator, "every"):
+        return True
+    every = evaluator.every
+    return every is not None and epoch is not None and epoch % every == 0
+
+
+def evaluate(evaluators: dict, model: nn.Module, batches, prefix: str = "test", *,
+             epoch: int | None = None, final: bool = True) -> dict[str, torch.Tensor]:
+    """Every evaluator that is due at `epoch` (all of them when `final`). Evaluators marked
+    `test_only` (attacks: their cost is a multiple of an evaluation) skip the validation part."""
+    out: dict[str, torch.Tensor] = {}
+    for ev in evaluators.values():
+        if prefix != "test" and getattr(ev, "test_only", False):
+            continue
+        if _due(ev, epoch, final):
+            out.update(ev(model, batches, prefix))
+    return out

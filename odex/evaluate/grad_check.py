@@ -1,0 +1,120 @@
+"""Gradient fidelity as a metric (eval=grad_check): how far the configured gradient method's
+parameter gradient is from direct backpropagation through the same solver.
+
+The continuous adjoint, its seminorm variant and the Gauss-Legendre adjoint (gq) solve a second
+ODE backwards: their gradients are exact only up to the solver's tolerances and only for smooth
+vector fields. At a kink of a ReLU the adjoint equation is ill-posed and the backward solve
+crosses the kinks at other points than the forward one, so their gradients differ from the true
+gradient of the computed forward solution by 1e-3 to 1e-2 even at tolerances of 1e-10 (with
+softplus below 1e-6; Gholami et al., "ANODE", IJCAI 2019, make this their central point).
+
+On one fixed batch (the first `examples` examples of the evaluated data, the same at every
+evaluation), with the model in eval mode, the gradient g of the mean cross-entropy wrt every
+trainable parameter is computed twice: with each ODE block's own gradient method, and with every
+block switched to direct backpropagation (odex.ode.block.grad_changed). Logged:
+
+    grad/rel_err = ||g_method - g_direct|| / ||g_direct||
+    grad/cosine  = <g_method, g_direct> / (||g_method|| ||g_direct||)
+
+(both over all parameters together), and a warning when rel_err exceeds `threshold`. `float64`
+runs both on a float64 copy of the model and batch, which separates the method's error from float32
+rounding; `solver` (keys of conf/solver, e.g. {rtol: 1e-8, atol: 1e-8}) evaluates with another
+solver setting, the same for both. Nothing here depends on which method or model it is: any model
+with ODE blocks, any method in odex.ode.grad.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odex.errors import ConfigError
+from odex.ode.grad import Direct
+from odex.ode.block import grad_changed, ode_blocks, solver_changed
+from odex.ode.solver import Solver
+
+log = logging.getLogger("odex")
+
+
+def parameter_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d mean-CE / d (every trainable parameter), flattened into one vector (unused ones: zeros).
+    Through torch.autograd.grad: the parameters' .grad fields are left as they are."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = F.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+
+
+def compare(g: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relative error, cosine) of `g` against the reference `ref`."""
+    g, ref = g.double(), ref.double()
+    rel = (g - ref).norm() / ref.norm().clamp_min(1e-300)
+    cos = (g @ ref) / (g.norm() * ref.norm()).clamp_min(1e-300)
+    return rel, cos
+
+
+class GradCheck:
+    """eval=grad_check: `grad/rel_err` and `grad/cosine` of the configured gradient method against
+    direct backprop through the same solver, every `every` epochs (module docstring)."""
+
+    test_only = True       # one fixed batch, measured once per evaluation (not per split)
+
+    def __init__(self, every: int | None = 1, examples: int = 64, float64: bool = False,
+                 threshold: float = 1e-2, solver: dict | None = None):
+        if every is not None and every < 1:
+            raise ConfigError(f"eval.grad_check.every must be >= 1 or null, got {every}")
+        if examples < 1:
+            raise ConfigError(f"eval.grad_check.examples must be >= 1, got {examples}")
+        if not threshold > 0:
+            raise ConfigError(f"eval.grad_check.threshold must be > 0, got {threshold}")
+        self.every, self.examples, self.float64, self.threshold = every, int(examples), bool(float64), threshold
+        self.solver = None if solver is None else dict(solver)
+        if self.solver is not None:
+            if "t1" in self.solver:
+                raise ConfigError("eval.grad_check.solver cannot change t1 (it is part of the model)")
+            try:
+                replace(Solver(), **self.solver)
+            except TypeError as e:
+                raise ConfigError(f"eval.grad_check.solver: {e}") from None
+
+    def _batch(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys, n = [], [], 0
+        for x, y in batches:
+            xs.append(x[: self.examples - n])
+            ys.append(y[: self.examples - n])
+            n += len(ys[-1])
+            if n >= self.examples:
+                break
+        return torch.cat(xs), torch.cat(ys)
+
+    def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
+        if not ode_blocks(model):
+            raise ConfigError(f"eval=grad_check compares an ODE gradient method with direct backprop: "
+                              f"{type(model).__name__} has no ODE block")
+        x, y = self._batch(batches)
+        net = model
+        if self.float64:
+            net = copy.deepcopy(model).double()
+            x = x.double() if x.is_floating_point() else x
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.enable_grad(), solver_changed(net, self.solver):
+                g_method = parameter_gradient(net, x, y)
+                with grad_changed(net, Direct()):
+                    g_direct = parameter_gradient(net, x, y)
+        finally:
+            net.train(was_training)
+        rel, cos = compare(g_method, g_direct)
+        rel_host = rel.item()     # one read per check, for the warning
+        if not rel_host <= self.threshold:
+            methods = sorted({b.grad.name for b in ode_blocks(model)})
+            log.warning("eval=grad_check: the parameter gradient of grad=%s is %.3g away from direct backprop "
+                        "(relative, > %.3g; cosine %.6f): the method is not exact for this model and solver "
+                        "(a ReLU field, loose tolerances?)", ",".join(methods), rel_host, self.threshold, cos.item())
+        device = g_direct.device
+        return {"grad/rel_err": rel.float().to(device), "grad/cosine": cos.float().to(device)}

@@ -1,0 +1,39 @@
+"""What a gradient method is: a way to solve an ODE and get gradients of the solution.
+
+Every method has the same call as `odex.odeint` minus `grad`: it returns the solution at the
+times `t` (first dimension), and `loss.backward()` through that solution computes gradients with
+respect to `y0`, the vector field's parameters and (where supported) `t`. Its constructor takes
+the method's own options (backward tolerances, quadrature constant, ...), which are the keys of
+its YAML in conf/grad/.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from odex.schema import GradSupports
+from odex.ode.solver import Solver
+
+
+class GradientMethod:
+    name: str = "?"
+    # What the method supports (adaptive solvers, tuple states, train-mode BatchNorm in the field, a
+    # random field, a CUDA graph): declared once, in its schema (odex/schema.py), which the
+    # validation stage reads before anything is built; the loops and models ask this attribute.
+    supports: GradSupports = GradSupports()
+    # Which loop steps its solves of the block's own interval: torchdiffeq's, or odex's sync-free
+    # fixed grid (odex/ode/loops/fixed_grid.py) for a method that `supports.backprop`.
+    loop: str = "torchdiffeq"
+
+    def solve(self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *, method: str,
+              rtol: float, atol: float, options: dict[str, Any] | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, solver: Solver, field: nn.Module) -> None:
+        """Raise `ConfigError` when this method cannot give correct gradients for this setup."""
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({opts})"

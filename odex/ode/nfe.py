@@ -1,0 +1,69 @@
+"""Counting function evaluations (NFE) of a vector field, forward and backward apart.
+
+Every ODE block wraps its vector field once in `CountedField`. The counts are device tensors
+(incremented in place, so they stay correct inside captured CUDA graphs and never force a host
+sync); the trainer reads them once per epoch.
+
+Forward and backward are told apart by the phase the ODE block sets: evaluations while the
+block's forward solve runs count as forward; evaluations after it returned (an adjoint or a
+recomputing gradient method calling the field during `loss.backward()`) count as backward.
+Plain backprop through the solver's operations calls no vector field, so its backward NFE is 0.
+
+Every field evaluation passes through here, so this is also where `trainer.precision=bf16`
+(odex.training.fast_paths) acts: the field runs under autocast and its output is cast back to the state's
+dtype, so the solver never sees a bf16 tensor.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CountedField(nn.Module):
+    """`field(t, y)` with device-side counters `nfe_forward` and `nfe_backward`."""
+
+    def __init__(self, field: nn.Module):
+        super().__init__()
+        self.field = field
+        self.register_buffer("nfe_forward", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("nfe_backward", torch.zeros((), dtype=torch.long), persistent=False)
+        self.backward_phase = False
+        self.autocast_dtype: torch.dtype | None = None     # set by odex.training.fast_paths (bf16)
+
+    def forward(self, t: torch.Tensor, y):
+        (self.nfe_backward if self.backward_phase else self.nfe_forward).add_(1)
+        if self.autocast_dtype is None:
+            return self.field(t, y)
+        device = (y[0] if isinstance(y, (tuple, list)) else y).device.type
+        with torch.autocast(device, dtype=self.autocast_dtype):
+            out = self.field(t, y)
+        return _cast_like(out, y)
+
+    def reset(self) -> None:
+        self.nfe_forward.zero_()
+        self.nfe_backward.zero_()
+        self.backward_phase = False
+
+
+def _cast_like(out, like):
+    """`out` in the dtype(s) of the state `like` (a tensor or a tuple of tensors)."""
+    if isinstance(out, torch.Tensor):
+        return out.to(like.dtype)
+    return type(out)(o.to(s.dtype) for o, s in zip(out, like))
+
+
+def counted_fields(model: nn.Module) -> list[CountedField]:
+    return [m for m in model.modules() if isinstance(m, CountedField)]
+
+
+def reset_nfe(model: nn.Module) -> None:
+    for m in counted_fields(model):
+        m.reset()
+
+
+def total_nfe(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(forward, backward) evaluations summed over every ODE block, as device tensors."""
+    fields = counted_fields(model)
+    if not fields:
+        return None
+    return (sum(m.nfe_forward for m in fields), sum(m.nfe_backward for m in fields))

@@ -1,0 +1,53 @@
+"""`odex.odeint`: the one place where a gradient method is chosen.
+
+    y = odeint(func, y0, t, grad="adjoint", method="dopri5", rtol=1e-3, atol=1e-3)
+
+returns the solution at the times `t` (first dimension), like `torchdiffeq.odeint`; `func(t, y)`
+is an `nn.Module`. `grad` names a method in `odex.ode.grad.METHODS` (or is a `GradientMethod`
+instance, which is what the configs build) and `grad_options` are its options, such as the
+backward tolerances.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from odex.errors import SolverError
+from odex.ode.grad import GradientMethod, gradient_method
+
+
+def odeint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *,
+           grad: str | GradientMethod = "direct", method: str = "dopri5",
+           rtol: float = 1e-3, atol: float = 1e-3, options: dict[str, Any] | None = None,
+           grad_options: dict[str, Any] | None = None) -> torch.Tensor:
+    """Solve dy/dt = func(t, y) from y(t[0]) = y0 and return y at every time in `t` (stacked on a
+    new first dimension), as `torchdiffeq.odeint` does; gradients reach `y0`, `t` and func's
+    parameters by the gradient method `grad`.
+
+    func:         an `nn.Module` called as func(t, y) (its parameters are what the adjoint methods
+                  differentiate); y0 a tensor (or a tuple of tensors where the method supports it).
+    grad:         a name in `odex.ode.grad.METHODS` ("direct", "adjoint", "seminorm", "gq", "anode") or
+                  a `GradientMethod` instance (what conf/grad/ builds); `grad_options` are its
+                  options, e.g. the backward tolerances.
+    method, rtol, atol, options: the solver, as in torchdiffeq (options e.g. {"step_size": 0.1}).
+
+    A solve that gives up (step underflow, too many steps) raises `odex.errors.SolverError`.
+    """
+    solver = gradient_method(grad, grad_options)
+    try:
+        return solver.solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    except AssertionError as e:
+        raise as_solver_error(e) from e
+
+
+def as_solver_error(e: AssertionError) -> BaseException:
+    """torchdiffeq signals a failed solve with `assert` ('underflow in dt', 'max_num_steps
+    exceeded'); turn those into a `SolverError` with a hint, and leave other assertions alone."""
+    msg = str(e)
+    if "underflow" in msg or "max_num_steps" in msg:
+        return SolverError(
+            f"the ODE solver gave up ({msg}); the state or parameters are probably NaN/inf or the "
+            "dynamics stiff: try a lower optim.lr, trainer.grad_clip, or a looser solver.rtol/atol")
+    return e

@@ -1,0 +1,99 @@
+"""Hydra callbacks (conf/train.yaml: hydra.callbacks). Hydra calls them in the process that runs the
+sweep, whatever the launcher, so they see the whole sweep; the jobs themselves may have run in
+other processes or on other machines, hence they read the job folders rather than return values."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("odex")
+
+# How many jobs of the last multirun in this process failed (read by odex.train.main for the exit
+# status: 1 when any failed, after the summary).
+LAST_SWEEP: dict[str, int] = {}
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: 'N of M jobs failed' with each failed job's folder and reason,
+    the command that writes the sweep report and the one that uploads its offline W&B runs."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from odex.sweep.report import collect
+
+        sweep_dir = str(config.hydra.sweep.dir)
+        try:
+            jobs = collect(sweep_dir)
+        except Exception as e:  # noqa: BLE001 -- a summary must never turn a finished sweep into a crash
+            log.warning("could not summarise the sweep in %s: %s", sweep_dir, e)
+            return
+        failed = [j for j in jobs if not j.completed]
+        LAST_SWEEP.update(jobs=len(jobs), failed=len(failed))
+        lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed"
+                 + (":" if failed else f"; report: odex-report {sweep_dir}")]
+        for j in failed:
+            lines.append(f"  {j.folder}: {j.status}")
+        if failed:
+            lines.append(f"odex: {len(failed)} of {len(jobs)} jobs failed (see above); "
+                         f"report: odex-report {sweep_dir}")
+        from odex.tracking.sync import offline_runs
+        runs = offline_runs(sweep_dir)
+        if runs:
+            lines.append(f"odex: {len(runs)} offline W&B runs; upload them with: odex-sync {sweep_dir}")
+        # print, not only log: this is the sweep's last word on the console, whatever the logging setup
+        print("\n".join(lines), flush=True)
+
+
+class SlurmJobStates(Callback):
+    """With hydra/launcher=slurm on a cluster without accounting storage (no slurmdbd: `sacct` says
+    "Slurm accounting storage is disabled"), submitit's job watcher fails on every poll and prints
+    that warning each time, and it never learns the state of a job that died without writing its
+    result (killed, node failure), so the sweep would wait for it forever. squeue knows the states
+    of current and recently finished jobs (MinJobAge, 300 s by default) in the same form, so the
+    watcher asks squeue instead, and says so once. Where sacct works nothing changes.
+
+    submitit offers no setting for this (its watcher is a class attribute of SlurmJob), hence the
+    replacement here; it only acts in the process that launches the sweep."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = str(config.hydra.launcher.get("_target_", ""))
+        if not target.endswith(".SlurmLauncher"):
+            return
+        import subprocess
+
+        try:
+            probe = subprocess.run(["sacct", "-n", "-j", "1"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.warning("sacct could not be run (%s): following the array's jobs through squeue", e)
+        else:
+            if probe.returncode == 0:
+                return
+            log.info("sacct: %s: following the array's jobs through squeue",
+                     (probe.stderr.strip() or f"exit status {probe.returncode}").splitlines()[-1])
+        from submitit.slurm import slurm
+
+        slurm.SlurmJob.watcher = _squeue_watcher_class()(delay_s=slurm.SlurmJob.watcher._delay_s)
+
+
+def _squeue_watcher_class():
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class SqueueInfoWatcher(SlurmInfoWatcher):
+        """submitit's SLURM job watcher, reading squeue's output instead of sacct's (same columns)."""
+
+        def _make_command(self):
+            command = super()._make_command()
+            if command is None:
+                return None
+            ids = [command[i + 1] for i, a in enumerate(command) if a == "-j"]
+            return ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
+
+        def read_info(self, string):
+            if not isinstance(string, str):
+                string = string.decode()
+            return super().read_info("JobID|State|NodeList\n" + string)
+
+    return SqueueInfoWatcher
+

@@ -1,0 +1,170 @@
+"""The one metrics path: the trainer hands each epoch's values to a `Tracker`, which writes them to
+every sink (metrics.jsonl in the run folder, the console log, Weights & Biases) and, at the end,
+summary.json. Nothing else prints or logs metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("odex")
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)        # JSON has no NaN/inf
+    return v
+
+
+class Sink:
+    """A destination for metrics. Subclasses override what they need."""
+
+    def start(self, run_dir: Path, config: dict, job: dict) -> None: ...
+    def log(self, metrics: dict[str, Any], epoch: int) -> None: ...
+    def finish(self, summary: dict[str, Any]) -> None: ...
+    def state(self) -> dict: return {}
+
+
+class NullSink(Sink):
+    """logger=none."""
+
+
+class JsonlSink(Sink):
+    """One JSON object per epoch in <run>/metrics.jsonl (appended, flushed every line)."""
+
+    def start(self, run_dir, config, job):
+        self.path = Path(run_dir) / "metrics.jsonl"
+
+    def log(self, metrics, epoch):
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"epoch": epoch, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
+
+
+class ConsoleSink(Sink):
+    """One line per epoch in the log (console and Hydra's <run>/train.log)."""
+
+    KEYS = ("train/loss", "train/acc", "val/acc", "test/acc", "nfe/forward", "nfe/backward", "time/epoch_s")
+
+    def log(self, metrics, epoch):
+        parts = [f"{k} {metrics[k]:.4g}" for k in self.KEYS if k in metrics]
+        log.info("epoch %d | %s", epoch, " | ".join(parts))
+
+
+class WandbSink(Sink):
+    """Weights & Biases. `mode`: offline (default; the run is written into the run folder and can
+    be uploaded later with `odex-sync <folder>`), online (needs `wandb login` or WANDB_API_KEY),
+    disabled.
+    Each run stands on its own in the dashboard: its config holds, besides the resolved settings,
+    a `run` block (odex.train._job_info) with the Hydra group choices (model=node and
+    model=augmented are told apart by name, not only by `_target_`), the experiment, the overrides,
+    the odex version and the git commit (and dirty flag) of the checkout; its tags name the choices
+    that differ from the defaults; the console output is captured (output.log); the summary holds
+    the final metrics and the status. In a sweep, runs are grouped by the sweep's date, time and
+    name, named after their swept values and tagged with job number, sweep and launcher. A resumed
+    run passes its earlier run's id (job["wandb_id"]) and goes on in the same wandb run."""
+
+    def __init__(self, mode: str | None = "offline", project: str = "odex", entity: str | None = None,
+                 group: str | None = None, job_type: str = "train", tags: list[str] | None = None,
+                 name: str | None = None, notes: str | None = None):
+        self.mode = mode or "offline"
+        self.project, self.entity, self.group = project, entity, group
+        self.job_type, self.tags, self.name, self.notes = job_type, list(tags or []), name, notes
+        self.run = None
+
+    def start(self, run_dir, config, job):
+        import wandb
+
+        self.run_dir = run_dir
+        from odex.errors import ConfigError
+
+        if self.mode not in ("online", "offline", "disabled"):
+            raise ConfigError(f"logger.mode must be online, offline or disabled, got {self.mode!r}")
+        if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
+            raise ConfigError("logger.mode=online needs a W&B API key: run `wandb login` or set "
+                              "WANDB_API_KEY (or use the default offline mode and `odex-sync <folder>` later)")
+        self.run = wandb.init(
+            project=self.project, entity=self.entity, dir=str(run_dir), mode=self.mode,
+            group=self.group or job.get("group"), job_type=self.job_type,
+            tags=list(dict.fromkeys(self.tags + list(job.get("tags", [])))) or None,
+            name=self.name or job.get("name"), notes=self.notes,
+            config={**config, **({"run": job["run"]} if job.get("run") else {})},
+            id=job.get("wandb_id"), resume="allow" if job.get("wandb_id") else None,
+            # "wrap" hooks sys.stdout/stderr's write in this process (log lines, bars, the error);
+            # "redirect" would take over the file descriptors, which parallel jobs share
+            settings=wandb.Settings(silent=True, console="wrap"),
+        )
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+
+    def log(self, metrics, epoch):
+        if self.run is not None:
+            self.run.log({"epoch": epoch, **metrics})
+
+    def finish(self, summary):
+        if self.run is None:
+            return
+        try:
+            for k, v in summary.items():
+                if isinstance(v, (int, float, str, bool)):
+                    self.run.summary[k] = v
+            failed = str(summary.get("status", "")).startswith("failed")
+            offline_dir = self.run.dir if self.mode == "offline" else None
+            self.run.finish(exit_code=1 if failed else 0)
+            if offline_dir:
+                run_folder = Path(offline_dir).parent
+                log.info("wandb: offline run in %s; upload it with: odex-sync %s", run_folder, self.run_dir)
+        finally:
+            self.run = None
+
+    def state(self):
+        return {"wandb_id": self.run.id} if self.run is not None else {}
+
+
+def _netrc_has_wandb() -> bool:
+    import netrc
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+class Tracker:
+    def __init__(self, run_dir: str | Path, sinks: list[Sink]):
+        self.run_dir = Path(run_dir)
+        self.sinks = sinks
+        self.last: dict[str, Any] = {}
+
+    def start(self, config: dict, job: dict) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for s in self.sinks:
+            s.start(self.run_dir, config, job)
+
+    def log(self, metrics: dict[str, Any], epoch: int) -> None:
+        self.last.update(metrics)
+        self.last["epoch"] = epoch
+        for s in self.sinks:
+            s.log(metrics, epoch)
+
+    def state(self) -> dict:
+        out: dict = {}
+        for s in self.sinks:
+            out.update(s.state())
+        return out
+
+    def finish(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write summary.json (final values and status) and close every sink; returns the summary."""
+        summary = {**self.last, **(extra or {}), "time/end_unix": time.time(), "status": status}
+        tmp = self.run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
+        os.replace(tmp, self.run_dir / "summary.json")
+        for s in self.sinks:
+            try:
+                s.finish(summary)
+            except Exception as e:  # a sink failing at the end must not hide the run's own status
+                log.warning("could not close %s: %s", type(s).__name__, e)
+        return summary

@@ -1,0 +1,74 @@
+"""Checkpoints: everything needed to continue a run, written atomically (temporary file, then
+rename), so a job killed mid-write leaves the previous checkpoint intact."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["batches"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "batches" in state:
+        generator.set_state(state["batches"])
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, map_location="cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, key: str) -> dict[str, Any]:
+    """Put a checkpoint's model weights into `model` (every tensor, same names and shapes) and
+    return the checkpoint. A missing file, a file that is not an odex checkpoint, or weights of
+    another model are a `ConfigError` naming `key=path` and the first differences."""
+    from odex.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={path}: no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+    try:
+        state = load(path)
+    except Exception as e:  # noqa: BLE001 -- whatever torch.load says, the file is not a checkpoint
+        raise ConfigError(f"{key}={path}: not a checkpoint torch can read ({type(e).__name__})") from None
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{key}={path}: not an odex checkpoint (no model weights in it)")
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes)):
+            if items:
+                parts.append(f"{len(items)} {what}: {', '.join(items[:2])}" + (", ..." if len(items) > 2 else ""))
+        raise ConfigError(f"{key}={path}: the checkpoint's weights do not fit this model "
+                          f"({type(model).__name__}; {'; '.join(parts)}): use the model settings it was trained with")
+    model.load_state_dict(weights)
+    return state

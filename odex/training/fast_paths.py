@@ -1,0 +1,122 @@
+"""Speed settings (`trainer.precision`, `trainer.compile`, `trainer.channels_last`,
+`trainer.fixed_grid`, `trainer.adaptive_loop`, `trainer.cuda_graph`): the vector fields' are applied once to a built model
+by `FastPaths.apply(model)`; the training step is built by `FastPaths.train_step(...)`.
+
+- precision=bf16: every vector-field evaluation runs under `torch.autocast(bfloat16)` and its
+  output is cast back to the state's dtype (odex.ode.nfe.CountedField), so the solver's state, its
+  stage combinations, its error control and an adjoint's state all stay in float32; only the
+  field's own arithmetic (convolutions, matmuls) drops to bf16.
+- compile: `torch.compile` of each ODE block's vector field in place (`nn.Module.compile`, so
+  the state_dict keys and checkpoints stay those of the eager model). `true` means the default
+  backend (inductor); a string names a backend ("aot_eager" is a cheap one for testing).
+  The solver's Python stepping (torchdiffeq) stays eager. `auto` compiles (inductor) only where
+  a start-up probe of the field, eager against compiled, says the cold compile is repaid within
+  the run (odex/training/compile_choice.py; decided in odex.train.run once the data is there).
+- fixed_grid=odex: ODE blocks with a fixed-step euler/midpoint/rk4 solver and grad=direct step
+  on odex's own grid (odex/ode/loops/fixed_grid.py): torchdiffeq's arithmetic without its host reads of the
+  time grid, so a training step makes no host sync at all (and could be captured in a CUDA graph).
+- adaptive_loop=odex: ODE blocks with an adaptive solver (dopri5, bosh3, ...) use the same solver
+  stepped with one host read per step instead of about nine (odex/ode/loops/adaptive.py), for every
+  gradient method: the same steps, NFE, solution and gradients.
+- cuda_graph: the whole training step captured once as a CUDA graph and replayed per batch
+  (odex/training/cuda_graph.py); implies the sync-free fixed grid, and is refused (ConfigError, before
+  training) for a model with a block whose solve syncs, and off a CUDA device.
+- channels_last: the model's 4-d weights in channels-last memory format (cuDNN then picks NHWC
+  convolution kernels; the inputs follow the weights).
+
+All off by default: each is switched on only where a benchmark (scripts/bench.py) shows a gain and
+training still reaches the same accuracy. TF32 is a separate switch (trainer.tf32, on by default).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from odex.ode.loops.adaptive import ONE_READ_METHODS
+from odex.training.cuda_graph import GraphedTrainStep
+from odex.errors import ConfigError
+from odex.ode.loops.fixed_grid import use_sync_free_grid
+from odex.ode.nfe import counted_fields
+from odex.ode.block import ODEBlock
+from odex.ode.precision import field_dtype
+from odex.training.train_step import TrainStep
+
+
+@dataclass
+class FastPaths:
+    precision: str = "fp32"
+    compile: bool | str | None = None
+    channels_last: bool = False
+    fixed_grid: str = "torchdiffeq"
+    cuda_graph: bool = False
+    adaptive_loop: str = "torchdiffeq"
+
+    def __post_init__(self) -> None:
+        field_dtype(self.precision)          # a ConfigError for an unknown name
+        if self.fixed_grid not in ("torchdiffeq", "odex"):
+            raise ConfigError(f"trainer.fixed_grid must be torchdiffeq or odex, got {self.fixed_grid!r}")
+        if self.adaptive_loop not in ("torchdiffeq", "odex"):
+            raise ConfigError(f"trainer.adaptive_loop must be torchdiffeq or odex, got {self.adaptive_loop!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ConfigError(f"trainer.cuda_graph must be true or false, got {self.cuda_graph!r}")
+        if self.compile is not None and not isinstance(self.compile, (bool, str)):
+            raise ConfigError(f"trainer.compile must be false, true, auto or a torch.compile backend name, "
+                              f"got {self.compile!r}")
+        if isinstance(self.compile, str):
+            if self.compile.lower() in ("", "none", "false", "eager"):
+                self.compile = None
+            elif self.compile.lower() == "true":
+                self.compile = True
+            elif self.compile.lower() == "auto":
+                self.compile = "auto"
+            else:
+                from torch._dynamo import list_backends
+                known = set(list_backends(exclude_tags=())) | {"inductor"}
+                if self.compile not in known:   # name the everyday backends, accept the debug ones too
+                    raise ConfigError(f"trainer.compile={self.compile}: must be false, true (inductor), auto "
+                                      f"(inductor where a start-up probe says it pays) or a torch.compile "
+                                      f"backend: {', '.join(sorted(set(list_backends()) | {'inductor'}))}")
+
+    @property
+    def auto_compile(self) -> bool:
+        """trainer.compile=auto: `apply` leaves the fields eager; odex.training.compile_choice decides."""
+        return self.compile == "auto"
+
+    @property
+    def backend(self) -> str | None:
+        """The torch.compile backend, or None for eager (and for auto, until its probe decided)."""
+        if not self.compile or self.auto_compile:
+            return None
+        return "inductor" if self.compile is True else self.compile
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Switch the settings on for every ODE block of `model` (in place; returns it)."""
+        dtype = field_dtype(self.precision)
+        if self.backend is not None:
+            # torchdiffeq's adjoint takes each field's VJP with retain_graph=True, which a compiled
+            # backward that donates its saved buffers refuses; donation only saves memory.
+            import torch._functorch.config as functorch_config
+            functorch_config.donated_buffer = False
+        for counted in counted_fields(model):
+            counted.autocast_dtype = dtype
+            if self.backend is not None:
+                counted.field.compile(backend=self.backend)
+        for block in model.modules():
+            if not isinstance(block, ODEBlock):
+                continue
+            if self.fixed_grid == "odex":
+                use_sync_free_grid(block)
+            if self.adaptive_loop == "odex" and block.solver.method in ONE_READ_METHODS:
+                block.solver = replace(block.solver, method=ONE_READ_METHODS[block.solver.method])
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def train_step(self, model: nn.Module, objective, optimizer: torch.optim.Optimizer, *,
+                   grad_clip: float | None = None, device: torch.device) -> TrainStep:
+        """The training loop's step: eager, or replayed as a CUDA graph (trainer.cuda_graph)."""
+        if self.cuda_graph:
+            return GraphedTrainStep(model, objective, optimizer, grad_clip, device=device)
+        return TrainStep(model, objective, optimizer, grad_clip)

@@ -1,0 +1,175 @@
+"""Stopping cleanly when the scheduler says so (SLURM preemption, a time limit, `kill`).
+
+SIGTERM (preemption, `scancel`, `kill`), SIGUSR1 (`sbatch --signal=USR1@120`: the time limit is near)
+and SIGUSR2 (submitit's preemption/timeout signal) only set a flag here. The training loop reads that
+flag -- a Python attribute, so no GPU synchronisation -- at each batch boundary, writes a checkpoint
+there and raises `Preempted`; the run is recorded as `failed: preempted (...)` and `odex-train` then
+hands the signal over (`StopSignals.hand_over`): to submitit's own handler when the job runs under
+submitit (it pickles the job again and requeues it), otherwise it exits with 128 + the signal number.
+The requeued or rerun job continues from the checkpoint with `trainer.resume=auto`.
+
+A second stop signal while the first waits for a batch boundary (a long evaluation, a stiff solve)
+stops at once: the handler raises `Preempted`, the run is recorded as preempted, and the last
+checkpoint -- the previous epoch's, written atomically -- is what a rerun resumes from.
+
+Python runs a signal handler in the main thread between two bytecodes, so setting an attribute there
+is safe; anything heavier (saving tensors mid-step) would not be.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+from odex.errors import OdexError
+
+# SIGUSR2 is submitit's default preemption/timeout signal (SUBMITIT_PREEMPT_SIGNAL changes it).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n))
+
+
+class Preempted(OdexError):
+    """A stop signal arrived; a checkpoint was written and the run can be resumed."""
+
+
+class StopSignals:
+    """Context manager that turns the stop signals into `requested` for the training loop.
+
+    Outside the main thread (where Python cannot install handlers) it installs nothing and only
+    serves as a flag that code may set with `request(signum)` (as the tests do).
+    """
+
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
+        self.signals = signals
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._installed = False
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def request(self, signum: int, frame=None) -> None:
+        """The handler: remember the first stop signal; the loop stops at the next batch boundary.
+        A second one (from a running handler, not a test's direct call) stops now."""
+        # Nothing else here: printing or logging from a handler can re-enter a stream the main
+        # thread is writing (tqdm, logging) and fail; the loop reports the stop when it sees it.
+        if self.signum is None:
+            self.signum = signum
+        elif frame is not None:
+            raise Preempted(f"preempted ({self.name}, then {signal.Signals(signum).name} again before a batch "
+                            "boundary): stopped at once; the last checkpoint is kept: resume with "
+                            "trainer.resume=auto")
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self.request)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            for s, previous in self._previous.items():
+                signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+            self._installed = False
+
+    def hand_over(self) -> None:
+        """After the checkpoint: pass the signal on to whoever handled it before us, then exit.
+
+        Under submitit that handler checkpoints the launcher's call and requeues the job (it exits
+        itself); for SIGTERM it only logs. Everywhere else this process exits with 128 + signum, the
+        status a shell reports for a process the signal ended, so a sweep stops here too; rerunning
+        it with the same hydra.sweep.dir resumes this job and skips the finished ones.
+        """
+        if self.signum is None:
+            return
+        previous = self._previous.get(self.signum)
+        if callable(previous):
+            previous(self.signum, None)
+        sys.exit(128 + self.signum)
+
+
+def _children_of(pid: int) -> list[int]:
+    """Every descendant of `pid` (from /proc: Linux), nearest first."""
+    import os
+
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+class SweepParentSignals:
+    """In the process that runs a multirun (the launcher's parent): SIGTERM or SIGINT stops the
+    workers too. joblib's loky workers and submitit_local's job processes are this process's
+    descendants; without this, killing the parent left them running (and a worker started a
+    queued job after the parent had died). The handler sends the signal on to every descendant
+    (a running job checkpoints at its next batch boundary, odex.training.signals.StopSignals), waits up to
+    `grace_s` for them, kills what is left, and exits with 128 + the signal number. Rerunning the
+    same command with the same hydra.sweep.dir finishes the unfinished jobs (trainer.resume=auto).
+    Jobs that the basic launcher runs in this very process have their own StopSignals, which take
+    over while a job runs."""
+
+    def __init__(self, grace_s: float = 30.0):
+        self.grace_s = grace_s
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        import os
+        import time
+
+        me = os.getpid()
+        workers = _children_of(me)
+        for pid in workers:
+            try:
+                os.kill(pid, signum if signum != signal.SIGINT else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        for pid in workers + _children_of(me):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        print(f"odex: sweep stopped by {signal.Signals(signum).name}: its {len(workers)} worker processes "
+              "stopped; run the same command with the same hydra.sweep.dir to finish the unfinished jobs",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    def __enter__(self) -> "SweepParentSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by its parent, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

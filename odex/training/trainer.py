@@ -1,0 +1,307 @@
+"""The one training loop.
+
+Per epoch: shuffle on the device, for each batch compute the objective, backpropagate (the model's
+ODE blocks pick the gradient method), clip, step (odex/training/train_step.py; with trainer.cuda_graph=true
+one CUDA graph replay, odex/training/cuda_graph.py); every metric is accumulated in device tensors and
+read back once, at the epoch boundary, together with the NFE counters, after the single GPU
+synchronisation that also times the epoch. Then validation and test evaluation, one row to the
+tracker, and an atomic checkpoint. A non-finite loss or a failed solve stops the run with
+`TrainingFailed`; the last good checkpoint stays.
+
+Resume and preemption (odex/training/resume.py, odex/training/signals.py): `fit(resume=checkpoint)` continues where
+the checkpoint left off. A stop signal is noticed at the next batch boundary; the loop then writes a
+mid-epoch checkpoint (the state after the batches done so far, the epoch's running sums and the
+batch generator's state at the epoch's start) and raises `Preempted`. Resuming replays the epoch's
+batch order from that generator state, skips the batches already done, and restores everything else
+just before the first batch it trains on, so the run ends with the numbers of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import odex.training.checkpoint as ckpt
+import odex.training.threads as cpu_threads
+from odex.data import DataBundle
+from odex.data.batches import Batches, RandomCropFlip
+from odex.errors import ConfigError, TrainingFailed
+from odex.evaluate.evaluators import evaluate
+from odex.training.fast_paths import FastPaths
+from odex.ode.nfe import counted_fields, reset_nfe, total_nfe
+from odex.optim.optimizers import Schedule
+from odex.training.resume import MODES as RESUME_MODES
+from odex.training.resume import fingerprint as resume_fingerprint
+from odex.training.signals import Preempted, StopSignals
+from odex.tracking.tracker import Tracker
+
+log = logging.getLogger("odex")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but CUDA is not available here; use trainer.device=auto or cpu")
+    return dev
+
+
+def call_hooks(parts, hook: str, **kwargs) -> None:
+    """Call `hook(**kwargs)` on every part that defines it (model, objective, callbacks).
+
+    Hooks: on_fit_start(trainer, model, optimizer, schedule) -- `trainer.run_dir` is the run's
+    folder --, on_epoch_start(epoch), on_step_end(epoch, step), on_evaluate_start(epoch, model,
+    train_batches, final) -- after the epoch's training, before its evaluation (stochastic weight
+    averaging puts the averaged weights in here) --, on_epoch_end(epoch, metrics, model, optimizer)
+    -- may add to `metrics` before they are logged --, on_fit_end(model). A part that keeps state
+    across epochs also defines state_dict() / load_state_dict(), saved in the checkpoint.
+    """
+    for p in parts:
+        fn = getattr(p, hook, None)
+        if callable(fn):
+            fn(**kwargs)
+
+
+def _host(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Read a dict of device scalars back in one transfer."""
+    if not values:
+        return {}
+    keys = list(values)
+    flat = torch.stack([torch.as_tensor(values[k]).detach().float().reshape(()) for k in keys])
+    return dict(zip(keys, flat.tolist()))
+
+
+class Trainer:
+    def __init__(self, max_epochs: int = 10, device: str = "auto", seed: int = 0,
+                 eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
+                 tf32: bool = True, resume: str = "auto", precision: str = "fp32",
+                 compile: bool | str | None = None, channels_last: bool = False,
+                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq",
+                 threads: int | str = "auto", init_from: str | None = None):
+        if max_epochs < 0:
+            raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
+        if eval_every < 1:
+            raise ConfigError(f"trainer.eval_every must be >= 1, got {eval_every}")
+        if resume not in RESUME_MODES:
+            raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
+        self.resume = resume              # read by odex.train.run (odex/training/resume.py)
+        if init_from is not None and not Path(str(init_from)).is_file():
+            raise ConfigError(f"trainer.init_from={init_from}: no such file "
+                              "(an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+        self.init_from = init_from        # a new run starts from these weights (fit)
+        # before anything is built or trained (odex/training/threads.py); isolated_job puts it back after the job
+        self.threads, why = cpu_threads.apply(threads)
+        log.info("torch threads: %d (%s)", self.threads, why)
+        # the vector fields' speed settings, applied by odex.train.run once the model is built
+        self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid, cuda_graph, adaptive_loop)
+        self.max_epochs = max_epochs
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.eval_every = eval_every
+        self.grad_clip = grad_clip
+        self.progress = progress          # None: a bar only when the output is a terminal
+        # set by odex.train.run inside a sweep: the job's label (job number and swept values) for
+        # the bars, and whether the launcher runs jobs side by side, whose bars would overwrite each
+        # other on one terminal line: there the default is no bar (the per-epoch log lines remain)
+        self.job_label: str | None = None
+        self.parallel = False
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+
+    def _bar_disabled(self) -> bool | None:
+        """tqdm's `disable`: None (a bar only on a terminal) by default, no bar by default when jobs
+        run in parallel, and what trainer.progress says when it is set."""
+        if self.progress is not None:
+            return not self.progress
+        return True if self.parallel else None
+
+    def progress_bar(self, epoch: int, n_batches: int) -> tqdm:
+        """The epoch's bar, named after the job in a sweep: `job 3 optim.lr=0.01 epoch 1/10`."""
+        return tqdm(total=n_batches, unit="batch", leave=True, disable=self._bar_disabled(),
+                    desc=(f"{self.job_label} " if self.job_label else "") + f"epoch {epoch}/{self.max_epochs}")
+
+    def batches(self, data: DataBundle, generator: torch.Generator) -> dict[str, Batches]:
+        augment = None if data.augment is None else RandomCropFlip(**data.augment)
+        out = {"train": Batches(data.train, data.batch_size, shuffle=True, generator=generator, augment=augment),
+               "test": Batches(data.test, data.eval_batch_size)}
+        if data.val is not None:
+            out["val"] = Batches(data.val, data.eval_batch_size)
+        return out
+
+    def fit(self, *, model: nn.Module, data: DataBundle, objective, optimizer: torch.optim.Optimizer,
+            schedule: Schedule, evaluators: dict, tracker: Tracker, run_dir: str | Path,
+            generator: torch.Generator, start_epoch: int = 0,
+            callbacks: dict | None = None, resume: dict[str, Any] | None = None,
+            stop: StopSignals | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train from `start_epoch` (or from the `resume` checkpoint) to max_epochs. `stop.requested`
+        ends the run at a batch boundary with a checkpoint and `Preempted`; `config` (the resolved
+        run configuration) is stored in checkpoints so a resumption can check it is the same run."""
+        callbacks = dict(callbacks or {})
+        parts = [model, objective, *callbacks.values()]
+        loaders = self.batches(data, generator)
+        last_path = Path(run_dir) / "checkpoints" / "last.pt"
+        fingerprint = None if config is None else resume_fingerprint(config)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.run_dir = Path(run_dir)
+        if resume is None and self.init_from is not None:     # a resumed run has its own weights
+            ckpt.load_weights(model, self.init_from, "trainer.init_from")
+            log.info("starting from the weights in %s", self.init_from)
+        call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
+        progress, elapsed = None, 0.0
+        if resume is not None:            # after on_fit_start, so callbacks' state exists to load into
+            start_epoch, progress, elapsed = _restore(resume, model=model, optimizer=optimizer,
+                                                      schedule=schedule, callbacks=callbacks,
+                                                      tracker=tracker, generator=generator)
+        t_start = time.perf_counter() - elapsed
+        # after the checkpoint's optimizer state is in (a CUDA graph moves it to the device), and
+        # before any training, so a graph the model cannot have is a ConfigError up front
+        train_step = self.fast_paths.train_step(model, objective, optimizer, grad_clip=self.grad_clip,
+                                                device=self.device)
+
+        def save(epoch_done: int, epoch_progress: dict | None = None) -> None:
+            ckpt.save_atomic({
+                "epoch": epoch_done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "rng": ckpt.rng_state(generator),
+                "tracker": tracker.state(), "metrics": dict(tracker.last),
+                "callbacks": {k: c.state_dict() for k, c in callbacks.items() if hasattr(c, "state_dict")},
+                "elapsed_s": time.perf_counter() - t_start, "progress": epoch_progress,
+                "config": fingerprint,
+            }, last_path)
+
+        for epoch in range(start_epoch + 1, self.max_epochs + 1):
+            t0 = time.perf_counter()
+            call_hooks(parts, "on_epoch_start", epoch=epoch)
+            model.train()
+            reset_nfe(model)
+            # The epoch's batch order (and augmentation) is drawn from here: kept for a mid-epoch
+            # checkpoint, which replays it. get_state() copies the generator's state, no GPU sync.
+            if progress is not None:
+                generator.set_state(progress["batches_rng"])
+            epoch_rng = generator.get_state()
+            zero = torch.zeros((), device=self.device)
+            loss_sum, correct, seen_logits, stat_sums = zero.clone(), zero.clone(), 0, {}
+            n_seen = 0
+            n_batches = len(loaders["train"])
+            bar = self.progress_bar(epoch, n_batches)
+            for k, (x, y) in enumerate(loaders["train"]):
+                if progress is not None:
+                    if k < progress["step"]:   # done before the interruption: replayed, not trained
+                        continue
+                    sums = _restore_progress(progress, model, self.device)
+                    loss_sum, correct, seen_logits, n_seen = (sums["loss_sum"], sums["correct"],
+                                                              sums["seen_logits"], sums["n_seen"])
+                    stat_sums, t0 = sums["stat_sums"], t0 - progress["epoch_s"]
+                    bar.update(k)
+                    progress = None
+                if stop is not None and stop.requested:     # a Python bool: no GPU sync
+                    save(epoch - 1, _progress(k, epoch_rng, model, time.perf_counter() - t0, {
+                        "loss_sum": loss_sum, "correct": correct, "seen_logits": seen_logits,
+                        "n_seen": n_seen, "stat_sums": stat_sums}))
+                    bar.close()
+                    raise Preempted(f"preempted ({stop.name}) in epoch {epoch} after batch {k}/{n_batches}; "
+                                    f"checkpoint in {last_path}: resume with trainer.resume=auto")
+                step = train_step(x, y)          # objective, backward, clip, optimizer step
+                schedule.step("step")
+                call_hooks(parts, "on_step_end", epoch=epoch, step=step)
+                n = len(y)
+                n_seen += n
+                loss_sum += step.loss.detach() * n
+                if step.logits is not None:
+                    correct += (step.logits.detach().argmax(1) == y).sum()
+                    seen_logits += n
+                for k_, v in step.stats.items():
+                    stat_sums[k_] = stat_sums.get(k_, 0) + v.detach() * n
+                bar.update()
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            epoch_s = time.perf_counter() - t0
+
+            device_values = {"train/loss": loss_sum / max(n_seen, 1),
+                             **{k: v / max(n_seen, 1) for k, v in stat_sums.items()}}
+            if seen_logits:
+                device_values["train/acc"] = correct / seen_logits
+            nfe = total_nfe(model)
+            if nfe is not None:
+                device_values["nfe/forward"] = nfe[0].float() / len(loaders["train"])
+                device_values["nfe/backward"] = nfe[1].float() / len(loaders["train"])
+            metrics = _host(device_values)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
+                            nfe=f"{metrics.get('nfe/forward', 0):.1f}/{metrics.get('nfe/backward', 0):.1f}")
+            bar.close()
+            if not math.isfinite(metrics["train/loss"]):
+                raise TrainingFailed(
+                    f"train/loss became {metrics['train/loss']} in epoch {epoch}: try a lower optim.lr "
+                    f"or trainer.grad_clip (the last good checkpoint is kept in {last_path.parent})")
+            metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+            if getattr(train_step, "captures", None) is not None:    # trainer.cuda_graph
+                metrics["cuda_graph/captures"] = train_step.captures
+            schedule.step("epoch")
+
+            final = epoch == self.max_epochs     # all evaluators run; before, those with `every` only when due
+            call_hooks(parts, "on_evaluate_start", epoch=epoch, model=model, train_batches=loaders["train"],
+                       final=final)
+            if "val" in loaders:
+                metrics.update(_host(evaluate(evaluators, model, loaders["val"], "val", epoch=epoch, final=final)))
+            if epoch % self.eval_every == 0 or final:
+                metrics.update(_host(evaluate(evaluators, model, loaders["test"], "test", epoch=epoch, final=final)))
+            metrics["time/epoch_s"] = epoch_s
+            metrics["time/total_s"] = time.perf_counter() - t_start
+            if cuda:
+                metrics["mem/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+            call_hooks(parts, "on_epoch_end", epoch=epoch, metrics=metrics, model=model, optimizer=optimizer)
+            tracker.log(metrics, epoch)
+            save(epoch)
+            if stop is not None and stop.requested and epoch < self.max_epochs:
+                raise Preempted(f"preempted ({stop.name}) after epoch {epoch}; checkpoint in {last_path}: "
+                                "resume with trainer.resume=auto")
+        call_hooks(parts, "on_fit_end", model=model)
+        return {"epochs": self.max_epochs}
+
+
+def _progress(step: int, epoch_rng: torch.Tensor, model: nn.Module, epoch_s: float,
+              sums: dict[str, Any]) -> dict[str, Any]:
+    """What a mid-epoch checkpoint adds: where in the epoch, the epoch's running sums and NFE
+    counters, and the global random states (the objective or the model may draw from them)."""
+    return {"step": step, "batches_rng": epoch_rng, "epoch_s": epoch_s, "sums": sums,
+            "nfe": [(m.nfe_forward.clone(), m.nfe_backward.clone()) for m in counted_fields(model)],
+            "rng": ckpt.rng_state()}
+
+
+def _restore_progress(progress: dict[str, Any], model: nn.Module, device: torch.device) -> dict:
+    """Put back the state at the batch the interrupted run was about to train on; returns the sums."""
+    for m, (fwd, bwd) in zip(counted_fields(model), progress["nfe"]):
+        m.nfe_forward.copy_(fwd)
+        m.nfe_backward.copy_(bwd)
+    ckpt.set_rng_state(progress["rng"])
+    sums = dict(progress["sums"])
+    for key in ("loss_sum", "correct"):
+        sums[key] = sums[key].to(device)
+    sums["stat_sums"] = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in sums["stat_sums"].items()}
+    return sums
+
+
+def _restore(state: dict[str, Any], *, model, optimizer, schedule, callbacks, tracker,
+             generator) -> tuple[int, dict | None, float]:
+    """Load a checkpoint into the run's objects; returns (epochs done, mid-epoch progress, seconds
+    the run had taken)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    for name, c in callbacks.items():
+        if hasattr(c, "load_state_dict") and name in state.get("callbacks", {}):
+            c.load_state_dict(state["callbacks"][name])
+    tracker.last.update(state.get("metrics", {}))
+    progress = state.get("progress")
+    if progress is None:                  # an epoch boundary: the random states are those at its end
+        ckpt.set_rng_state(state["rng"], generator)
+    return state["epoch"], progress, float(state.get("elapsed_s", 0.0))

@@ -1,0 +1,44 @@
+"""A sixth gradient method, defined only here: registering it from outside odex makes the CLI test
+(test_cli.py), the gradient tests (test_odeint.py) and the benchmark's method list
+(scripts/bench_grad.py) take it up, none of them edited. conftest.py imports this module; its
+YAML is tests/conf/grad/checkpointed.yaml, found through `hydra.searchpath` (conftest.run_cli).
+
+Checkpointed backprop (Chen et al., "Training Deep Nets with Sublinear Memory Cost", 2016, applied
+to the whole solve): the forward solve keeps no intermediate stages; `loss.backward()` runs the
+solve again with autograd recording and backpropagates through it. Its gradient is the direct
+method's, exactly, at the memory of one solve's output, for one extra forward solve (counted as
+backward NFE). torch.utils.checkpoint does the recomputation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torchdiffeq
+from torch.utils.checkpoint import checkpoint
+
+from odex import schema
+from odex.ode.grad import GradientMethod, register
+
+
+@dataclass
+class CheckpointedSchema(schema.Grad):
+    # the recomputation runs BatchNorm in training mode twice (its running statistics move twice);
+    # a tuple state is left out to keep the example short
+    supports: ClassVar = schema.GradSupports(tuple_states=False, train_batchnorm=False)
+
+
+class CheckpointedBackprop(GradientMethod):
+    name = "checkpointed"
+
+    def solve(self, func, y0, t, *, method, rtol, atol, options):
+        def run(y0_):
+            return torchdiffeq.odeint(func, y0_, t, method=method, rtol=rtol, atol=atol, options=options)
+
+        if not torch.is_grad_enabled():
+            return run(y0)
+        return checkpoint(run, y0, use_reentrant=False, preserve_rng_state=True)
+
+
+register("checkpointed", CheckpointedBackprop, CheckpointedSchema)
