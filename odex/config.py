@@ -37,6 +37,35 @@ MOVED: dict[str, str] = {
 }
 
 
+# Keys that moved (issue 14): `trainer.fixed_grid=odex` and `trainer.adaptive_loop=odex` are now the
+# solver's `solver.loop=odex`. On the command line the old key is one line saying so; in a run saved
+# before, `current_config` turns either into solver.loop=odex.
+MOVED_KEYS: dict[str, str] = {"trainer.fixed_grid": "solver.loop", "trainer.adaptive_loop": "solver.loop"}
+
+
+def current_config(node):
+    """A saved run's config (plain dicts, nested or flattened to dotted keys) as odex reads it now:
+    every `_target_` of a moved module renamed (`odex.grad.Direct` -> `odex.ode.grad.Direct`), and
+    the moved keys (MOVED_KEYS) turned into their new one; everything current unchanged."""
+    node = current_targets(node)
+    if not isinstance(node, dict):
+        return node
+    flat = any("." in str(k) for k in node)
+    old = [k for k in MOVED_KEYS if (k in node if flat else k.split(".")[1] in (node.get("trainer") or {}))]
+    if not old:
+        return node
+    node = dict(node)
+    if flat:
+        values = [node.pop(k) for k in old]
+        node.setdefault("solver.loop", "odex" if "odex" in values else "torchdiffeq")
+    else:
+        node["trainer"] = dict(node["trainer"])
+        values = [node["trainer"].pop(k.split(".")[1]) for k in old]
+        node["solver"] = dict(node.get("solver") or {})
+        node["solver"].setdefault("loop", "odex" if "odex" in values else "torchdiffeq")
+    return node
+
+
 def current_targets(node):
     """`node` (plain dicts and lists, nested or flattened to dotted keys) with every `_target_` that
     names a class or function of a moved module (`odex.grad.Direct`) renamed to where it lives now
@@ -154,6 +183,9 @@ def describe(ann) -> str:
         return "a string"
     if ann is schema.Radius:
         return "a radius >= 0 (a number, or a fraction such as 8/255)"
+    if ann is schema.SolverMethod:
+        from odex.ode import tableau
+        return "one of " + ", ".join(tableau.names())
     if is_dataclass(ann):
         return "{" + ", ".join(f.name for f in fields(ann)) + "}"
     return str(ann)
@@ -247,6 +279,11 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         return
     if ann is str:
         if not isinstance(value, str):
+            raise bad()
+        return
+    if ann is schema.SolverMethod:
+        from odex.ode import tableau
+        if value not in tableau.names():
             raise bad()
         return
     if ann is schema.Radius:
@@ -395,6 +432,11 @@ def validate(cfg, choices: dict | None = None) -> None:
     _cross_checks(tree, parts, choices)
 
 
+def _odex_steps(method) -> bool:
+    from odex.ode import tableau
+    return method not in tableau.TORCHDIFFEQ_ONLY
+
+
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     """Values that are fine alone but not together, and the combinations of parts that cannot work,
     each asked of what the parts declare (odex/schema.py)."""
@@ -406,7 +448,10 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
 
     # solver: a fixed-step solve needs its step
     method = solver.get("method")
-    fixed = method in schema.FIXED
+    fixed = schema.is_fixed_step(method)
+    if parts["solver"] is not None and solver.get("loop") == "odex" and not _odex_steps(method):
+        raise refuse("solver.loop", "odex", f"steps Runge-Kutta tableaux; solver.method={method} is a multistep "
+                                            "method only solver.loop=torchdiffeq steps")
     if parts["solver"] is not None and fixed and solver.get("steps") is None and solver.get("step_size") is None:
         raise refuse("solver.steps", None, f"solver.method={method} is fixed-step: set solver.steps=N "
                                            "or solver.step_size=h")
@@ -437,7 +482,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     for key in ("eval.pgd.solver", "eval.dynamics.solver"):
         group, name, _ = key.split(".")
         node = ((tree.get(group) or {}).get(name) or {}).get("solver")
-        if parts.get(f"{group}.{name}") is not None and node and node.get("method", "dopri5") in schema.FIXED \
+        if parts.get(f"{group}.{name}") is not None and node and schema.is_fixed_step(node.get("method", "dopri5")) \
                 and node.get("steps") is None and node.get("step_size") is None:
             raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
     # schedule piecewise_linear: points rise from 0 to 1, as many factors
@@ -501,8 +546,9 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
                      f"with grad=direct (solver=rk4 grad=direct), or model.dropout=0.0")
     if trainer.get("cuda_graph") is True and str(device).startswith(("cpu", "mps")):
         raise refuse("trainer.cuda_graph", True, f"needs a CUDA device; trainer.device={device}")
-    if trainer.get("cuda_graph") is True and not (supports.cuda_graph and fixed):
-        raise refuse("trainer.cuda_graph", True, "needs a fixed-step solver (euler, midpoint, rk4) with grad=direct")
+    if trainer.get("cuda_graph") is True and not (supports.cuda_graph and fixed and solver.get("loop") == "odex"):
+        raise refuse("trainer.cuda_graph", True, "needs a fixed-step solver (euler, midpoint, rk4, ...) with "
+                                                 "solver.loop=odex and grad=direct")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,6 +602,9 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
     value = text.split("=", 1)[1] if "=" in text else ""
     groups = _groups()
     hydra_msg = " ".join(str(error).split())
+    if bare in MOVED_KEYS:
+        return ConfigError(f"{bare}={value}: moved: the loop is the solver's choice now, {MOVED_KEYS[bare]}="
+                           f"{'odex' if value == 'odex' else 'torchdiffeq|odex'}")
     if bare.startswith("hydra"):
         return ConfigError(f"{text}: {hydra_msg}")
     if "@" not in bare and "." not in bare and "/" not in bare:

@@ -325,15 +325,25 @@ class ODEResNet(Model):
 
 # solver and gradient methods -----------------------------------------------------------------
 
-ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-ADAPTIVE = ADAPTIVE + tuple("odex_" + m for m in ADAPTIVE)
-FIXED = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams")
+class SolverMethod:
+    """The name of a solver: a tableau of odex/ode/tableau.py (built-in or registered), or one of
+    the methods only torchdiffeq's loop steps."""
+
+
+def is_fixed_step(method) -> bool:
+    """Whether `method` is a fixed-step solver (needs solver.steps or solver.step_size)."""
+    from odex.ode import tableau      # plain Python, no torch
+    return method in tableau.names() and not tableau.is_adaptive(method)
+
+
+Loop = Literal["torchdiffeq", "odex"]
 
 
 @dataclass
 class Solver:
     _target_: str = ""
-    method: Literal[ADAPTIVE + FIXED] = "dopri5"      # type: ignore[valid-type]
+    method: SolverMethod = "dopri5"
+    loop: Loop = "torchdiffeq"        # how the steps are taken (odex/ode/loops/)
     rtol: Tol = 1e-3
     atol: Tol = 1e-3
     t1: PosFloat = 1.0
@@ -495,7 +505,8 @@ class Attack:
 @dataclass
 class EvalSolver:
     """Another solver for an evaluation (keys of conf/solver/; t1 belongs to the model)."""
-    method: Literal[ADAPTIVE + FIXED] = "dopri5"      # type: ignore[valid-type]
+    method: SolverMethod = "dopri5"
+    loop: Loop = "torchdiffeq"
     rtol: Tol = 1e-3
     atol: Tol = 1e-3
     step_size: Optional[PosFloat] = None
@@ -600,8 +611,6 @@ class Trainer:
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: Union[bool, str, None] = False
     channels_last: bool = False
-    fixed_grid: Literal["torchdiffeq", "odex"] = "torchdiffeq"
-    adaptive_loop: Literal["torchdiffeq", "odex"] = "torchdiffeq"
     cuda_graph: bool = False
     resume: Literal["never", "auto", "must"] = "auto"
 
@@ -683,5 +692,5 @@ def schema_fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
-__all__ = ["TARGETS", "TOP_LEVEL", "Range", "Radius", "Length", "GradSupports", "ModelTraits", "Needs",
+__all__ = ["TARGETS", "TOP_LEVEL", "Range", "Radius", "SolverMethod", "Length", "GradSupports", "ModelTraits", "Needs",
            "schema_fields", "is_dataclass", "MISSING"]

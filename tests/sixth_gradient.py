@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torchdiffeq
 from torch.utils.checkpoint import checkpoint
 
 from odex import schema
 from odex.ode.grad import GradientMethod, register
+from odex.ode.loops import integrate
 
 
 @dataclass
@@ -32,9 +32,10 @@ class CheckpointedSchema(schema.Grad):
 class CheckpointedBackprop(GradientMethod):
     name = "checkpointed"
 
-    def solve(self, func, y0, t, *, method, rtol, atol, options):
+    def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
         def run(y0_):
-            return torchdiffeq.odeint(func, y0_, t, method=method, rtol=rtol, atol=atol, options=options)
+            return integrate(func, y0_, t, method=method, loop=loop, rtol=rtol, atol=atol, options=options,
+                             times=times)
 
         if not torch.is_grad_enabled():
             return run(y0)

@@ -96,7 +96,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
     from omegaconf import OmegaConf
 
     import odex.training.checkpoint as ckpt
-    from odex.config import build, current_targets, validate
+    from odex.config import build, current_config, validate
     from odex.data.batches import Batches
     from odex.evaluate.evaluators import evaluate
     from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
@@ -110,7 +110,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     config_path = run_config_path(ckpt_path)
     saved = OmegaConf.to_container(OmegaConf.load(config_path))   # unresolved, as saved
-    cfg = apply_overrides(OmegaConf.create(current_targets(saved)), overrides)
+    cfg = apply_overrides(OmegaConf.create(current_config(saved)), overrides)
     validate(cfg, run_choices(config_path, overrides))    # the same checks as odex-train, before any build
     if "init_from" in cfg.trainer:        # the weights are the checkpoint's
         cfg.trainer.init_from = None

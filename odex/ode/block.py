@@ -28,23 +28,25 @@ class ODEBlock(nn.Module):
         self.grad = gradient_method(grad)
         self.grad.check(solver, field)
         self.register_buffer("t", torch.tensor([0.0, float(solver.t1)]), persistent=False)
+        self.t_host = (0.0, float(self.t[1]))      # the same times on the host: the odex loop reads nothing
 
     def forward(self, y0, t: torch.Tensor | None = None):
         """The state at t1; or, given times `t`, the whole trajectory (first dimension). A state
         may be a tuple of tensors (then so is the result)."""
-        ys = self.integrate(self.field, y0, self.t if t is None else t)
+        ys = self.integrate(self.field, y0, self.t if t is None else t, None if t is not None else self.t_host)
         if t is not None:
             return ys
         return tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
 
-    def integrate(self, func: nn.Module, y0, t: torch.Tensor):
+    def integrate(self, func: nn.Module, y0, t: torch.Tensor, times: tuple[float, ...] | None = None):
         """Solve dz/dt = func(t, z) at the times `t` with this block's solver and gradient method.
         `func` is this block's field or a module that calls it, e.g. the field with a running
         integral appended to the state (odex.objectives.lyapunov): its calls of the field count as this
-        block's forward NFE while the solve runs, and as backward NFE afterwards."""
+        block's forward NFE while the solve runs, and as backward NFE afterwards. `times`: a host
+        copy of `t`, where the caller has one."""
         self.field.backward_phase = False
         try:
-            return odeint(func, y0, t, grad=self.grad, **self.solver.odeint_kwargs())
+            return odeint(func, y0, t, grad=self.grad, times=times, **self.solver.odeint_kwargs())
         finally:
             # Whatever calls the field from now on (an adjoint during loss.backward()) is backward work.
             self.field.backward_phase = True

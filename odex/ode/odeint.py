@@ -5,7 +5,7 @@
 returns the solution at the times `t` (first dimension), like `torchdiffeq.odeint`; `func(t, y)`
 is an `nn.Module`. `grad` names a method in `odex.ode.grad.METHODS` (or is a `GradientMethod`
 instance, which is what the configs build) and `grad_options` are its options, such as the
-backward tolerances.
+backward tolerances; `loop` is how the steps are taken ("torchdiffeq" or "odex", odex/ode/loops/).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from odex.ode.grad import GradientMethod, gradient_method
 def odeint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *,
            grad: str | GradientMethod = "direct", method: str = "dopri5",
            rtol: float = 1e-3, atol: float = 1e-3, options: dict[str, Any] | None = None,
-           grad_options: dict[str, Any] | None = None) -> torch.Tensor:
+           grad_options: dict[str, Any] | None = None, loop: str = "torchdiffeq",
+           times: tuple[float, ...] | None = None) -> torch.Tensor:
     """Solve dy/dt = func(t, y) from y(t[0]) = y0 and return y at every time in `t` (stacked on a
     new first dimension), as `torchdiffeq.odeint` does; gradients reach `y0`, `t` and func's
     parameters by the gradient method `grad`.
@@ -31,13 +32,17 @@ def odeint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *,
     grad:         a name in `odex.ode.grad.METHODS` ("direct", "adjoint", "seminorm", "gq", "anode") or
                   a `GradientMethod` instance (what conf/grad/ builds); `grad_options` are its
                   options, e.g. the backward tolerances.
-    method, rtol, atol, options: the solver, as in torchdiffeq (options e.g. {"step_size": 0.1}).
+    method, rtol, atol, options: the solver, as in torchdiffeq (options e.g. {"step_size": 0.1});
+                  `method` names a tableau in odex.ode.tableau (torchdiffeq's names, and any registered).
+    loop:         "torchdiffeq" (its loop) or "odex" (the same steps without its host reads).
+    times:        optional host copy of `t` (floats): the odex loop then reads nothing back.
 
     A solve that gives up (step underflow, too many steps) raises `odex.errors.SolverError`.
     """
     solver = gradient_method(grad, grad_options)
     try:
-        return solver.solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+        return solver.solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options, loop=loop,
+                            times=times)
     except AssertionError as e:
         raise as_solver_error(e) from e
 

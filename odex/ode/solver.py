@@ -1,23 +1,19 @@
-"""Which numerical solver integrates an ODE block, and over which interval.
+"""Which numerical solver integrates an ODE block, over which interval, stepped by which loop.
 
-A `Solver` is plain data (one YAML per choice in conf/solver/), handed to every ODE block. The
-solvers themselves are torchdiffeq's: adaptive `dopri5`, `bosh3`, ... with `rtol`/`atol`, and
-fixed-step `euler`, `midpoint` (RK2), `rk4` (torchdiffeq's rk4 is the 3/8 rule) with either
-`step_size` or a number of `steps` on [0, t1]. `odex_dopri5`, `odex_bosh3`, ... are torchdiffeq's
-adaptive solvers with one host read per step (odex/ode/loops/adaptive.py).
+A `Solver` only describes (one YAML per choice in conf/solver/); it is handed to every ODE block,
+and the block's gradient method solves with it. The methods are Butcher tableaux
+(odex/ode/tableau.py): adaptive `dopri5`, `bosh3`, ... with `rtol`/`atol`, and fixed-step `euler`,
+`midpoint` (RK2), `heun3`, `rk4` (the 3/8 rule, as torchdiffeq's) with either `step_size` or a
+number of `steps` on [0, t1]. `loop` says how the steps are taken: torchdiffeq's loop, or odex's
+(the same steps without torchdiffeq's host reads; odex/ode/loops/).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-import odex.ode.loops.adaptive as adaptive_loop  # noqa: F401 -- registers odex_<name> in torchdiffeq's solver table
 from odex.errors import ConfigError
-
-ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
-# the same solvers stepped with one host read per step (odex/ode/loops/adaptive.py, trainer.adaptive_loop=odex)
-ADAPTIVE |= {"odex_" + name for name in ADAPTIVE}
-FIXED = {"euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams"}
+from odex.ode import tableau
 
 
 @dataclass
@@ -31,12 +27,13 @@ class Solver:
     # An adaptive solve that needs more steps than this fails clearly instead of running forever
     # (a diverging model makes dopri5 shrink its step towards zero).
     max_num_steps: int | None = 1000
+    loop: str = "torchdiffeq"
 
     def __post_init__(self) -> None:
-        if self.method not in ADAPTIVE | FIXED:
-            raise ConfigError(
-                f"solver.method={self.method!r} is not a torchdiffeq solver odex supports; "
-                f"choose one of {sorted(ADAPTIVE | FIXED)}")
+        if self.method not in tableau.names():
+            raise ConfigError(f"solver.method={self.method}: must be one of {', '.join(tableau.names())}")
+        from odex.ode.loops import stepper
+        stepper(self.loop, self.method)      # a ConfigError where the loop cannot step the method
         if self.t1 <= 0:
             raise ConfigError(f"solver.t1 must be positive, got {self.t1}")
         if self.fixed:
@@ -49,11 +46,11 @@ class Solver:
 
     @property
     def adaptive(self) -> bool:
-        return self.method in ADAPTIVE
+        return tableau.is_adaptive(self.method)
 
     @property
     def fixed(self) -> bool:
-        return self.method in FIXED
+        return not self.adaptive
 
     @property
     def h(self) -> float | None:
@@ -70,5 +67,5 @@ class Solver:
         return {} if self.max_num_steps is None else {"max_num_steps": self.max_num_steps}
 
     def odeint_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `odex.odeint` (method, tolerances, options)."""
-        return dict(method=self.method, rtol=self.rtol, atol=self.atol, options=self.options)
+        """Keyword arguments for `odex.odeint` (method, loop, tolerances, options)."""
+        return dict(method=self.method, loop=self.loop, rtol=self.rtol, atol=self.atol, options=self.options)

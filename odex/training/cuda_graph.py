@@ -34,8 +34,9 @@ Host values a capture bakes in, and how they stay right:
 
 What cannot be captured: a step that reads a GPU value on the host. torchdiffeq's solvers do
 (time-grid checks, adaptive step-size control), so every ODE block must be on odex's sync-free
-fixed grid (odex/ode/loops/fixed_grid.py: euler/midpoint/rk4 with a fixed step and grad=direct); the blocks
-are switched to it here, and any that cannot be is named in a ConfigError before training starts.
+fixed grid (odex/ode/loops/fixed_grid.py: a fixed-step solver with solver.loop=odex) with a gradient
+method that declares `supports.cuda_graph`; any block that is not is named in a ConfigError before
+training starts.
 The NFE counters (odex/ode/nfe.py) are in-place device adds, so a replay counts its evaluations.
 """
 from __future__ import annotations
@@ -46,7 +47,6 @@ import torch
 from torch import nn
 
 from odex.errors import ConfigError
-from odex.ode.loops.fixed_grid import use_sync_free_grid
 from odex.objectives.classification import Step
 from odex.ode.block import ODEBlock
 from odex.training.train_step import TrainStep
@@ -56,12 +56,14 @@ RECAPTURE_WARNING = 10
 
 
 def graph_blockers(model: nn.Module) -> list[str]:
-    """Switch every ODE block of `model` to the sync-free fixed grid; return those that cannot
-    be (their solves read GPU values on the host), described for an error message."""
+    """The ODE blocks of `model` whose solves read GPU values on the host (not on odex's sync-free
+    fixed grid, or with a gradient method that does not support a graph), described for an error."""
     out = []
     for name, block in model.named_modules():
-        if isinstance(block, ODEBlock) and not use_sync_free_grid(block):
-            out.append(f"{name or '<model>'} (solver {block.solver.method}, grad {block.grad.name})")
+        if isinstance(block, ODEBlock) and not (block.solver.fixed and block.solver.loop == "odex"
+                                                and block.grad.supports.cuda_graph):
+            out.append(f"{name or '<model>'} (solver {block.solver.method}, loop {block.solver.loop}, "
+                       f"grad {block.grad.name})")
     return out
 
 
@@ -70,10 +72,10 @@ def check_graphable(model: nn.Module, device: torch.device) -> None:
     blockers = graph_blockers(model)
     if blockers:
         raise ConfigError(
-            "trainer.cuda_graph=true needs every ODE block on a fixed-step solver (euler, midpoint or "
-            "rk4 with solver.steps or solver.step_size) with grad=direct, whose solve makes no host "
-            "sync; these blocks are not: " + ", ".join(blockers) + ". Use such a solver and grad, "
-            "or trainer.cuda_graph=false")
+            "trainer.cuda_graph=true needs every ODE block on a fixed-step solver (euler, midpoint, "
+            "rk4, ... with solver.steps or solver.step_size) stepped by solver.loop=odex, with grad=direct, "
+            "whose solve makes no host sync; these blocks are not: " + ", ".join(blockers) + ". Use such "
+            "a solver and grad, or trainer.cuda_graph=false")
     if device.type != "cuda":
         raise ConfigError(f"trainer.cuda_graph=true needs a CUDA device, but the run is on {device}; "
                           "use trainer.device=cuda or trainer.cuda_graph=false")

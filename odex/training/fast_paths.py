@@ -1,6 +1,7 @@
 """Speed settings (`trainer.precision`, `trainer.compile`, `trainer.channels_last`,
-`trainer.fixed_grid`, `trainer.adaptive_loop`, `trainer.cuda_graph`): the vector fields' are applied once to a built model
-by `FastPaths.apply(model)`; the training step is built by `FastPaths.train_step(...)`.
+`trainer.cuda_graph`): the vector fields' are applied once to a built model by
+`FastPaths.apply(model)`; the training step is built by `FastPaths.train_step(...)`. How a solve is
+stepped is not here: it is the solver's choice (`solver.loop`, odex/ode/loops/).
 
 - precision=bf16: every vector-field evaluation runs under `torch.autocast(bfloat16)` and its
   output is cast back to the state's dtype (odex.ode.nfe.CountedField), so the solver's state, its
@@ -12,15 +13,10 @@ by `FastPaths.apply(model)`; the training step is built by `FastPaths.train_step
   The solver's Python stepping (torchdiffeq) stays eager. `auto` compiles (inductor) only where
   a start-up probe of the field, eager against compiled, says the cold compile is repaid within
   the run (odex/training/compile_choice.py; decided in odex.train.run once the data is there).
-- fixed_grid=odex: ODE blocks with a fixed-step euler/midpoint/rk4 solver and grad=direct step
-  on odex's own grid (odex/ode/loops/fixed_grid.py): torchdiffeq's arithmetic without its host reads of the
-  time grid, so a training step makes no host sync at all (and could be captured in a CUDA graph).
-- adaptive_loop=odex: ODE blocks with an adaptive solver (dopri5, bosh3, ...) use the same solver
-  stepped with one host read per step instead of about nine (odex/ode/loops/adaptive.py), for every
-  gradient method: the same steps, NFE, solution and gradients.
 - cuda_graph: the whole training step captured once as a CUDA graph and replayed per batch
-  (odex/training/cuda_graph.py); implies the sync-free fixed grid, and is refused (ConfigError, before
-  training) for a model with a block whose solve syncs, and off a CUDA device.
+  (odex/training/cuda_graph.py); needs every block on odex's sync-free fixed grid (a fixed-step
+  solver with solver.loop=odex and a gradient method that supports it), refused (ConfigError,
+  before training) otherwise and off a CUDA device.
 - channels_last: the model's 4-d weights in channels-last memory format (cuDNN then picks NHWC
   convolution kernels; the inputs follow the weights).
 
@@ -29,17 +25,14 @@ training still reaches the same accuracy. TF32 is a separate switch (trainer.tf3
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from odex.ode.loops.adaptive import ONE_READ_METHODS
 from odex.training.cuda_graph import GraphedTrainStep
 from odex.errors import ConfigError
-from odex.ode.loops.fixed_grid import use_sync_free_grid
 from odex.ode.nfe import counted_fields
-from odex.ode.block import ODEBlock
 from odex.ode.precision import field_dtype
 from odex.training.train_step import TrainStep
 
@@ -49,16 +42,10 @@ class FastPaths:
     precision: str = "fp32"
     compile: bool | str | None = None
     channels_last: bool = False
-    fixed_grid: str = "torchdiffeq"
     cuda_graph: bool = False
-    adaptive_loop: str = "torchdiffeq"
 
     def __post_init__(self) -> None:
         field_dtype(self.precision)          # a ConfigError for an unknown name
-        if self.fixed_grid not in ("torchdiffeq", "odex"):
-            raise ConfigError(f"trainer.fixed_grid must be torchdiffeq or odex, got {self.fixed_grid!r}")
-        if self.adaptive_loop not in ("torchdiffeq", "odex"):
-            raise ConfigError(f"trainer.adaptive_loop must be torchdiffeq or odex, got {self.adaptive_loop!r}")
         if not isinstance(self.cuda_graph, bool):
             raise ConfigError(f"trainer.cuda_graph must be true or false, got {self.cuda_graph!r}")
         if self.compile is not None and not isinstance(self.compile, (bool, str)):
@@ -103,13 +90,6 @@ class FastPaths:
             counted.autocast_dtype = dtype
             if self.backend is not None:
                 counted.field.compile(backend=self.backend)
-        for block in model.modules():
-            if not isinstance(block, ODEBlock):
-                continue
-            if self.fixed_grid == "odex":
-                use_sync_free_grid(block)
-            if self.adaptive_loop == "odex" and block.solver.method in ONE_READ_METHODS:
-                block.solver = replace(block.solver, method=ONE_READ_METHODS[block.solver.method])
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return model

@@ -148,8 +148,8 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
         state = _load_checkpoint(path)
         saved = state.get("config")
         if saved is not None:               # a run saved before a module moved names its old one
-            from odex.config import current_targets
-            saved = current_targets(saved)
+            from odex.config import current_config
+            saved = current_config(saved)
         if saved is not None and saved != fingerprint(config):
             raise ConfigError(
                 f"{run_dir} holds a run with another configuration ({_differences(saved, fingerprint(config))}); "

@@ -83,7 +83,7 @@ class Trainer:
                  eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
                  tf32: bool = True, resume: str = "auto", precision: str = "fp32",
                  compile: bool | str | None = None, channels_last: bool = False,
-                 fixed_grid: str = "torchdiffeq", cuda_graph: bool = False, adaptive_loop: str = "torchdiffeq",
+                 cuda_graph: bool = False,
                  threads: int | str = "auto", init_from: str | None = None):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
@@ -100,7 +100,7 @@ class Trainer:
         self.threads, why = cpu_threads.apply(threads)
         log.info("torch threads: %d (%s)", self.threads, why)
         # the vector fields' speed settings, applied by odex.train.run once the model is built
-        self.fast_paths = FastPaths(precision, compile, channels_last, fixed_grid, cuda_graph, adaptive_loop)
+        self.fast_paths = FastPaths(precision, compile, channels_last, cuda_graph)
         self.max_epochs = max_epochs
         self.device = resolve_device(device)
         self.seed = seed

@@ -1,41 +1,131 @@
-"""The continuous adjoint (Chen et al., NeurIPS 2018), through torchdiffeq's `odeint_adjoint`.
+"""The continuous adjoint (Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018).
 
-Backwards in time it solves the augmented system [z, a, dL/dtheta]:
-    dz/dt = f(t, z),  da/dt = -a^T df/dz,  d(dL/dtheta)/dt = -a^T df/dtheta,
-with a += dL/dz(t_i) at each output time. Memory O(1) in the number of steps; the gradient is
-exact only up to the backward tolerances (`grad.rtol`, `grad.atol`, null = the forward ones).
+Backwards in time, on each output interval [t_{i-1}, t_i], it solves the augmented system
 
-`SeminormAdjoint` (Kidger, Chen, Lyons, ICML 2021) leaves the parameter integral out of the
-backward error control, which takes fewer backward steps for the same accuracy of z and a.
+    dz/dt = f(t, z),   da/dt = -a^T df/dz,   d(dL/dtheta)/dt = -a^T df/dtheta,   d(dL/dt)/dt = -a^T df/dt
+
+from z(t_i) = y_i (the forward solution), a(t_i) += dL/dy_i, and adds each interval's integrals
+up. Memory O(1) in the number of steps; the gradient is exact only up to the backward tolerances
+(`grad.rtol`, `grad.atol`, null = the forward ones). The backward step-size control measures the
+augmented state as torchdiffeq does: the largest RMS over z, a, and each parameter's integral.
+
+`SeminormAdjoint` (Kidger, Chen, Lyons, "Hey, that's not an ODE", ICML 2021) leaves the parameter
+integrals out of that measure, which takes fewer backward steps for the same accuracy of z and a.
+
+Why not torchdiffeq's `odeint_adjoint`: its forward and backward solves call torchdiffeq's own
+`odeint`, which looks the method up in torchdiffeq's table, so neither odex's loop nor a tableau
+registered with odex could serve it. This is the same algorithm (same augmented state, same norms,
+hence the same steps, NFE and gradients: tests/test_loops.py compares it with `odeint_adjoint` in
+float64) with both solves through `odex.ode.loops.integrate`.
 """
 from __future__ import annotations
 
-import torchdiffeq
+import torch
+from torchdiffeq._impl.misc import _check_inputs, _flat_to_shape, _mixed_norm
 
 from odex import schema
 from odex.ode.grad.base import GradientMethod
+from odex.ode.loops import integrate, stepper
 
 
 class Adjoint(GradientMethod):
     supports = schema.Adjoint.supports
     name = "adjoint"
-    norm: str | None = None
+    seminorm: bool = False
 
     def __init__(self, rtol: float | None = None, atol: float | None = None):
         self.rtol = rtol
         self.atol = atol
 
-    def solve(self, func, y0, t, *, method, rtol, atol, options):
-        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
-        if self.norm is not None:
-            adjoint_options["norm"] = self.norm
-        return torchdiffeq.odeint_adjoint(
-            func, y0, t, method=method, rtol=rtol, atol=atol, options=options,
-            adjoint_rtol=rtol if self.rtol is None else self.rtol,
-            adjoint_atol=atol if self.atol is None else self.atol,
-            adjoint_method=method, adjoint_options=adjoint_options)
+    def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
+        params = tuple(p for p in func.parameters() if p.requires_grad)
+        backward_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+        # A tuple state is flattened into one tensor (and decreasing times negated) once, here, so
+        # the autograd function sees one tensor; the solves inside it see torchdiffeq's usual input.
+        shapes, flat_func, flat_y0, t_, rtol_, atol_, _, options_, _, _ = _check_inputs(
+            func, y0, t, rtol, atol, method, options, None, {method: stepper(loop, method)})
+        setup = _Setup(method=method, loop=loop, rtol=rtol_, atol=atol_, options=options_,
+                       times=times if t_ is t else None,
+                       backward_rtol=rtol if self.rtol is None else self.rtol,
+                       backward_atol=atol if self.atol is None else self.atol,
+                       backward_options=backward_options,
+                       backward_norm=_augmented_norm(options_["norm"], self.seminorm))
+        ys = _AdjointFn.apply(setup, flat_func, flat_y0, t_, *params)
+        return ys if shapes is None else _flat_to_shape(ys, (len(t),), shapes)
 
 
 class SeminormAdjoint(Adjoint):
     name = "seminorm"
-    norm = "seminorm"
+    seminorm = True
+
+
+class _Setup:
+    """The solve's settings, handed through autograd.Function.apply as one object."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _augmented_norm(state_norm, seminorm: bool):
+    """The backward solve's error measure of (dL/dt, z, a, *dL/dtheta): max of |dL/dt|, the forward
+    norm of z and of a, and (unless `seminorm`) the RMS of each parameter integral."""
+    def norm(aug):
+        vjp_t, z, a, *vjp_params = aug
+        out = max(vjp_t.abs(), state_norm(z), state_norm(a))
+        return out if seminorm else max(out, _mixed_norm(vjp_params))
+    return norm
+
+
+class _AdjointFn(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, setup: _Setup, func, y0: torch.Tensor, t: torch.Tensor, *params):
+        with torch.no_grad():
+            ys = integrate(func, y0, t, method=setup.method, loop=setup.loop, rtol=setup.rtol,
+                           atol=setup.atol, options=setup.options, times=setup.times)
+        ctx.setup, ctx.func = setup, func
+        ctx.save_for_backward(t, ys, *params)
+        return ys
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_ys):
+        setup, func = ctx.setup, ctx.func
+        t, ys, *params = ctx.saved_tensors
+        params = tuple(params)
+        want_t = ctx.needs_input_grad[3]
+
+        def augmented(s, aug):
+            _, z, a, *_ = aug
+            with torch.enable_grad():
+                # The field always sees a time that requires grad, so dL/dt's integrand is computed
+                # (and measured by the step-size control) even when t needs no gradient: torchdiffeq's
+                # odeint_adjoint does the same (its `t_` and `t` are one tensor), and doing as it does
+                # keeps the steps, NFE and gradients identical to it.
+                s_ = s.detach().requires_grad_(True)
+                z = z.detach().requires_grad_(True)
+                f = func(s_, z)
+                vjps = torch.autograd.grad(f, (s_, z, *params), -a, allow_unused=True, retain_graph=True)
+            vjps = [torch.zeros_like(x) if g is None else g for g, x in zip(vjps, (s_, z, *params))]
+            return (vjps[0], f, *vjps[1:])
+
+        with torch.no_grad():
+            aug = [torch.zeros((), dtype=ys.dtype, device=ys.device), ys[-1], grad_ys[-1],
+                   *(torch.zeros_like(p) for p in params)]
+            grad_t = torch.empty(len(t), dtype=t.dtype, device=t.device) if want_t else None
+            options = {**setup.backward_options, "norm": setup.backward_norm}
+            for i in range(len(t) - 1, 0, -1):
+                if want_t:   # moving t_i moves y_i along f: dL/dt_i = dL/dy_i . f(t_i, y_i)
+                    dl_dti = func(t[i], ys[i]).reshape(-1).dot(grad_ys[i].reshape(-1))
+                    aug[0] = aug[0] - dl_dti
+                    grad_t[i] = dl_dti
+                states = integrate(augmented, tuple(aug), t[i - 1:i + 1].flip(0), method=setup.method,
+                                   loop=setup.loop, rtol=setup.backward_rtol, atol=setup.backward_atol,
+                                   options=options)
+                aug = [s[1] for s in states]
+                aug[1] = ys[i - 1]                    # restart z from the forward solution
+                aug[2] = aug[2] + grad_ys[i - 1]
+            if want_t:
+                grad_t[0] = aug[0]
+        grad_y0 = aug[2] if ctx.needs_input_grad[2] else None
+        return (None, None, grad_y0, grad_t, *aug[3:])

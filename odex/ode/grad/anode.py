@@ -29,11 +29,12 @@ BatchNorm normalises with the batch statistics, so the recomputed outputs equal 
 from __future__ import annotations
 
 import torch
-import torchdiffeq
 from torch import nn
 
 from odex.errors import ConfigError
-from odex.ode.solver import ADAPTIVE, Solver
+from odex.ode.loops import integrate
+from odex.ode.solver import Solver
+from odex.ode.tableau import is_adaptive
 from odex import schema
 from odex.ode.grad.base import GradientMethod
 
@@ -49,13 +50,13 @@ class CheckpointedANODE(GradientMethod):
         if solver.adaptive and not self.supports.adaptive_solvers:
             raise ConfigError(_ADAPTIVE_MSG.format(solver.method))
 
-    def solve(self, func, y0, t, *, method, rtol, atol, options):
-        if method in ADAPTIVE:
+    def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
+        if is_adaptive(method):
             raise ConfigError(_ADAPTIVE_MSG.format(method))
 
         def block(y0, t):
-            return torchdiffeq.odeint(func, y0, t, method=method, rtol=rtol, atol=atol,
-                                      options=options)
+            return integrate(func, y0, t, method=method, loop=loop, rtol=rtol, atol=atol, options=options,
+                             times=times)
 
         params = tuple(p for p in func.parameters() if p.requires_grad)
         return _RecomputedSolve.apply(block, func, y0, t, *params)

@@ -1,5 +1,8 @@
 """What a gradient method is: a way to solve an ODE and get gradients of the solution.
 
+Adding one: a subclass with `solve` (its solves through `odex.ode.loops.integrate`), a schema with
+its `supports` (odex/schema.py, or passed to `odex.ode.grad.register`), a YAML in conf/grad/.
+
 Every method has the same call as `odex.odeint` minus `grad`: it returns the solution at the
 times `t` (first dimension), and `loss.backward()` through that solution computes gradients with
 respect to `y0`, the vector field's parameters and (where supported) `t`. Its constructor takes
@@ -23,12 +26,12 @@ class GradientMethod:
     # random field, a CUDA graph): declared once, in its schema (odex/schema.py), which the
     # validation stage reads before anything is built; the loops and models ask this attribute.
     supports: GradSupports = GradSupports()
-    # Which loop steps its solves of the block's own interval: torchdiffeq's, or odex's sync-free
-    # fixed grid (odex/ode/loops/fixed_grid.py) for a method that `supports.backprop`.
-    loop: str = "torchdiffeq"
-
     def solve(self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *, method: str,
-              rtol: float, atol: float, options: dict[str, Any] | None) -> torch.Tensor:
+              rtol: float, atol: float, options: dict[str, Any] | None, loop: str = "torchdiffeq",
+              times: tuple[float, ...] | None = None) -> torch.Tensor:
+        """y at the times `t`. Every solve the method makes, forward or backward, goes through
+        `odex.ode.loops.integrate` with this `loop` (so both loops serve every method); `times`,
+        a host copy of `t` where the caller has one, goes with the forward solve."""
         raise NotImplementedError
 
     def check(self, solver: Solver, field: nn.Module) -> None:

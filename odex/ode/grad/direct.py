@@ -6,15 +6,14 @@ its backward NFE is 0 and its cost shows in the wall-clock.
 """
 from __future__ import annotations
 
-import torchdiffeq
-
 from odex import schema
 from odex.ode.grad.base import GradientMethod
+from odex.ode.loops import integrate
 
 
 class Direct(GradientMethod):
     supports = schema.Direct.supports
     name = "direct"
 
-    def solve(self, func, y0, t, *, method, rtol, atol, options):
-        return torchdiffeq.odeint(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
+        return integrate(func, y0, t, method=method, loop=loop, rtol=rtol, atol=atol, options=options, times=times)

@@ -40,8 +40,8 @@ the [z, a] dynamics per node and per interval end. Like the adjoint's, the resul
 gradient of the exact flow; for the exact gradient of the discretised map use grad=anode.
 
 Written here rather than taken from the authors' package (a-norcliffe/torch_gq_adjoint) because
-that vendors an old torchdiffeq and needs a `func.nfe` attribute; this one runs torchdiffeq 0.2.5's
-own solvers for both solves.
+that vendors an old torchdiffeq and needs a `func.nfe` attribute; this one runs both solves through odex's
+`integrate` (torchdiffeq's solvers and loop, or odex's loop: `solver.loop`).
 """
 from __future__ import annotations
 
@@ -50,11 +50,12 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torchdiffeq
 from torch import nn
 
 from odex.errors import ConfigError
-from odex.ode.solver import ADAPTIVE, Solver
+from odex.ode.loops import integrate
+from odex.ode.solver import Solver
+from odex.ode.tableau import is_adaptive
 from odex import schema
 from odex.ode.grad.base import GradientMethod
 
@@ -78,13 +79,13 @@ class GaussLegendreAdjoint(GradientMethod):
         if field.training and _batchnorms(field):
             raise ConfigError(_BATCHNORM_MSG)
 
-    def solve(self, func, y0, t, *, method, rtol, atol, options):
+    def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
         if any(m.training for m in _batchnorms(func)):
             raise ConfigError(_BATCHNORM_MSG)
         if not isinstance(y0, torch.Tensor):
             raise ConfigError("grad=gq takes a tensor state y0, not a tuple")
         params = tuple(p for p in func.parameters() if p.requires_grad)
-        setup = _Setup(method=method, rtol=rtol, atol=atol, options=dict(options or {}),
+        setup = _Setup(method=method, loop=loop, times=times, rtol=rtol, atol=atol, options=dict(options or {}),
                        backward_rtol=rtol if self.rtol is None else self.rtol,
                        backward_atol=atol if self.atol is None else self.atol,
                        c=self.c, max_nodes=self.max_nodes)
@@ -147,8 +148,8 @@ class _GaussLegendreAdjointFn(torch.autograd.Function):
             nfe += 1
             return func(tt, y)
 
-        ys = torchdiffeq.odeint(counted, y0, t, method=setup.method, rtol=setup.rtol,
-                                atol=setup.atol, options=setup.options)
+        ys = integrate(counted, y0, t, method=setup.method, loop=setup.loop, rtol=setup.rtol,
+                       atol=setup.atol, options=setup.options, times=setup.times)
         ctx.setup, ctx.func, ctx.nfe_forward = setup, func, nfe
         ctx.save_for_backward(t, ys, *params)
         return ys
@@ -168,7 +169,7 @@ class _GaussLegendreAdjointFn(torch.autograd.Function):
             th = tt.tolist()
             fractions = [(th[i] - th[i - 1]) / (th[-1] - th[0]) for i in range(1, n_int + 1)]
         options = {**setup.options, "norm": _pair_rms_norm}
-        if setup.method not in ADAPTIVE:     # node values from a cubic, not a linear, interpolant
+        if not is_adaptive(setup.method):     # node values from a cubic, not a linear, interpolant
             options = {**setup.options, "interp": "cubic"}
 
         def dynamics(s, state):
@@ -190,9 +191,8 @@ class _GaussLegendreAdjointFn(torch.autograd.Function):
             taus, weights = gauss_legendre(node_count(setup.c, ctx.nfe_forward, fractions[i - 1],
                                                       setup.max_nodes), tt[i - 1], tt[i])
             times = torch.cat((tt[i:i + 1], taus, tt[i - 1:i]))
-            states = torchdiffeq.odeint(dynamics, torch.stack((z, a)), -times, method=setup.method,
-                                        rtol=setup.backward_rtol, atol=setup.backward_atol,
-                                        options=options)
+            states = integrate(dynamics, torch.stack((z, a)), -times, method=setup.method, loop=setup.loop,
+                               rtol=setup.backward_rtol, atol=setup.backward_atol, options=options)
             if params:
                 taus, weights = taus.to(ys.dtype), weights.to(ys.dtype)
                 for k in range(len(taus)):

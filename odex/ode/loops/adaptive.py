@@ -1,4 +1,5 @@
-"""Adaptive Runge-Kutta solves with one host read per step (`trainer.adaptive_loop=odex`).
+"""odex's adaptive loop (`solver.loop=odex` with dopri5, bosh3, ... or any adaptive tableau):
+Runge-Kutta solves with one host read per step.
 
 torchdiffeq's adaptive solvers (dopri5, bosh3, ...) read GPU values back to the host about nine
 times per attempted step: the `while next_t > t1` loop test, `isfinite(dt)`, the underflow and the
@@ -17,25 +18,23 @@ decides is decided from it. The output times, max_num_steps and the current time
 (read once per solve). Same accepted and rejected steps, same NFE, same solution and the same
 gradients as torchdiffeq.
 
-The solvers are registered in torchdiffeq's solver table as `odex_<name>` (odex_dopri5, ...), so
-every gradient method built on torchdiffeq (direct, adjoint, seminorm, gq) takes them through its
-usual `method` argument; `trainer.adaptive_loop=odex` renames the ODE blocks' adaptive methods
-(odex/training/fast_paths.py). Written here because torchdiffeq's loop itself makes the reads and no
+Each solver class here is the torchdiffeq loop's class for the same tableau
+(odex/ode/loops/torchdiffeq_loop.py) with its stepping replaced, built on demand by `solver_class`;
+nothing is registered in torchdiffeq. Written here because torchdiffeq's loop itself makes the reads and no
 maintained library runs torchdiffeq's exact steps without them (torchode, the one measured, keeps
 per-sample step sizes and takes more operations per step; docs/benchmarks.md). Not supported:
 `step_t`, `jump_t`, events and step callbacks (odex uses none; they raise ValueError).
 """
 from __future__ import annotations
 
-import sys
+from functools import lru_cache
 
 import torch
 from torchdiffeq._impl.misc import Perturb, _compute_error_ratio, _select_initial_step
 from torchdiffeq._impl.rk_common import _RungeKuttaState, _UncheckedAssign
 
-# torchdiffeq's name -> solver class table (the module is shadowed by its `odeint` function)
-_TORCHDIFFEQ_SOLVERS = sys.modules["torchdiffeq._impl.odeint"].SOLVERS
-PREFIX = "odex_"
+from odex.ode.loops import torchdiffeq_loop
+from odex.ode.tableau import ButcherTableau
 
 
 class OneReadPerStep:
@@ -44,8 +43,10 @@ class OneReadPerStep:
 
     _alpha_is_one: list[bool]
     _fsal: bool
+    reads_times = True          # takes `times`, the host copy of t (odex.ode.loops.integrate)
 
-    def __init__(self, func, y0, rtol, atol, **options):
+    def __init__(self, func, y0, rtol, atol, times=None, **options):
+        self.times = times
         for name in ("step_t", "jump_t"):
             if options.get(name) is not None:
                 raise ValueError(f"odex's adaptive loop does not support {name} (use the torchdiffeq solver)")
@@ -69,7 +70,7 @@ class OneReadPerStep:
         solution[0] = self.y0
         t = t.to(self.dtype)
         self._before_integrate(t)
-        t_host = t.tolist()                      # one read per solve
+        t_host = t.tolist() if self.times is None else list(self.times)   # at most one read per solve
         self._t0_host = self._t1_host = t_host[0]
         for i in range(1, len(t)):
             solution[i] = self._advance_to(t[i], t_host[i])
@@ -157,20 +158,12 @@ class OneReadPerStep:
         return dt * factor
 
 
-def _register() -> dict[str, str]:
-    """Add `odex_<name>` for each of torchdiffeq's adaptive Runge-Kutta solvers; returns the names."""
-    names = {}
-    for name, cls in list(_TORCHDIFFEQ_SOLVERS.items()):
-        # an adaptive Runge-Kutta solver is one that carries a Butcher tableau (data, not its class)
-        if name.startswith(PREFIX) or getattr(cls, "tableau", None) is None:
-            continue
-        tableau = cls.tableau
-        _TORCHDIFFEQ_SOLVERS[PREFIX + name] = type(f"OneReadPerStep{cls.__name__}", (OneReadPerStep, cls), {
-            "_alpha_is_one": [bool(a == 1.0) for a in tableau.alpha],
-            "_fsal": bool(tableau.c_sol[-1] == 0 and (tableau.c_sol[:-1] == tableau.beta[-1]).all())})
-        names[name] = PREFIX + name
-    return names
-
-
-#: torchdiffeq's adaptive method name -> the one-read-per-step solver's name
-ONE_READ_METHODS = _register()
+@lru_cache(maxsize=None)
+def solver_class(name: str, tab: ButcherTableau) -> type:
+    """The torchdiffeq loop's solver class for `tab`, stepped with one host read per step. The
+    tableau's tests (is a node 1, is the last stage the solution: "first same as last") are made
+    once here, on the host."""
+    base = torchdiffeq_loop.stepper(name)
+    return type(f"OneReadPerStep_{name}", (OneReadPerStep, base), {
+        "_alpha_is_one": [c == 1.0 for c in tab.c[1:]],
+        "_fsal": tab.b[-1] == 0 and tuple(tab.b[:-1]) == tuple(tab.a[-1])})
