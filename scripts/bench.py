@@ -9,8 +9,9 @@ paths, in this one process, in interleaved rounds:
   from a torch DataLoader over a CPU TensorDataset moved to the device per batch, eager float32;
 - odex: the model as odex-train builds it (ODE block -> odex.odeint -> the gradient method), batches
   from odex's device-resident `Batches`, the objective and the trainer's per-step arithmetic, and
-  each fast-path variant asked for (--precision, --compile, --channels-last, --fixed-grid,
-  --adaptive-loop, --cuda-graph; odex/training/fast_paths.py), stepping through the trainer's own TrainStep /
+  each variant asked for: the trainer's fast paths (--precision, --compile, --channels-last,
+  --cuda-graph; odex/training/fast_paths.py) and the solver's loop (--loop: solver.loop, torchdiffeq's
+  stepping or odex's, odex/ode/loops/), stepping through the trainer's own TrainStep /
   GraphedTrainStep (odex/training/train_step.py, odex/training/cuda_graph.py).
 
 Per path: median ms per training iteration (data, forward, cross-entropy, backward, Adam step),
@@ -65,9 +66,10 @@ from odex.data import DataInfo  # noqa: E402
 from odex.data.batches import Batches  # noqa: E402
 from odex.data.bundle import Split  # noqa: E402
 from odex.errors import OdexError  # noqa: E402
+from odex.training.cuda_graph import graph_blockers  # noqa: E402
 from odex.training.fast_paths import FastPaths  # noqa: E402
 from odex.ode.loops.host_reads import HostReads  # noqa: E402
-from odex.ode.loops.fixed_grid import STEPS  # noqa: E402
+from odex.ode.loops import stepper  # noqa: E402
 from odex.ode.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
 from odex.objectives.classification import CrossEntropy  # noqa: E402
 from odex.ode.block import ODEBlock  # noqa: E402
@@ -196,6 +198,7 @@ class TrainPath:
     model: nn.Module
     step: object                 # () -> None, one training iteration
     fast: FastPaths | None = None
+    loop: str = "torchdiffeq"    # the ODE blocks' solver.loop (the reference: torchdiffeq's own)
     # calls before the step is steady: a CUDA graph's eager warm-up; its next call captures (the
     # call whose peak memory is measured, since a replay allocates nothing)
     warmup_calls: int | None = None
@@ -227,9 +230,18 @@ def _reference_path(base: nn.Module, solver: Solver, grad: str, x, y, batch: int
     return TrainPath(f"torchdiffeq {call} + DataLoader", "reference", model, step)
 
 
-def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> TrainPath:
-    """The trainer's iteration (odex/training/trainer.py, Trainer.fit) on odex's device-resident batches."""
-    model = copy.deepcopy(base).to(device).train()
+def with_loop(model: nn.Module, loop: str) -> nn.Module:
+    """`model` with every ODE block's solver stepped by `loop` (solver.loop), in place."""
+    for block in model.modules():
+        if isinstance(block, ODEBlock):
+            block.solver = replace(block.solver, loop=loop)
+    return model
+
+
+def _odex_path(base: nn.Module, fast: FastPaths, loop: str, x, y, batch: int, device) -> TrainPath:
+    """The trainer's iteration (odex/training/trainer.py, Trainer.fit) on odex's device-resident
+    batches, every ODE block's solver stepped by `loop`."""
+    model = with_loop(copy.deepcopy(base), loop).to(device).train()
     fast.apply(model)
     split = Split(x.to(device), y.to(device))
     gen = torch.Generator(device=device).manual_seed(0)
@@ -249,10 +261,9 @@ def _odex_path(base: nn.Module, fast: FastPaths, x, y, batch: int, device) -> Tr
 
     label = "odex " + fast.precision + (f" compile={fast.backend}" if fast.backend else "") + \
         (" channels_last" if fast.channels_last else "") + \
-        (" fixed_grid=odex" if fast.fixed_grid == "odex" and not fast.cuda_graph else "") + \
-        (" adaptive_loop=odex" if fast.adaptive_loop == "odex" else "") + \
-        (" cuda_graph" if fast.cuda_graph else "")
-    return TrainPath(label, "odex", model, step, fast, getattr(train_step, "warmup", None))
+        (f" loop={loop}" if loop != "torchdiffeq" and not fast.cuda_graph else "") + \
+        (" cuda_graph" if fast.cuda_graph else "")       # a graph implies solver.loop=odex
+    return TrainPath(label, "odex", model, step, fast, loop, getattr(train_step, "warmup", None))
 
 
 def _nfe(path: TrainPath) -> tuple[float, float]:
@@ -336,16 +347,8 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
     del bare
 
     paths = [_reference_path(base, solver, grad, x, y, batch, device)]
-    seen = set()
-    for fast in variants(args):
-        # a flag that does not apply to this case is dropped (the variant without it covers it)
-        fast = replace(fast, fixed_grid=fast.fixed_grid if grad == "direct" and solver.method in STEPS
-                       else "torchdiffeq", adaptive_loop=fast.adaptive_loop if solver.adaptive else "torchdiffeq")
-        if fast.cuda_graph and (device.type != "cuda" or fast.fixed_grid != "odex"):
-            continue                    # CUDA only, and only on the sync-free fixed grid
-        if astuple(fast) not in seen:
-            seen.add(astuple(fast))
-            paths.append(_odex_path(base, fast, x, y, batch, device))
+    for fast, loop in case_variants(variants(args), base, solver, device):
+        paths.append(_odex_path(base, fast, loop, x, y, batch, device))
 
     for p in paths:                    # warm-up: allocator, cuDNN choice, compilation
         for _ in range(args.warmup if p.warmup_calls is None else p.warmup_calls):
@@ -410,9 +413,8 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
             "precision": p.fast.precision if p.fast else "fp32",
             "compile": p.fast.backend if p.fast else None,
             "channels_last": bool(p.fast.channels_last) if p.fast else False,
-            "fixed_grid": p.fast.fixed_grid if p.fast else "torchdiffeq",
+            "loop": p.loop,
             "cuda_graph": bool(p.fast.cuda_graph) if p.fast else False,
-            "adaptive_loop": p.fast.adaptive_loop if p.fast else "torchdiffeq",
             "host_reads": reads[p.label],
             "ms_iter": ms, "ms_iter_all": iter_ms[p.label], "ms_eval": ev,
             "nfe_forward": nfe_f, "nfe_backward": nfe_b, "peak_mb": peak[p.label],
@@ -430,17 +432,37 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
     return rows
 
 
-def variants(args) -> list[FastPaths]:
+def variants(args) -> list[tuple[FastPaths, str]]:
+    """The odex variants asked for: (the trainer's fast paths, the solver's loop)."""
     out = []
     for precision in args.precision:
         for backend in args.compile:
             for cl in args.channels_last:
                 compiled = None if backend in ("none", "eager") else backend
-                for grid in args.fixed_grid:
-                    for loop in args.adaptive_loop:
-                        out.append(FastPaths(precision, compiled, cl, grid, adaptive_loop=loop))
-                if args.cuda_graph:       # a graph implies odex's sync-free grid
-                    out.append(FastPaths(precision, compiled, cl, "odex", cuda_graph=True))
+                for loop in args.loop:
+                    out.append((FastPaths(precision, compiled, cl), loop))
+                if args.cuda_graph:       # a graph needs solver.loop=odex (and a fixed-step solver)
+                    out.append((FastPaths(precision, compiled, cl, cuda_graph=True), "odex"))
+    return out
+
+
+def case_variants(asked: list[tuple[FastPaths, str]], base: nn.Module, solver: Solver,
+                  device: torch.device) -> list[tuple[FastPaths, str]]:
+    """The variants that apply to one case, each once: a loop that cannot step the solver's method
+    falls back to torchdiffeq's (the variant without it covers it); a CUDA graph only on CUDA and
+    where odex.training.cuda_graph accepts the model (fixed-step solver, solver.loop=odex, a
+    gradient method that supports a graph, as grad=direct)."""
+    out, seen = [], set()
+    for fast, loop in asked:
+        try:
+            stepper(loop, solver.method)
+        except OdexError:
+            loop = "torchdiffeq"
+        if fast.cuda_graph and (device.type != "cuda" or graph_blockers(with_loop(copy.deepcopy(base), loop))):
+            continue
+        if (astuple(fast), loop) not in seen:
+            seen.add((astuple(fast), loop))
+            out.append((fast, loop))
     return out
 
 
@@ -490,15 +512,13 @@ def main(argv: list[str] | None = None) -> dict:
                    help="odex variants: none, inductor, aot_eager, ... (torch.compile backends)")
     p.add_argument("--channels-last", nargs="+", default=[False], type=lambda s: s.lower() in ("1", "true", "on"),
                    help="odex variants: off on")
-    p.add_argument("--fixed-grid", nargs="+", default=["torchdiffeq"], choices=["torchdiffeq", "odex"],
-                   help="odex variants: torchdiffeq's fixed-grid stepping or odex's sync-free one "
-                        "(grad=direct with euler/midpoint/rk4 only)")
-    p.add_argument("--adaptive-loop", nargs="+", default=["torchdiffeq"], choices=["torchdiffeq", "odex"],
-                   help="odex variants: torchdiffeq's adaptive stepping or odex's one-read-per-step loop "
-                        "(adaptive solvers only)")
+    p.add_argument("--loop", nargs="+", default=["torchdiffeq"], choices=["torchdiffeq", "odex"],
+                   help="odex variants: the solver's loop (solver.loop): torchdiffeq's stepping or odex's "
+                        "(every gradient method; fixed-step solvers on a sync-free grid, adaptive ones "
+                        "with one host read per step)")
     p.add_argument("--cuda-graph", action="store_true",
-                   help="add, per variant, one replaying the whole training step as a CUDA graph "
-                        "(CUDA; grad=direct with euler/midpoint/rk4 only)")
+                   help="add, per variant, one replaying the whole training step as a CUDA graph, with "
+                        "solver.loop=odex (CUDA; grad=direct with a fixed-step solver only)")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="TF32 is on by default, as in odex-train")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per round and path")
     p.add_argument("--rounds", type=int, default=3)

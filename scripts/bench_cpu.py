@@ -193,7 +193,7 @@ def main(argv=None) -> dict:
     p.add_argument("--mnist-root", default=None, help="folder with MNIST/raw/t10k-*; default: synthetic")
     p.add_argument("--odex-variants", nargs="+", default=["trainer.compile=auto"],
                    help="odex-train processes per round, each a space-free override list joined by ',' "
-                        "(e.g. trainer.compile=auto trainer.compile=true,trainer.adaptive_loop=odex)")
+                        "(e.g. trainer.compile=auto trainer.compile=true,solver.loop=odex)")
     p.add_argument("--plain-warm-up", action="store_true", help="add plain processes with odex's warm-up")
     p.add_argument("--out", default=None)
     p.add_argument("--child", choices=["odex"], help=argparse.SUPPRESS)

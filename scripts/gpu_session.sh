@@ -69,18 +69,18 @@ case $part in
   speed)    # issue 8: every "Done when" ratio comes from these two runs
     "$py" scripts/bench.py --device "$device" --widths 50 500 --batches 16 \
       --grads direct adjoint seminorm gq --solvers dopri5 rk4:10 --precision fp32 bf16 \
-      --fixed-grid torchdiffeq odex --adaptive-loop torchdiffeq odex --cuda-graph "${bench_size[@]}" \
+      --loop torchdiffeq odex --cuda-graph "${bench_size[@]}" \
       --out "$out/bench_b16" > "$out/bench_b16.log" 2>&1
     tail -n 80 "$out/bench_b16.log"
     "$py" scripts/bench.py --device "$device" --widths 500 --batches 128 --grads direct \
-      --solvers rk4:10 dopri5 --precision fp32 bf16 --fixed-grid odex --adaptive-loop odex --cuda-graph \
+      --solvers rk4:10 dopri5 --precision fp32 bf16 --loop odex --cuda-graph \
       "${bench_size[@]}" \
       --out "$out/bench_b128" > "$out/bench_b128.log" 2>&1
     tail -n 12 "$out/bench_b128.log"
     ;;
   compile)  # issue 8: does inductor pay, with and without a graph
     "$py" scripts/bench.py --device "$device" --widths 50 500 --batches 16 --grads direct adjoint \
-      --solvers dopri5 rk4:10 --compile none inductor --fixed-grid odex --cuda-graph "${bench_size[@]}" \
+      --solvers dopri5 rk4:10 --compile none inductor --loop odex --cuda-graph "${bench_size[@]}" \
       --out "$out/bench_compile" > "$out/bench_compile.log" 2>&1
     tail -n 40 "$out/bench_compile.log"
     ;;

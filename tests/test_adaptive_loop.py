@@ -1,4 +1,4 @@
-"""trainer.adaptive_loop=odex (odex/ode/loops/adaptive.py): torchdiffeq's adaptive solvers with one host
+"""solver.loop=odex with an adaptive solver (odex/ode/loops/adaptive.py): torchdiffeq's adaptive solvers with one host
 read per step. The same steps (accepted and rejected), NFE, solutions and gradients as torchdiffeq
 for every adaptive solver and gradient method; one host read per attempted step where torchdiffeq
 makes about nine (counted on the CPU with a TorchFunctionMode: on a GPU each is a sync); failed
@@ -13,13 +13,13 @@ import torchdiffeq
 from torch import nn
 
 from odex import odeint
-from odex.ode.loops.adaptive import ONE_READ_METHODS
-from odex.errors import ConfigError, SolverError
-from odex.training.fast_paths import FastPaths
+from odex.errors import SolverError
+from odex.ode.loops import integrate
 from odex.ode.loops.host_reads import HostReads
+from odex.ode.tableau import ADAPTIVE_NAMES
 from odex.models.layers import ConvField
 from odex.ode.block import ODEBlock
-from odex.ode.solver import ADAPTIVE, Solver
+from odex.ode.solver import Solver
 
 from conftest import TINY, read_metrics, train_in_process
 
@@ -45,51 +45,51 @@ class StiffField(nn.Module):
         self.rejected += 1
 
 
-def solve_and_grads(method, field, y0, t, tol, grad="direct"):
+def solve_and_grads(method, loop, field, y0, t, tol, grad="direct"):
     field.zero_grad()
     field.nfe = 0
     y0 = y0.clone().requires_grad_(True)
-    out = odeint(field, y0, t, grad=grad, method=method, rtol=tol, atol=tol)
+    out = odeint(field, y0, t, grad=grad, method=method, loop=loop, rtol=tol, atol=tol)
     (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
     return out.detach(), field.nfe, [y0.grad] + [p.grad.clone() for p in field.parameters()]
 
 
-@pytest.mark.parametrize("method", sorted(ONE_READ_METHODS))
+@pytest.mark.parametrize("method", sorted(ADAPTIVE_NAMES))
 def test_every_adaptive_solver_takes_torchdiffeqs_steps_with_one_read_per_step(method):
     field = StiffField().double()
     y0 = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)      # several output times: interpolation
     tol = 1e-3 if method == "adaptive_heun" else 1e-5            # (second order: thousands of steps)
-    ref_out, ref_nfe, ref_grads = solve_and_grads(method, field, y0, t, tol)
+    ref_out, ref_nfe, ref_grads = solve_and_grads(method, "torchdiffeq", field, y0, t, tol)
     attempts = field.accepted + field.rejected
     assert field.rejected > 0, "no rejected step: the comparison would not cover the reject branch"
-    out, nfe, grads = solve_and_grads(ONE_READ_METHODS[method], field, y0, t, tol)
+    out, nfe, grads = solve_and_grads(method, "odex", field, y0, t, tol)
     assert nfe == ref_nfe
     torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-14)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
 
     # host reads: torchdiffeq's grow by several per attempted step, odex's by exactly one
-    def reads(name, tol):
+    def reads(loop, tol):
         field.accepted = field.rejected = 0
         with HostReads() as counter, torch.no_grad():
-            torchdiffeq.odeint(field, y0, t, method=name, rtol=tol, atol=tol)
+            integrate(field, y0, t, method=method, loop=loop, rtol=tol, atol=tol)
         return counter.n, field.accepted + field.rejected
-    loose, n_loose = reads(method, tol * 100)
-    tight, n_tight = reads(method, tol)
+    loose, n_loose = reads("torchdiffeq", tol * 100)
+    tight, n_tight = reads("torchdiffeq", tol)
     assert n_tight > n_loose and (tight - loose) / (n_tight - n_loose) >= 5
-    ours_loose, ours_tight = reads(ONE_READ_METHODS[method], tol * 100)[0], reads(ONE_READ_METHODS[method], tol)[0]
+    ours_loose, ours_tight = reads("odex", tol * 100)[0], reads("odex", tol)[0]
     assert ours_tight - ours_loose == n_tight - n_loose
     assert ours_loose < 15 + n_loose and attempts > 0
 
 
 @pytest.mark.parametrize("grad", ["adjoint", "seminorm", "gq"])
-def test_gradient_methods_built_on_torchdiffeq_take_it_too(grad):
+def test_gradient_methods_with_a_backward_solve_take_it_too(grad):
     torch.manual_seed(0)
     solver = Solver(method="dopri5", rtol=1e-7, atol=1e-7)
     ref = ODEBlock(ConvField(3, 6, act="softplus"), solver, grad).double()
-    fast = FastPaths(adaptive_loop="odex").apply(copy.deepcopy(ref))
-    assert fast.solver.method == "odex_dopri5" and ref.solver.method == "dopri5"
+    fast = copy.deepcopy(ref)
+    fast.solver = Solver(method="dopri5", rtol=1e-7, atol=1e-7, loop="odex")
     y0 = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     results = []
     for block in (ref, fast):
@@ -113,28 +113,25 @@ def test_failed_solves_fail_as_torchdiffeqs_do():
             return y * float("inf")
 
     y0, t = torch.ones(3), torch.tensor([0.0, 1.0])
-    for method in ("dopri5", "odex_dopri5"):
+    for loop in ("torchdiffeq", "odex"):
         with pytest.raises(SolverError, match="underflow"):
-            odeint(Blowup(), y0, t, method=method)
+            odeint(Blowup(), y0, t, method="dopri5", loop=loop)
         with pytest.raises(SolverError, match="max_num_steps"):
-            odeint(StiffField(), torch.randn(1, 3, 4, 4), t, method=method, rtol=1e-9, atol=1e-9,
+            odeint(StiffField(), torch.randn(1, 3, 4, 4), t, method="dopri5", loop=loop, rtol=1e-9, atol=1e-9,
                    options={"max_num_steps": 3})
     with pytest.raises(ValueError, match="step_t"):
-        torchdiffeq.odeint(Blowup(), y0, t, method="odex_dopri5", options={"step_t": [0.5]})
-    assert {"odex_" + m for m in ONE_READ_METHODS} <= ADAPTIVE
+        integrate(Blowup(), y0, t, method="dopri5", loop="odex", options={"step_t": [0.5]})
 
 
 def test_training_with_the_one_read_loop_is_the_same_run(tmp_path):
     base = [*TINY, "trainer.max_epochs=1"]
     assert train_in_process(tmp_path / "a", base)["status"] == "completed"
-    assert train_in_process(tmp_path / "b", [*base, "trainer.adaptive_loop=odex"])["status"] == "completed"
+    assert train_in_process(tmp_path / "b", [*base, "solver.loop=odex"])["status"] == "completed"
     a, b = read_metrics(tmp_path / "a")[-1], read_metrics(tmp_path / "b")[-1]
     for key in ("train/loss", "test/acc", "nfe/forward", "nfe/backward"):
         assert a[key] == b[key], key
-    summary = train_in_process(tmp_path / "c", [*base, "trainer.adaptive_loop=fast"])
-    assert "trainer.adaptive_loop=fast: must be one of torchdiffeq, odex" in summary["status"]
-    with pytest.raises(ConfigError):
-        FastPaths(adaptive_loop="fast")
+    summary = train_in_process(tmp_path / "c", [*base, "solver.loop=fast"])
+    assert "solver.loop=fast: must be one of torchdiffeq, odex" in summary["status"]
 
 
 @pytest.mark.gpu
@@ -146,17 +143,17 @@ def test_on_cuda_one_sync_per_attempted_step():
     y0 = torch.randn(2, 3, 4, 4, device="cuda")
     t = torch.tensor([0.0, 1.0], device="cuda")
 
-    def syncs(method):
+    def syncs(loop):
         field.accepted = field.rejected = 0
         with warnings.catch_warnings(record=True) as seen, torch.no_grad():
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                torchdiffeq.odeint(field, y0, t, method=method, rtol=1e-5, atol=1e-5)
+                integrate(field, y0, t, method="dopri5", loop=loop, rtol=1e-5, atol=1e-5)
             finally:
                 torch.cuda.set_sync_debug_mode(0)
         return sum("synchroniz" in str(w.message) for w in seen), field.accepted + field.rejected
-    theirs, attempts = syncs("dopri5")
-    ours, _ = syncs("odex_dopri5")
+    theirs, attempts = syncs("torchdiffeq")
+    ours, _ = syncs("odex")
     assert attempts > 5 and theirs >= 5 * attempts
     assert ours <= attempts + 12

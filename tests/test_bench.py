@@ -23,25 +23,33 @@ def bench():
 
 
 KEYS = {"model", "width", "batch", "grad", "solver", "path", "label", "precision", "compile",
-        "channels_last", "fixed_grid", "ms_iter", "ms_eval", "nfe_forward", "nfe_backward", "peak_mb",
+        "channels_last", "loop", "ms_iter", "ms_eval", "nfe_forward", "nfe_backward", "peak_mb",
         "images_per_s", "flops_call", "flops_vjp", "tflops_iter", "tflops_eval", "ratio_ms_iter",
-        "ratio_ms_eval", "params", "host_reads", "adaptive_loop", "cuda_graph"}
+        "ratio_ms_eval", "params", "host_reads", "cuda_graph"}
 
 
 def test_bench_smoke_run(bench, tmp_path):
     w, b = 4, 2
     result = bench.main(["--device", "cpu", "--threads", "1", "--widths", str(w), "--batches", str(b),
                          "--grads", "direct", "adjoint", "--solvers", "rk4:2", "dopri5",
-                         "--precision", "fp32", "bf16", "--fixed-grid", "torchdiffeq", "odex", "--iters", "2", "--rounds", "1",
+                         "--precision", "fp32", "bf16", "--loop", "torchdiffeq", "odex", "--iters", "2", "--rounds", "1",
                          "--warmup", "1", "--eval-calls", "2", "--dataset-batches", "2",
                          "--out", str(tmp_path / "bench")])
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(result["rows"]))
     assert {"command", "device", "torch", "torchdiffeq", "tf32"} <= set(saved["meta"])
     rows = saved["rows"]
-    # grads x solvers x (reference + 2 precisions), + 2 sync-free variants for direct with rk4
-    assert len(rows) == 2 * 2 * 3 + 2
-    assert sum(r["fixed_grid"] == "odex" for r in rows) == 2
+    # grads x solvers x (reference + 2 precisions x 2 loops): solver.loop=odex serves every
+    # gradient method, fixed-step and adaptive solvers alike
+    assert len(rows) == 2 * 2 * 5
+    assert sum(r["loop"] == "odex" for r in rows) == 2 * 2 * 2
+    assert all(r["label"].endswith(" loop=odex") == (r["loop"] == "odex") for r in rows)
+    # odex's loop drops torchdiffeq's host reads (all of a fixed grid's, all but one per step of
+    # an adaptive solve), with either gradient method
+    by_loop = {(r["grad"], r["solver"], r["precision"], r["loop"]): r for r in rows if r["path"] == "odex"}
+    for (grad, solver, precision, loop), r in by_loop.items():
+        if loop == "odex":
+            assert r["host_reads"] < by_loop[grad, solver, precision, "torchdiffeq"]["host_reads"], r["label"]
     for r in rows:
         assert KEYS <= set(r), KEYS - set(r)
         assert r["ms_iter"] > 0 and r["ms_eval"] > 0 and r["images_per_s"] > 0 and r["tflops_iter"] > 0
@@ -61,11 +69,35 @@ def test_bench_smoke_run(bench, tmp_path):
 
 def test_cuda_graph_variants_are_skipped_off_cuda(bench, tmp_path):
     result = bench.main(["--device", "cpu", "--threads", "1", "--widths", "4", "--batches", "2",
-                         "--grads", "direct", "--solvers", "rk4:2", "--fixed-grid", "odex", "--cuda-graph",
+                         "--grads", "direct", "--solvers", "rk4:2", "--loop", "odex", "--cuda-graph",
                          "--iters", "1", "--rounds", "1", "--warmup", "1", "--eval-calls", "1",
                          "--dataset-batches", "2"])
-    assert [r["label"] for r in result["rows"]] == ["torchdiffeq odeint + DataLoader", "odex fp32 fixed_grid=odex"]
+    assert [r["label"] for r in result["rows"]] == ["torchdiffeq odeint + DataLoader", "odex fp32 loop=odex"]
     assert not any(r["cuda_graph"] for r in result["rows"])
+    assert [r["loop"] for r in result["rows"]] == ["torchdiffeq", "odex"]
+
+
+@pytest.mark.parametrize("grad, solver, graphed", [("direct", "rk4:2", True), ("direct", "dopri5", False),
+                                                   ("adjoint", "rk4:2", False)])
+def test_cuda_graph_variants_need_a_fixed_step_solver_on_odex_loop_and_grad_direct(bench, grad, solver, graphed):
+    """Which variants a case gets (decided without a GPU: only the device's type is read)."""
+    import torch
+
+    args = bench.argparse.Namespace(precision=["fp32"], compile=["none"], channels_last=[False],
+                                    loop=["torchdiffeq", "odex"], cuda_graph=True)
+    s = bench.parse_solver(solver, 1e-3)
+    base, _ = bench.build_model("gq_image", 4, s, grad, None)
+    got = bench.case_variants(bench.variants(args), base, s, torch.device("cuda"))
+    assert [(f.cuda_graph, loop) for f, loop in got] == \
+        [(False, "torchdiffeq"), (False, "odex")] + ([(True, "odex")] if graphed else [])
+    assert bench.case_variants(bench.variants(args), base, s, torch.device("cpu")) == got[:2]
+    # a loop that cannot step the method falls back to torchdiffeq's, once
+    adams = bench.Solver(method="explicit_adams", steps=2, max_num_steps=None)
+    assert [loop for _, loop in bench.case_variants(bench.variants(args), base, adams, torch.device("cpu"))] \
+        == ["torchdiffeq"]
+    block = next(m for m in bench.with_loop(bench.copy.deepcopy(base), "odex").modules()
+                 if isinstance(m, bench.ODEBlock))
+    assert block.solver.loop == "odex" and block.solver.method == s.method
 
 
 def test_bench_grad_smoke_run_and_its_cpu_memory_stand_in(tmp_path):

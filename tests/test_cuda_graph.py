@@ -31,9 +31,9 @@ from odex.training.train_step import TrainStep
 from conftest import TINY, read_metrics, train_in_process
 
 
-def block(method="rk4", grad="direct", steps=3) -> ODEBlock:
-    solver = Solver(method=method, steps=steps, max_num_steps=None) if method in ("rk4", "euler") \
-        else Solver(method=method)
+def block(method="rk4", grad="direct", steps=3, loop="odex") -> ODEBlock:
+    solver = Solver(method=method, steps=steps, max_num_steps=None, loop=loop) if method in ("rk4", "euler") \
+        else Solver(method=method, loop=loop)
     return ODEBlock(ConvField(4, 8, act="softplus"), solver, grad)
 
 
@@ -50,21 +50,25 @@ class Net(nn.Module):
         return self.readout(self.ode(self.encoder(x)).flatten(1))
 
 
-def test_blocks_whose_solves_sync_are_named_and_the_rest_switched_to_the_sync_free_grid():
-    model = nn.ModuleDict({"fixed": block(), "adaptive": block("dopri5"), "adjoint": block(grad="adjoint")})
+def test_blocks_whose_solves_sync_are_named():
+    model = nn.ModuleDict({"fixed": block(), "adaptive": block("dopri5"), "adjoint": block(grad="adjoint"),
+                           "torchdiffeq": block(loop="torchdiffeq")})
     blockers = graph_blockers(model)
-    assert blockers == ["adaptive (solver dopri5, grad direct)", "adjoint (solver rk4, grad adjoint)"]
-    assert type(model["fixed"].grad).__name__ == "SyncFreeDirect"
-    assert graph_blockers(model["fixed"]) == []          # already switched: still fine
+    assert blockers == ["adaptive (solver dopri5, loop odex, grad direct)",
+                        "adjoint (solver rk4, loop odex, grad adjoint)",
+                        "torchdiffeq (solver rk4, loop torchdiffeq, grad direct)"]
+    assert graph_blockers(model["fixed"]) == []
+    assert model["fixed"].solver.loop == "odex"          # asking changed nothing
 
 
 def test_a_graph_is_refused_before_training(tmp_path):
     summary = train_in_process(tmp_path / "adaptive", [*TINY, "trainer.cuda_graph=true"])
     assert summary["status"].startswith("failed: ")
     # refused by the validation stage: grad=direct declares it supports a graph, dopri5 is adaptive
-    assert "trainer.cuda_graph=true: needs a fixed-step solver (euler, midpoint, rk4) with grad=direct" in summary["status"]
+    assert "trainer.cuda_graph=true: needs a fixed-step solver (euler, midpoint, rk4, ...) with solver.loop=odex " \
+           "and grad=direct" in summary["status"]
     summary = train_in_process(tmp_path / "cpu", [*TINY, "trainer.cuda_graph=true", "trainer.device=cpu",
-                                                  "solver=rk4", "solver.steps=2"])
+                                                  "solver=rk4", "solver.steps=2", "solver.loop=odex"])
     assert "trainer.cuda_graph=true: needs a CUDA device; trainer.device=cpu" in summary["status"]
     for run in ("adaptive", "cpu"):                       # refused before the first epoch
         metrics = tmp_path / run / "metrics.jsonl"
@@ -168,7 +172,7 @@ class ReplayWatch:
 @pytest.mark.gpu
 def test_graphed_training_run_gives_the_eager_metrics_and_never_syncs_between_replays(tmp_path, exact_cuda):
     # 250 images in batches of 32: 7 full batches (3 warm-up, 1 capture, 3 replays) and a partial one
-    common = [*TINY, "trainer.device=cuda", "trainer.tf32=false", "solver=rk4", "solver.steps=4",
+    common = [*TINY, "trainer.device=cuda", "trainer.tf32=false", "solver=rk4", "solver.steps=4", "solver.loop=odex",
               "dataset.batch_size=32", "dataset.limit_train=250", "trainer.max_epochs=2"]
     eager = train_in_process(tmp_path / "eager", common)
     ReplayWatch.records = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 import warnings
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def test_inductor_compile_on_cuda_gives_the_eager_outputs():
 
 
 # ---------------------------------------------------------------------------------------------
-# trainer.fixed_grid=odex: torchdiffeq's fixed-grid arithmetic without its host reads
+# solver.loop=odex with a fixed-step solver: torchdiffeq's fixed-grid arithmetic without its host reads
 
 @pytest.mark.parametrize("method, steps, step_size", [
     ("rk4", 4, None), ("rk4", None, 0.3), ("midpoint", 3, None), ("euler", None, 0.1)])
@@ -232,14 +233,15 @@ def test_sync_free_grid_computes_what_torchdiffeq_computes(method, steps, step_s
     torch.manual_seed(0)
     solver = Solver(method=method, steps=steps, step_size=step_size, t1=1.0, max_num_steps=None)
     ref = ODEBlock(ConvField(4, 8, act="softplus"), solver, "direct")
-    fast = FastPaths(fixed_grid="odex").apply(copy.deepcopy(ref))
+    fast = copy.deepcopy(ref)
+    fast.solver = replace(solver, loop="odex")
     y0 = torch.randn(2, 4, 5, 5)
     out_r, g_r = loss_and_grads(ref, y0)
-    import torchdiffeq
+    from torchdiffeq._impl import solvers
 
     def no_torchdiffeq(*a, **k):
         raise AssertionError("the sync-free grid fell back to torchdiffeq")
-    monkeypatch.setattr(torchdiffeq, "odeint", no_torchdiffeq)
+    monkeypatch.setattr(solvers.FixedGridODESolver, "integrate", no_torchdiffeq)
     out_f, g_f = loss_and_grads(fast, y0)
     torch.testing.assert_close(out_f, out_r, rtol=1e-6, atol=1e-7)
     for a, b in zip(g_f, g_r):
@@ -249,26 +251,31 @@ def test_sync_free_grid_computes_what_torchdiffeq_computes(method, steps, step_s
     assert fast.field.nfe_forward.item() == n_steps * {"rk4": 4, "midpoint": 2, "euler": 1}[method]
 
 
-def test_sync_free_grid_leaves_other_solves_to_torchdiffeq():
+def test_sync_free_grid_serves_trajectories_and_every_gradient_method():
     torch.manual_seed(0)
-    block = FastPaths(fixed_grid="odex").apply(conv_block("direct"))
-    assert type(block.grad).__name__ == "SyncFreeDirect"
-    copied = copy.deepcopy(block)                     # the copy's solves use the copy's own interval
-    assert copied.grad._block() is copied
+    block = conv_block("direct")
+    block.solver = replace(block.solver, loop="odex")
+    copied = copy.deepcopy(block)                     # the copy keeps its loop
+    assert copied.solver.loop == "odex"
     y0 = torch.randn(2, 4, 5, 5)
     times = torch.tensor([0.0, 0.5, 1.0])            # a trajectory: torchdiffeq's interpolation
     traj = block(y0, times)
     assert traj.shape == (3, *y0.shape)
     torch.testing.assert_close(traj[-1], block(y0), rtol=1e-6, atol=1e-7)
-    for grad, method in (("adjoint", "rk4"), ("direct", "dopri5")):
-        other = FastPaths(fixed_grid="odex").apply(conv_block(grad, method=method))
-        assert type(other.grad).__name__ != "SyncFreeDirect"
+    for grad in ("adjoint", "gq", "anode"):
+        ref = conv_block(grad)
+        other = copy.deepcopy(ref)
+        other.solver = replace(ref.solver, loop="odex")
+        out_r, g_r = loss_and_grads(ref, y0)
+        out_o, g_o = loss_and_grads(other, y0)
+        torch.testing.assert_close(out_o, out_r, rtol=1e-6, atol=1e-7)
+        assert rel_err(g_o, g_r) < 1e-5
 
 
 def test_sync_free_grid_trains_like_torchdiffeq(tmp_path):
     fixed = [*TINY, "solver=rk4", "solver.steps=3"]
     ref = train_in_process(tmp_path / "ref", fixed)
-    fast = train_in_process(tmp_path / "fast", [*fixed, "trainer.fixed_grid=odex"])
+    fast = train_in_process(tmp_path / "fast", [*fixed, "solver.loop=odex"])
     assert ref["status"] == fast["status"] == "completed"
     assert fast["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-5)
     assert fast["test/acc"] == ref["test/acc"]
@@ -276,9 +283,9 @@ def test_sync_free_grid_trains_like_torchdiffeq(tmp_path):
 
 @pytest.mark.gpu
 def test_fixed_step_training_epoch_with_sync_free_grid_never_syncs(tmp_path):
-    """With trainer.fixed_grid=odex nothing in a training epoch's batches reads the GPU back: sync
+    """With solver.loop=odex nothing in a training epoch's batches reads the GPU back: sync
     debugging records no synchronising call at all (warn mode, so a failure lists every place)."""
     summary = watched_run(tmp_path, [*TINY, "trainer.device=cuda", "dataset.batch_size=32", "solver=rk4",
-                                     "solver.steps=4", "trainer.fixed_grid=odex"])
+                                     "solver.steps=4", "solver.loop=odex"])
     assert summary["status"] == "completed", summary["status"]
     assert SyncWatch.records == [], "\n".join(f"{f}:{n}" for f, n, _ in SyncWatch.records)
