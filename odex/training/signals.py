@@ -141,8 +141,13 @@ class SweepParentSignals:
                 os.kill(pid, signum if signum != signal.SIGINT else signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        # Wait while a process still handles the signal (a job checkpointing under StopSignals).
+        # One that ignores it (loky's resource trackers) or has handled it and gone back to waiting
+        # for work (an idle loky worker, whose job has stopped) will not exit by itself, so it is
+        # not waited for: waiting for every process to end held each stop for the whole grace.
+        sent = signum if signum != signal.SIGINT else signal.SIGTERM
         deadline = time.monotonic() + self.grace_s
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        while time.monotonic() < deadline and any(_alive(p) and _signal_mask(p, "SigCgt", sent) for p in workers):
             time.sleep(0.1)
         for pid in workers + _children_of(me):
             try:
@@ -164,6 +169,19 @@ class SweepParentSignals:
         for s, previous in self._previous.items():
             signal.signal(s, previous if previous is not None else signal.SIG_DFL)
         self._previous.clear()
+
+
+def _signal_mask(pid: int, mask: str, signum: int) -> bool:
+    """Whether `signum` is set in process `pid`'s /proc status `mask` (SigCgt: it has a handler for
+    it; SigIgn: it ignores it). False when the process is gone or the mask cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(mask + ":"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _alive(pid: int) -> bool:
