@@ -271,3 +271,26 @@ def test_a_run_saved_before_the_modules_moved_reads_with_current_targets():
     assert current_targets(saved) == cfg and current_targets(cfg) == cfg
     flat = {"grad._target_": "odex.grad.Direct", "optim.lr": 0.1}
     assert current_targets(flat) == {"grad._target_": "odex.ode.grad.Direct", "optim.lr": 0.1}
+
+
+@pytest.mark.parametrize("old_key, solver, loop", [
+    ("fixed_grid", "rk4", "odex"), ("adaptive_loop", "dopri5", "odex"), ("fixed_grid", "rk4", "torchdiffeq")])
+def test_a_run_saved_with_the_old_loop_switches_reads_as_solver_loop(old_key, solver, loop):
+    """trainer.fixed_grid / trainer.adaptive_loop (before solver.loop existed) in a saved run's
+    config become solver.loop, nested or flattened; the result validates; the input is untouched."""
+    from omegaconf import OmegaConf
+
+    from odex.config import current_config
+
+    cfg = OmegaConf.to_container(compose_cfg([f"solver={solver}", "solver.steps=4"] if solver == "rk4"
+                                             else [f"solver={solver}"]))
+    saved = {**cfg, "trainer": {**cfg["trainer"], old_key: loop}, "solver": {k: v for k, v in cfg["solver"].items()
+                                                                            if k != "loop"}}
+    before = repr(saved)
+    now = current_config(saved)
+    assert repr(saved) == before
+    assert old_key not in now["trainer"] and now["solver"]["loop"] == loop
+    assert now == {**cfg, "solver": {**cfg["solver"], "loop": loop}}
+    flat = {f"trainer.{old_key}": loop, "solver._target_": "odex.ode.solver.Solver"}
+    assert current_config(flat) == {"solver._target_": "odex.ode.solver.Solver", "solver.loop": loop}
+    assert current_config(cfg) == cfg
