@@ -20,6 +20,8 @@ float64) with both solves through `odex.ode.loops.integrate`.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torchdiffeq._impl.misc import _check_inputs, _flat_to_shape, _mixed_norm
 
@@ -44,7 +46,7 @@ class Adjoint(GradientMethod):
         # the autograd function sees one tensor; the solves inside it see torchdiffeq's usual input.
         shapes, flat_func, flat_y0, t_, rtol_, atol_, _, options_, _, _ = _check_inputs(
             func, y0, t, rtol, atol, method, options, None, {method: stepper(loop, method)})
-        setup = _Setup(method=method, loop=loop, rtol=rtol_, atol=atol_, options=options_,
+        setup = SimpleNamespace(method=method, loop=loop, rtol=rtol_, atol=atol_, options=options_,
                        times=times if t_ is t else None,
                        backward_rtol=rtol if self.rtol is None else self.rtol,
                        backward_atol=atol if self.atol is None else self.atol,
@@ -57,13 +59,6 @@ class Adjoint(GradientMethod):
 class SeminormAdjoint(Adjoint):
     name = "seminorm"
     seminorm = True
-
-
-class _Setup:
-    """The solve's settings, handed through autograd.Function.apply as one object."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
 
 
 def _augmented_norm(state_norm, seminorm: bool):
@@ -79,7 +74,7 @@ def _augmented_norm(state_norm, seminorm: bool):
 class _AdjointFn(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, setup: _Setup, func, y0: torch.Tensor, t: torch.Tensor, *params):
+    def forward(ctx, setup: SimpleNamespace, func, y0: torch.Tensor, t: torch.Tensor, *params):
         with torch.no_grad():
             ys = integrate(func, y0, t, method=setup.method, loop=setup.loop, rtol=setup.rtol,
                            atol=setup.atol, options=setup.options, times=setup.times)

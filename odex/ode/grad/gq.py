@@ -45,6 +45,8 @@ that vendors an old torchdiffeq and needs a `func.nfe` attribute; this one runs 
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import math
 from functools import lru_cache
 
@@ -85,7 +87,7 @@ class GaussLegendreAdjoint(GradientMethod):
         if not isinstance(y0, torch.Tensor):
             raise ConfigError("grad=gq takes a tensor state y0, not a tuple")
         params = tuple(p for p in func.parameters() if p.requires_grad)
-        setup = _Setup(method=method, loop=loop, times=times, rtol=rtol, atol=atol, options=dict(options or {}),
+        setup = SimpleNamespace(method=method, loop=loop, times=times, rtol=rtol, atol=atol, options=dict(options or {}),
                        backward_rtol=rtol if self.rtol is None else self.rtol,
                        backward_atol=atol if self.atol is None else self.atol,
                        c=self.c, max_nodes=self.max_nodes)
@@ -99,13 +101,6 @@ _BATCHNORM_MSG = ("grad=gq is not valid with BatchNorm in training mode inside t
 
 def _batchnorms(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-class _Setup:
-    """The solve's settings, handed through autograd.Function.apply as one object."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
 
 
 def node_count(c: float, nfe_forward: int, fraction: float, max_nodes: int) -> int:
@@ -140,7 +135,7 @@ def _pair_rms_norm(state: torch.Tensor) -> torch.Tensor:
 class _GaussLegendreAdjointFn(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, setup: _Setup, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *params):
+    def forward(ctx, setup: SimpleNamespace, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *params):
         nfe = 0
 
         def counted(tt, y):       # a host-side count: the node count needs no device sync
