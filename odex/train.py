@@ -248,9 +248,10 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     try:
         lock.__enter__()
         validate(cfg, choices)
-        # float32 CPU math in its fast state for the whole run; changes no result (odex/training/cpu_math.py)
-        from odex.training.cpu_math import warm_up_vector_math
-        warm_up_vector_math()
+        # torch's CPU-kernel constants mapped up front, or a masked vector load of an unmapped page
+        # slows log1p/softplus tenfold for the whole run; changes no result (odex/training/cpu_math.py)
+        from odex.training.cpu_math import map_kernel_constants
+        map_kernel_constants()
         job = _job_info()
         trainer = build(cfg.trainer)
         trainer.job_label, trainer.parallel = job.get("label"), job.get("parallel", False)

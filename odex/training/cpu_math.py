@@ -1,54 +1,97 @@
-"""A start-up warm-up of torch's vectorised float32 CPU math (issue 18), and the probe that says
+"""Map torch's CPU-kernel constants into the process at start-up (issue 18), and the probe that says
 which state a process is in.
 
-What was reported (torch 2.14.1, 2-core AMD EPYC development VMs, one thread;
-/work/shared/REFERENCES.md section 14): in a fresh process float32 `torch.log1p` on a 256x64
-tensor took about 140-170 us, and 15-45 us for the rest of the process once any float32
-`torch.pow` with a non-integer exponent had run on a vector; softplus (log1p(exp(x))) paid it, one
-evaluation of the GQ conv field went from 15.5 to 8.5 ms. float64 pow, sqrt, torch.compile and
-`set_flush_denormal(True)` did not switch the state.
+The symptom (torch 2.14.1, AMD EPYC Zen 4 KVM guests, one thread): in a fresh process float32
+`torch.log1p` on 256x64 takes 140-170 us, 14 us once any float32 `torch.pow` with a non-integer
+exponent has run; `expm1` likewise (138 -> 21 us) and so `softplus` (log1p(exp(x)), 156 -> 25 us),
+which is a third of a training iteration of a small softplus MLP field.
 
-What this session found (torch 2.14.1, AMD EPYC family 25 model 17 (Zen 4, AVX-512) KVM guest,
-microcode 0x1000065, Debian 12 glibc 2.36): the slow state does NOT occur. Over 20 fresh
-processes `log1p` on 256x64 float32 took 14 us from the first timed loop on (about 0.85 ns per
-element), before and after the pow, with or without odex's, torchvision's, wandb's and dynamo's
-imports; softplus, exp, tanh, sigmoid, the GQ field's forward and its backward were unchanged by
-the pow too (docs/benchmarks.md, "log1p"). Checked:
-- dispatch: `torch.backends.cpu.get_cpu_capability()` is AVX512 and `perf record` of a fresh
-  process puts 38 % of a log1p loop in `Sleef_finz_log1pf16_u10avx512f` called from
-  `at::native::AVX512::log1p_kernel`: the vectorised SLEEF kernel from the first call (no lazy
-  scalar fallback). `ATEN_CPU_CAPABILITY=default` (scalar std::log1p) gives 99 us, `=avx2` 22 us:
-  the reported slow figure is of the scalar path's size, so a process that ran a scalar or
-  mis-dispatched kernel fits it, but nothing here made the default dispatch do that;
-- page faults: 0 minor faults per call in the fast state; forcing glibc to mmap each 64 KiB output
-  (`MALLOC_MMAP_THRESHOLD_=32768`) gives 17 faults and 50-75 us per call, a slow state of the same
-  kind, but torch.pow does not change glibc's thresholds, so this does not explain the report.
-The cause on the reporting machine stays unverified (it may depend on the host CPU or hypervisor
-behind the VM). The warm-up below is the fix the report points to: it costs microseconds, runs the
-very op that switched the state there, and changes no result (it computes into a temporary and
-touches no setting: no flush-denormal, no capability, no RNG; tests/test_cpu_math.py compares the
-outputs and gradients of every activation odex uses, bit for bit, between fresh processes with
-and without it). Where the slow state exists it makes odex-train run in the fast one; where it
-does not, it is a no-op.
+The cause (found on such a VM, kernel 6.18; docs/benchmarks.md, "log1p"): `perf annotate` puts 80 %
+of the slow loop on one instruction of SLEEF's `Sleef_finz_log1pf16_u10avx512f`, a *masked*
+`vbroadcastss` of a constant (its special-case value for x = inf) from libtorch_cpu.so's read-only
+data. The mask is almost always all-zero, so the load is suppressed - and a suppressed masked load
+whose page is not yet mapped in the process's page table cannot fault the page in: the CPU takes a
+slow assist on every call (about 400 cycles per 16 elements) instead. The page stays unmapped until
+something reads it for real. `torch.pow` happens to read a constant on the same page; reading one
+byte of that page from Python (ctypes) ends the slow state just as well, and /proc/self/pagemap
+shows the page absent before and present after. Whether a process starts slow depends on which
+pages of the library earlier reads happened to map (the kernel maps neighbouring pages of a fault
+as well, so it varies with the page cache and the machine), which is why it was seen on some VMs
+and not others.
+
+The fix: map every page of libtorch_cpu.so's read-only data segments (where ATen's vectorised
+kernels, SLEEF included, keep their constants) with one `madvise(MADV_POPULATE_READ)` per segment
+(Linux >= 5.14; older kernels: a read of one byte per page). About 60 MB, 15,600 pages, 20 ms;
+the pages are the shared file pages the library is already cached in, so it adds to RSS, not to
+memory in use. It computes nothing and changes no setting (no flush-denormal, no capability, no
+RNG): tests/test_cpu_math.py checks that every activation's output and gradient, and the GQ conv
+field's, are the same bits in fresh processes with and without it. No library does this for us:
+glibc's loader maps segments lazily by design, and torch has no switch for it.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import time
 
-import torch
+MADV_POPULATE_READ = 22      # linux/mman.h, since 5.14
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def warm_up_vector_math() -> None:
-    """Run a float32 `torch.pow` with a non-integer exponent on a CPU vector once (see the module
-    docstring). The input is a constant, not random, so the global RNG is untouched; the result
-    is discarded. Exponents 0.5, -0.5, 2, 3 take special paths (sqrt, rsqrt, square) and would
-    not run the vectorised pow, hence 0.2."""
-    torch.pow(torch.linspace(0.5, 1.5, 256, dtype=torch.float32), 0.2)
+def kernel_constant_ranges(library: str = "libtorch_cpu") -> list[tuple[int, int]]:
+    """[start, end) of the read-only, non-executable mappings of `library` in this process (its
+    constant data: .rodata, .eh_frame, relocated read-only data), from /proc/self/maps; [] where
+    there is no such file (not Linux)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "r--p" and os.path.basename(fields[5]).startswith(library):
+                    start, end = (int(v, 16) for v in fields[0].split("-"))
+                    ranges.append((start, end))
+    except OSError:
+        pass
+    return ranges
+
+
+def map_kernel_constants() -> int:
+    """Map every page of libtorch_cpu's read-only data into this process's page table (see the
+    module docstring); returns the bytes covered. Call after `import torch`."""
+    import torch  # noqa: F401  (the library must be loaded for its mappings to exist)
+
+    ranges = kernel_constant_ranges()
+    if not ranges:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for start, end in ranges:
+        if libc.madvise(start, end - start, MADV_POPULATE_READ) != 0:
+            if ctypes.get_errno() != errno.EINVAL:       # EINVAL: a kernel before 5.14
+                continue
+            for page in range(start, end, PAGE):         # read, not write: the pages stay shared
+                ctypes.string_at(page, 1)
+    return sum(end - start for start, end in ranges)
+
+
+def unmapped_pages(ranges: list[tuple[int, int]]) -> int:
+    """How many pages of `ranges` are not present in this process's page table (/proc/self/pagemap,
+    bit 63 of each page's entry; readable without privileges)."""
+    absent = 0
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        for start, end in ranges:
+            pagemap.seek(start // PAGE * 8)
+            entries = pagemap.read((end - start) // PAGE * 8)
+            absent += sum(1 for i in range(7, len(entries), 8) if not entries[i] & 0x80)
+    return absent
 
 
 def log1p_us(repeats: int = 200) -> float:
     """Median microseconds of float32 `torch.log1p` on a 256x64 CPU tensor: the state probe the
-    benchmark records for each process (about 14 us fast, 140-170 us in the reported slow state)."""
+    benchmark records for each process (about 14 us mapped, 140-170 us in the slow state)."""
+    import torch
+
     x = torch.linspace(-3.0, 3.0, 256 * 64, dtype=torch.float32).view(256, 64)
     for _ in range(10):
         torch.log1p(x)
