@@ -20,8 +20,12 @@ drift in a shared machine's speed hits both alike:
 - odex (and each --odex-variant: extra odex-train overrides, default `trainer.compile=auto`):
   `odex-train` itself (odex.train.main, Hydra), logger=none, progress off; its per-epoch times are
   the trainer's `time/epoch_s` (the training loop, evaluation excluded), as the plain script's are.
-Every process first records the float32 log1p state (median us of torch.log1p on 256x64 before
-anything else ran; odex-train's warm-up then runs inside it), then its per-epoch times, test
+With --odex-unmapped, also odex-train without its start-up mapping of torch's kernel constants
+(odex/training/cpu_math.py): the control that shows what the mapping changes, and that it changes
+no result; with --plain-warm-up, also the plain script after the reported one-line fix (a float32
+pow). Every process first records the float32 log1p state (median us of torch.log1p on 256x64
+before anything else ran: about 14 us mapped, 140 us in the slow state; odex-train then maps the
+constants inside the process) and again at its end, then its per-epoch times, test
 accuracy, NFE, and for odex the compile decision of trainer.compile=auto. Per case and path: the
 median of the per-epoch times over rounds (wall clock, and the process's CPU seconds, which
 another user's load on a shared machine disturbs much less), leaving out each process's first epoch (one-time
@@ -37,6 +41,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import statistics
 import struct
 import subprocess
@@ -88,8 +93,11 @@ def synthetic_mnist(root: Path, n: int = 10_000, seed: int = 0) -> None:
     _idx(raw / "t10k-labels-idx1-ubyte", 0x801, (n,), y.to(torch.uint8).numpy().tobytes())
 
 
-def export_data(model: str, args, mnist_root: str, path: Path) -> None:
-    """The tensors odex-train's dataset config yields, for the plain script."""
+def export_data(model: str, args, mnist_root: str, path: Path) -> Path:
+    """The tensors odex-train's dataset config yields, for the plain script, and the model's initial
+    weights: in `path` (with the plain model's parameters in odex's order) and as an odex checkpoint
+    `<path>-init.pt` for odex-train's `trainer.init_from`, so both paths start from the same weights.
+    Returns the checkpoint's path."""
     sys.path.insert(0, str(REPO))
     import torch
     from hydra import compose, initialize_config_dir
@@ -97,11 +105,17 @@ def export_data(model: str, args, mnist_root: str, path: Path) -> None:
 
     overrides = odex_overrides(model, "direct", args, mnist_root)
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=[o for o in overrides if o.startswith(("dataset", "model"))])
+        cfg = compose("train", overrides=[o for o in overrides if o.startswith(("dataset", "model", "solver"))])
     data = build(cfg.dataset)
+    torch.manual_seed(0)
+    net = build(cfg.model, info=data.info, solver=build(cfg.solver), grad="direct")
+    init = path.with_name(path.stem + "-init.pt")
+    torch.save({"model": net.state_dict()}, init)
     torch.save({"x_train": data.train.x, "y_train": data.train.y, "x_test": data.test.x, "y_test": data.test.y,
                 "mean": list(data.info.mean), "std": list(data.info.std), "num_classes": data.info.num_classes,
-                "batch": data.batch_size}, path)
+                "batch": data.batch_size, "eval_batch": data.eval_batch_size,
+                "init": [p.detach().clone() for p in net.parameters()]}, path)
+    return init
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +133,10 @@ def child_odex(args) -> None:
     from odex.training.cpu_math import log1p_us
 
     state = {"log1p_us_start": log1p_us()}
+    if args.unmapped:
+        # the control: odex-train without its start-up mapping of torch's kernel constants
+        import odex.training.cpu_math
+        odex.training.cpu_math.map_kernel_constants = lambda: 0
     run_dir = Path(args.run_dir)
     sys.argv = ["odex-train", f"hydra.run.dir={run_dir}", *args.overrides]
     import odex.training.trainer
@@ -154,7 +172,7 @@ def child_odex(args) -> None:
     acc = rows[-1].get("test/acc")
     n_test = args.test_n
     result = {"path": "odex", "epoch_s": [r["time/epoch_s"] for r in rows], "epoch_cpu_s": CPUClock.epochs, "epoch_faults": CPUClock.faults,
-              "test_acc": acc,
+              "test_acc": acc, "train_loss": [r.get("train/loss") for r in rows],
               "test_correct": None if acc is None or not n_test else round(acc * n_test), "test_n": n_test,
               "nfe_forward": [r.get("nfe/forward") for r in rows], "nfe_backward": [r.get("nfe/backward") for r in rows],
               "compile": summary.get("compile") or next((o.split("=", 1)[1] + " (set)" for o in args.overrides
@@ -194,12 +212,17 @@ def main(argv=None) -> dict:
     p.add_argument("--odex-variants", nargs="+", default=["trainer.compile=auto"],
                    help="odex-train processes per round, each a space-free override list joined by ',' "
                         "(e.g. trainer.compile=auto trainer.compile=true,solver.loop=odex)")
-    p.add_argument("--plain-warm-up", action="store_true", help="add plain processes with odex's warm-up")
+    p.add_argument("--plain-warm-up", action="store_true",
+                   help="add plain processes that run the reported one-line fix (a float32 pow) first")
+    p.add_argument("--odex-unmapped", action="store_true",
+                   help="add odex-train processes (first variant) without the start-up mapping of "
+                        "torch's kernel constants (odex/training/cpu_math.py): the control")
     p.add_argument("--out", default=None)
     p.add_argument("--child", choices=["odex"], help=argparse.SUPPRESS)
     p.add_argument("--run-dir", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--test-n", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--unmapped", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -229,6 +252,7 @@ def main(argv=None) -> dict:
         epochs = args.mlp_epochs if model == "mlp" and args.mlp_epochs else args.epochs
         case_args = argparse.Namespace(**{**vars(args), "epochs": epochs})
         data_file = tmp / f"{model}.pt"
+        init = data_file.with_name(data_file.stem + "-init.pt")
         if not data_file.exists():
             export_data(model, case_args, mnist_root, data_file)
         import torch as _t
@@ -245,12 +269,17 @@ def main(argv=None) -> dict:
             extra = [v for v in variant.split(",") if v]
             paths["odex " + " ".join(extra)] = [sys.executable, str(REPO / "scripts" / "bench_cpu.py"), "--child", "odex",
                                                 "--test-n", str(n_test), "--",
-                                                *odex_overrides(model, grad, case_args, mnist_root), *extra]
+                                                *odex_overrides(model, grad, case_args, mnist_root),
+                                                f"trainer.init_from={init}", *extra]
+        if args.odex_unmapped:
+            first = next(name for name in paths if name.startswith("odex"))
+            child = paths[first]
+            paths[first + " (constants not mapped)"] = child[:child.index("--")] + ["--unmapped"] + child[child.index("--"):]
         results = {name: [] for name in paths}
         for r in range(args.rounds):
             order = list(paths) if r % 2 == 0 else list(reversed(paths))
             for name in order:
-                res = tmp / f"{case}-{r}-{len(results[name])}-{name.replace(' ', '_').replace('=', '-')}.json"
+                res = tmp / f"{case}-{r}-{len(results[name])}-{re.sub(r'[^A-Za-z0-9.]+', '_', name)}.json"
                 cmd = list(paths[name])
                 if name.startswith("odex"):
                     i = cmd.index("--child")
@@ -273,6 +302,7 @@ def main(argv=None) -> dict:
                 "log1p_us_start": [round(x["log1p_us_start"], 1) for x in res],
                 "log1p_us_end": [round(x["log1p_us_end"], 1) for x in res],
                 "test_correct": [x.get("test_correct") for x in res], "test_n": n_test,
+                "train_loss": sorted({x["train_loss"][-1] for x in res}),
                 "nfe": f"{statistics.median(x['nfe_forward'][-1] for x in res):.1f}/"
                        f"{statistics.median(x['nfe_backward'][-1] for x in res):.1f}",
                 "compile": sorted({x.get("compile", "-") for x in res}),
@@ -293,8 +323,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"CPU: {meta['machine']}, torch {meta['torch']} (capability {meta['cpu_capability']}), "
              f"torchdiffeq {meta['torchdiffeq']}, data: {meta['data']}, {meta['date']}.", "",
              "| case | path | s/epoch (wall, median) | x plain | CPU s/epoch (median) | x plain | epochs timed "
-             "| process s | NFE f/b | log1p us start -> end | test correct | compile |",
-             "|" + " --- |" * 12]
+             "| process s | NFE f/b | log1p us start -> end | test correct | last train loss | compile |",
+             "|" + " --- |" * 13]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['path']} | {r['epoch_s']:.3f} | {r['ratio']:.2f} | {r['epoch_cpu_s']:.3f} "
@@ -302,6 +332,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"| {r['process_wall_s']:.1f} | {r['nfe']} "
             f"| {', '.join(f'{a:.0f}->{b:.0f}' for a, b in zip(r['log1p_us_start'], r['log1p_us_end']))} "
             f"| {', '.join(str(c) for c in r['test_correct'])} / {r['test_n']} "
+            f"| {', '.join(repr(v) for v in r['train_loss'])} "
             f"| {', '.join(r['compile'])} |")
     reasons = sorted({(r['case'], why) for r in rows for why in r['compile_reason'] if why})
     if reasons:

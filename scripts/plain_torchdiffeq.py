@@ -15,14 +15,18 @@ The ODE block is `torchdiffeq.odeint` (direct) or `odeint_adjoint` (adjoint) wit
 rtol = atol = --tol on [0, 1]; Adam at lr 1e-3; batches sliced from in-memory tensors with a fresh
 `torch.randperm` per epoch (a DataLoader over a TensorDataset would index and collate every sample,
 which on the MLP's 256-point batches costs a few ms per batch: not what a careful user writes for
-data already in memory); loss cross-entropy. The data (train/test tensors and the normalisation
-constants) come from the file the benchmark writes, the same examples odex-train reads. NFE are
-counted with a Python int in the field's wrapper.
+data already in memory); loss cross-entropy. The data (train/test tensors, the normalisation
+constants, the evaluation batch size) and the initial weights come from the file the benchmark
+writes: the same examples and weights odex-train starts from, and the permutation is drawn from a
+generator seeded as odex-train's, so with the same arithmetic both train the same model, to the
+last test image. NFE are counted with a Python int in the field's wrapper.
 
 Writes JSON: seconds of each epoch's training loop, test accuracy (and the number of correct test
 examples), forward/backward NFE per batch, and the float32 log1p state of the process (median us of
-torch.log1p on 256x64 at start; --warm-up runs odex's start-up warm-up first, copied here so this
-script stays free of odex).
+torch.log1p on 256x64 at start and end; --warm-up first runs the one-line fix the slow state's
+report found, a float32 torch.pow on a vector, which maps the page of log1p's constants as a side
+effect: what a torchdiffeq user who knows of it can do; odex maps them all,
+odex/training/cpu_math.py).
 """
 from __future__ import annotations
 
@@ -142,7 +146,7 @@ def main(argv=None) -> dict:
     p.add_argument("--width", type=int, default=50, help="conv drift width / MLP hidden width")
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warm-up", action="store_true", help="odex's float32 math warm-up first")
+    p.add_argument("--warm-up", action="store_true", help="a float32 pow first (the reported one-line fix of the slow log1p state)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     t_process = time.perf_counter()
@@ -160,21 +164,34 @@ def main(argv=None) -> dict:
     model = (ConvNet(d["mean"], d["std"], args.width, adjoint, args.tol) if args.model == "conv"
              else MLPNet(d["mean"], d["std"], args.width, adjoint, args.tol, dim=x_train.shape[1],
                          classes=int(d["num_classes"])))
+    if "init" in d:      # odex's initial weights, parameter by parameter (the same shapes and order)
+        with torch.no_grad():
+            for p, w in zip(model.parameters(), d["init"], strict=True):
+                if p.shape != w.shape:
+                    raise SystemExit(f"{args.data}: its initial weights are for another network "
+                                     f"({tuple(w.shape)} against {tuple(p.shape)}): check --model and --width")
+                p.copy_(w)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    epochs, epochs_cpu, faults, nfe_f, nfe_b = [], [], [], [], []
+    # each epoch's batch order drawn as odex-train draws it: one randperm per epoch from a generator
+    # seeded with the seed (odex/data/batches.py), so the same seed gives the same batches
+    batch_order = torch.Generator().manual_seed(args.seed)
+    epochs, epochs_cpu, faults, nfe_f, nfe_b, train_loss = [], [], [], [], [], []
     n = len(x_train)
     for _ in range(args.epochs):
         model.train()
         model.ode.field.forward_calls = model.ode.field.backward_calls = 0
         t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, generator=batch_order)
+        loss_sum = torch.zeros(())
         for i in range(0, n, args.batch):
             idx = perm[i:i + args.batch]
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            loss_sum += loss.detach() * len(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
         epochs.append(time.perf_counter() - t0)
+        train_loss.append(float(loss_sum / n))
         epochs_cpu.append(time.process_time() - c0)
         faults.append(minor_faults() - f0)
         batches = -(-n // args.batch)
@@ -183,11 +200,13 @@ def main(argv=None) -> dict:
     model.eval()
     correct = 0
     with torch.no_grad():
-        for i in range(0, len(x_test), 1000):
-            correct += int((model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum())
+        # odex's evaluation batches (an adaptive solver's steps depend on the whole batch)
+        eval_batch = int(d.get("eval_batch", 1000))
+        for i in range(0, len(x_test), eval_batch):
+            correct += int((model(x_test[i:i + eval_batch]).argmax(1) == y_test[i:i + eval_batch]).sum())
     state["log1p_us_end"] = log1p_us()
     result = {"path": "plain", "epoch_s": epochs, "epoch_cpu_s": epochs_cpu, "epoch_faults": faults, "test_correct": correct, "test_n": len(x_test),
-              "test_acc": correct / len(x_test), "nfe_forward": nfe_f, "nfe_backward": nfe_b,
+              "test_acc": correct / len(x_test), "train_loss": train_loss, "nfe_forward": nfe_f, "nfe_backward": nfe_b,
               "process_s": time.perf_counter() - t_process, **state}
     with open(args.out, "w") as f:
         json.dump(result, f)

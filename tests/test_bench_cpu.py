@@ -54,10 +54,33 @@ def test_plain_script_trains_and_reports(tmp_path):
     out = tmp_path / "r.json"
     torch.set_num_threads(1)
     result = plain.main(["--data", str(data_file), "--model", "mlp", "--grad", "adjoint", "--epochs", "1",
-                         "--batch", "256", "--width", "8", "--warm-up", "--out", str(out)])
+                         "--batch", "256", "--width", "64", "--warm-up", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
     assert len(saved["epoch_s"]) == len(saved["epoch_cpu_s"]) == 1
     assert saved["nfe_forward"][0] > 0 and saved["nfe_backward"][0] > 0      # the adjoint's backward solve
     assert saved["test_n"] == 1000 and 0 <= saved["test_correct"] <= 1000
     assert saved["log1p_us_start"] > 0 and saved["log1p_us_after_warm_up"] > 0
+
+
+def test_driver_runs_odex_with_and_without_the_mapping_to_the_same_result(tmp_path):
+    """One round of the whole benchmark on the MLP case: plain, odex-train, and odex-train with its
+    start-up mapping of the kernel constants switched off (the control). All three train the same
+    model: the same train loss to the last bit and the same test predictions (the plain script
+    starts from odex's initial weights and draws odex's batch order; the mapping changes no
+    result), and the table reports each."""
+    bench = _load("bench_cpu")
+    out = tmp_path / "b"
+    result = bench.main(["--cases", "mlp-direct", "--rounds", "1", "--epochs", "1", "--odex-variants",
+                         "trainer.compile=false", "--odex-unmapped", "--out", str(out)])
+    rows = {r["path"]: r for r in result["rows"]}
+    assert set(rows) == {"plain", "odex trainer.compile=false", "odex trainer.compile=false (constants not mapped)"}
+    mapped, unmapped = rows["odex trainer.compile=false"], rows["odex trainer.compile=false (constants not mapped)"]
+    assert mapped["test_correct"] == unmapped["test_correct"] and mapped["test_correct"][0] is not None
+    assert mapped["nfe"] == unmapped["nfe"] == rows["plain"]["nfe"]
+    losses = {path: r["train_loss"] for path, r in rows.items()}
+    assert len(mapped["train_loss"]) == 1 and len(set(map(tuple, losses.values()))) == 1, losses
+    assert rows["plain"]["test_correct"] == mapped["test_correct"]
+    raw = result["raw"]["mlp-direct"]
+    assert raw["odex trainer.compile=false"][0]["epoch_s"] and raw["plain"][0]["epoch_s"]
+    assert "(constants not mapped)" in out.with_suffix(".md").read_text()
