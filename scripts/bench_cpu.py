@@ -237,8 +237,10 @@ def main(argv=None) -> dict:
         synthetic_mnist(Path(mnist_root))
     meta = {"command": "python scripts/bench_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": ("conv: MNIST t10k" if args.mnist_root else "conv: synthetic MNIST-shaped digits")
-            + "; mlp: nested spheres (dataset=spheres)",
+            "data": "; ".join(
+                ([("conv: MNIST t10k" if args.mnist_root else "conv: synthetic MNIST-shaped digits")]
+                 if any(CASES[c][0] == "conv" for c in args.cases) else [])
+                + (["mlp: nested spheres (dataset=spheres)"] if any(CASES[c][0] == "mlp" for c in args.cases) else [])),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process",
             "python": platform.python_version()}
     import torch
