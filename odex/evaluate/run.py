@@ -116,6 +116,8 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
         cfg.trainer.init_from = None
 
     trainer = build(cfg.trainer)          # device, threads and the speed settings, as in the run
+    from odex.training.cpu_math import map_kernel_constants
+    map_kernel_constants()                # the math kernels' fast state, as in odex-train (changes no result)
     seed_everything(trainer.seed)
     data = build(cfg.dataset)
     model = build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad)).to(trainer.device)
