@@ -179,6 +179,18 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+        # A job step still running when slurmd stops keeps its slurmstepd, srun and batch script
+        # alive (orphans that collected over repeated runs). They inherited this cluster's
+        # SLURM_CONF from slurmd, which is how they are told apart from any other process.
+        mark = f"SLURM_CONF={self.conf}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if mark in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass        # gone already, or not ours to read
 
     def __enter__(self) -> "Cluster":
         return self
