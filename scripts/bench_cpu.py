@@ -16,7 +16,10 @@ Cases (dopri5, rtol = atol = 1e-3, Adam lr 1e-3, seed 0):
 For every case and round, one process per path, the order alternating between rounds (ABBA), so
 drift in a shared machine's speed hits both alike:
 - plain: scripts/plain_torchdiffeq.py (torchdiffeq.odeint / odeint_adjoint, in-memory batches),
-  on the very tensors odex's dataset config yields (exported by this script beforehand);
+  on the very tensors odex's dataset config yields, from odex's initial weights and in odex's
+  batch order (exported by this script beforehand; odex-train reads the same weights with
+  trainer.init_from), so both paths train the same model: the table's last train loss agrees to
+  the last bit;
 - odex (and each --odex-variant: extra odex-train overrides, default `trainer.compile=auto`):
   `odex-train` itself (odex.train.main, Hydra), logger=none, progress off; its per-epoch times are
   the trainer's `time/epoch_s` (the training loop, evaluation excluded), as the plain script's are.
@@ -93,11 +96,15 @@ def synthetic_mnist(root: Path, n: int = 10_000, seed: int = 0) -> None:
     _idx(raw / "t10k-labels-idx1-ubyte", 0x801, (n,), y.to(torch.uint8).numpy().tobytes())
 
 
-def export_data(model: str, args, mnist_root: str, path: Path) -> Path:
+def init_path(data_file: Path) -> Path:
+    """The odex checkpoint of the initial weights that `export_data` writes beside `data_file`."""
+    return data_file.with_name(data_file.stem + "-init.pt")
+
+
+def export_data(model: str, args, mnist_root: str, path: Path) -> None:
     """The tensors odex-train's dataset config yields, for the plain script, and the model's initial
     weights: in `path` (with the plain model's parameters in odex's order) and as an odex checkpoint
-    `<path>-init.pt` for odex-train's `trainer.init_from`, so both paths start from the same weights.
-    Returns the checkpoint's path."""
+    (`init_path(path)`) for odex-train's `trainer.init_from`, so both paths start from the same weights."""
     sys.path.insert(0, str(REPO))
     import torch
     from hydra import compose, initialize_config_dir
@@ -109,13 +116,11 @@ def export_data(model: str, args, mnist_root: str, path: Path) -> Path:
     data = build(cfg.dataset)
     torch.manual_seed(0)
     net = build(cfg.model, info=data.info, solver=build(cfg.solver), grad="direct")
-    init = path.with_name(path.stem + "-init.pt")
-    torch.save({"model": net.state_dict()}, init)
+    torch.save({"model": net.state_dict()}, init_path(path))
     torch.save({"x_train": data.train.x, "y_train": data.train.y, "x_test": data.test.x, "y_test": data.test.y,
                 "mean": list(data.info.mean), "std": list(data.info.std), "num_classes": data.info.num_classes,
                 "batch": data.batch_size, "eval_batch": data.eval_batch_size,
                 "init": [p.detach().clone() for p in net.parameters()]}, path)
-    return init
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +259,6 @@ def main(argv=None) -> dict:
         epochs = args.mlp_epochs if model == "mlp" and args.mlp_epochs else args.epochs
         case_args = argparse.Namespace(**{**vars(args), "epochs": epochs})
         data_file = tmp / f"{model}.pt"
-        init = data_file.with_name(data_file.stem + "-init.pt")
         if not data_file.exists():
             export_data(model, case_args, mnist_root, data_file)
         import torch as _t
@@ -272,7 +276,7 @@ def main(argv=None) -> dict:
             paths["odex " + " ".join(extra)] = [sys.executable, str(REPO / "scripts" / "bench_cpu.py"), "--child", "odex",
                                                 "--test-n", str(n_test), "--",
                                                 *odex_overrides(model, grad, case_args, mnist_root),
-                                                f"trainer.init_from={init}", *extra]
+                                                f"trainer.init_from={init_path(data_file)}", *extra]
         if args.odex_unmapped:
             first = next(name for name in paths if name.startswith("odex"))
             child = paths[first]
