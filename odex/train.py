@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from odex.config import USAGE_ERROR, build, config_dir, preflight, validate
 from odex.errors import ConfigError, OdexError
 from odex.training.signals import StopSignals, SweepParentSignals
+from odex.training.threads import passive_openmp_waits
 from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
 
 # torch, numpy and the modules that need them are imported inside the functions that use them:
@@ -367,6 +368,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main(argv: list[str] | None = None) -> None:
     """`odex-train [overrides]`: compose and validate first (odex.config.preflight: one line and
     exit status 2 for a mistake, before a run folder exists), then hand over to Hydra."""
+    passive_openmp_waits()
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = preflight(argv)
     sys.argv = [sys.argv[0] if sys.argv else "odex-train", *argv]

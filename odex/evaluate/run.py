@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from odex.errors import ConfigError, OdexError
+from odex.training.threads import passive_openmp_waits
 
 log = logging.getLogger("odex")
 
@@ -144,6 +145,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp_waits()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(USAGE)

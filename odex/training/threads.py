@@ -15,6 +15,13 @@ with a CPU quota. More threads than CPUs make every operator wait on OpenMP hand
     the cgroup CPU quota                    /sys/fs/cgroup/cpu.max (a container's --cpus)
 
 An integer is used as given (at least 1).
+
+OpenMP's wait policy: torch's OpenMP threads spin while they wait for work (GNU OpenMP's default),
+which is harmless on idle cores and ruinous on busy ones: beside two busy processes an epoch of the
+default model with 2 threads took 198 s against 29 s with `OMP_WAIT_POLICY=PASSIVE` or one thread.
+`passive_openmp_waits()` sets the passive policy (unless the user chose one) before torch loads
+OpenMP, which reads it once at start; on an idle machine it costs nothing measurable
+(docs/benchmarks.md, scripts/bench_threads.py).
 """
 from __future__ import annotations
 
@@ -23,6 +30,13 @@ import os
 from pathlib import Path
 
 from odex.errors import ConfigError
+
+
+def passive_openmp_waits(environ=None) -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless already set; call before torch is imported (the odex-* entry
+    points do). The environment carries it to sweep workers and SLURM jobs too."""
+    env = os.environ if environ is None else environ
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _positive_int(value) -> int | None:
