@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from odex.errors import ConfigError, OdexError
 
 
-# Modules that moved when odex/ came to mirror conf/ (issue 14), old -> new. A run saved before
+# Modules that moved when odex/ came to mirror conf/, old -> new. A run saved before
 # names its parts by the old `_target_`s; odex-eval and resuming read them through `current_targets`.
 MOVED: dict[str, str] = {
     "odex.ode_block": "odex.ode.block", "odex.solver": "odex.ode.solver",
@@ -37,7 +37,7 @@ MOVED: dict[str, str] = {
 }
 
 
-# Keys that moved (issue 14): `trainer.fixed_grid=odex` and `trainer.adaptive_loop=odex` are now the
+# Keys that moved: `trainer.fixed_grid=odex` and `trainer.adaptive_loop=odex` are now the
 # solver's `solver.loop=odex`. On the command line the old key is one line saying so; in a run saved
 # before, `current_config` turns either into solver.loop=odex.
 MOVED_KEYS: dict[str, str] = {"trainer.fixed_grid": "solver.loop", "trainer.adaptive_loop": "solver.loop"}

@@ -1,4 +1,4 @@
-"""CPU benchmark of issue 18: `odex-train` against a plain torchdiffeq training script of the same
+"""CPU benchmark: `odex-train` against a plain torchdiffeq training script of the same
 model and data, per epoch, one thread, in alternating separate processes.
 
     python scripts/bench_cpu.py --out docs/bench/cpu-epochs            # about 10 minutes on 2 cores

@@ -1,5 +1,5 @@
 """Which CPU math functions run slowly in a fresh torch process until their constants' pages are
-mapped (issue 18; odex/training/cpu_math.py): every function a field may use, float32 and float64,
+mapped (odex/training/cpu_math.py): every function a field may use, float32 and float64,
 forward and the activations' backward, each timed in its own fresh process in three states.
 
     python scripts/bench_cpu_math.py --out docs/bench/cpu-math      # about 7 minutes, 2 cores

@@ -66,7 +66,7 @@ case $part in
   tests)
     "$py" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$out/gpu_tests.txt" | tail -n 30
     ;;
-  speed)    # issue 8: every "Done when" ratio comes from these two runs
+  speed)    # every "Done when" ratio comes from these two runs
     "$py" scripts/bench.py --device "$device" --widths 50 500 --batches 16 \
       --grads direct adjoint seminorm gq --solvers dopri5 rk4:10 --precision fp32 bf16 \
       --loop torchdiffeq odex --cuda-graph "${bench_size[@]}" \
@@ -78,18 +78,18 @@ case $part in
       --out "$out/bench_b128" > "$out/bench_b128.log" 2>&1
     tail -n 12 "$out/bench_b128.log"
     ;;
-  compile)  # issue 8: does inductor pay, with and without a graph
+  compile)  # does inductor pay, with and without a graph
     "$py" scripts/bench.py --device "$device" --widths 50 500 --batches 16 --grads direct adjoint \
       --solvers dopri5 rk4:10 --compile none inductor --loop odex --cuda-graph "${bench_size[@]}" \
       --out "$out/bench_compile" > "$out/bench_compile.log" 2>&1
     tail -n 40 "$out/bench_compile.log"
     ;;
-  grad)     # issue 3: gq <= 0.9x odex adjoint time, <= 0.5x its memory, <= 0.85x torchdiffeq adjoint
+  grad)     # gq <= 0.9x odex adjoint time, <= 0.5x its memory, <= 0.85x torchdiffeq adjoint
     "$py" scripts/bench_grad.py --device "$device" --widths 50 500 --batches 16 128 --tols 1e-3 1e-5 \
       "${grad_size[@]}" --out "$out/bench_grad" > "$out/bench_grad.log" 2>&1
     tail -n 40 "$out/bench_grad.log"
     ;;
-  mnist)    # issue 2 (>= 0.97 after 3 epochs) and issue 8 (bf16 and the graph lose < 0.3 points)
+  mnist)    # (>= 0.97 after 3 epochs; bf16 and the graph lose < 0.3 points)
     common=(dataset=mnist_t10k "dataset.root=$mnist" "trainer.max_epochs=${epochs:-3}")
     train "$out/mnist_fp32" "${common[@]}"
     train "$out/mnist_bf16" "${common[@]}" trainer.precision=bf16
@@ -98,18 +98,18 @@ case $part in
     if [ "$device" = cuda ]; then train "$out/mnist_rk4_graph" "${common[@]}" "${rk4[@]}" trainer.cuda_graph=true; fi
     summary "$out"/mnist_*/ | tee "$out/mnist_summary.txt"
     ;;
-  momentum) # issue 4: loss, accuracy and NFE of the five models (HBNODE paper's MNIST setting)
+  momentum) # loss, accuracy and NFE of the five models (HBNODE paper's MNIST setting)
     "$py" -m odex.train -m "hydra.sweep.dir=$out/momentum" experiment=hbnode_mnist dataset=mnist_t10k \
       "dataset.root=$mnist" model=pixel_node,pixel_augmented,heavy_ball,ghbnode,adam_node \
       "trainer.max_epochs=${epochs:-10}" "trainer.device=$device" logger=none trainer.progress=false \
       ${quick:+model.preset=tiny} "${small[@]}" > "$out/momentum.log" 2>&1 || echo "failed: see $out/momentum.log"
     "$py" scripts/momentum_table.py "$out/momentum" | tee "$out/momentum_table.md"
     ;;
-  cpl)      # issue 5: epoch time of cpl_cifar10 size S (random CIFAR-shaped images)
+  cpl)      # epoch time of cpl_cifar10 size S (random CIFAR-shaped images)
     if [ -n "$quick" ]; then args=(--size tiny --epochs 1 --train 512); else args=(--size S --epochs 2); fi
     "$py" scripts/bench_cpl_epoch.py --device "$device" "${args[@]}" 2>&1 | tee "$out/cpl_epoch.txt" | tail -n 20
     ;;
-  lyanet)   # issue 6: LyaNet vs backprop (clean, PGD, NFE) on real MNIST
+  lyanet)   # LyaNet vs backprop (clean, PGD, NFE) on real MNIST
     # (no QUICK form: a LyaNet trained on a few hundred images has stiff inference dynamics, tens
     # of thousands of NFE per batch)
     [ -n "$quick" ] && { echo "lyanet: no quick form; run it on the GPU"; exit 0; }

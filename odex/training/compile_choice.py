@@ -3,7 +3,7 @@ its cold compile within this run.
 
 Why a probe and not a rule: on the development CPU (torch 2.14.1, inductor, one thread) compiling
 the field gave 0.81-0.86x per evaluation on the GQ conv field but 1.08-1.13x (slower) on a small
-MLP field, after about 30 s of cold compile (issue 18; docs/benchmarks.md); on a GPU the balance is
+MLP field, after about 30 s of cold compile (docs/benchmarks.md); on a GPU the balance is
 different again. What wins depends on the field, the batch, the machine and the run's length,
 all known only at start-up, so odex measures:
 

@@ -1,32 +1,15 @@
-"""Map torch's CPU-kernel constants into the process at start-up (issue 18), and the probe that says
-which state a process is in.
+"""Map torch's CPU-kernel constants into the process at start-up, and the probe that says which state
+a process is in.
 
-The symptom (torch 2.14.1, AMD EPYC Zen 4 KVM guests, one thread): in a fresh process float32
-`torch.log1p` on 256x64 takes 140-170 us, 14 us once any float32 `torch.pow` with a non-integer
-exponent has run; `expm1` likewise (138 -> 21 us) and so `softplus` (log1p(exp(x)), 156 -> 25 us),
-which is a third of a training iteration of a small softplus MLP field.
-
-The cause (found on such a VM, kernel 6.18; docs/benchmarks.md, "log1p"): `perf annotate` puts 80 %
-of the slow loop on one instruction of SLEEF's `Sleef_finz_log1pf16_u10avx512f`, a *masked*
-`vbroadcastss` of a constant (its special-case value for x = inf) from libtorch_cpu.so's read-only
-data. The mask is almost always all-zero, so the load is suppressed - and a suppressed masked load
-whose page is not yet mapped in the process's page table cannot fault the page in: the CPU takes a
-slow assist on every call (about 400 cycles per 16 elements) instead. The page stays unmapped until
-something reads it for real. `torch.pow` happens to read a constant on the same page; reading one
-byte of that page from Python (ctypes) ends the slow state just as well, and /proc/self/pagemap
-shows the page absent before and present after. Whether a process starts slow depends on which
-pages of the library earlier reads happened to map (the kernel maps neighbouring pages of a fault
-as well, so it varies with the page cache and the machine), which is why it was seen on some VMs
-and not others.
-
-The fix: map every page of libtorch_cpu.so's read-only data segments (where ATen's vectorised
-kernels, SLEEF included, keep their constants) with one `madvise(MADV_POPULATE_READ)` per segment
-(Linux >= 5.14; older kernels: a read of one byte per page). About 60 MB, 15,600 pages, 20 ms;
-the pages are the shared file pages the library is already cached in, so it adds to RSS, not to
-memory in use. It computes nothing and changes no setting (no flush-denormal, no capability, no
-RNG): tests/test_cpu_math.py checks that every activation's output and gradient, and the GQ conv
-field's, are the same bits in fresh processes with and without it. No library does this for us:
-glibc's loader maps segments lazily by design, and torch has no switch for it.
+Why: on some x86 VMs a fresh process runs float32 log1p/expm1 (so softplus, elu, selu, logsigmoid)
+about 10x slower until the page of libtorch_cpu.so holding a SLEEF constant is mapped: a suppressed
+masked load of an unmapped page cannot fault it in, so the CPU takes a slow assist on every call.
+The fix maps every page of the library's read-only data segments with one
+`madvise(MADV_POPULATE_READ)` per segment (Linux >= 5.14; older kernels: one byte read per page),
+about 60 MB of already-cached shared pages in 20 ms. It computes nothing and changes no setting
+(tests/test_cpu_math.py: the same bits with and without). No library does this: the loader maps
+segments lazily by design and torch has no switch. The investigation: docs/benchmarks.md, "The
+float32 log1p slow state".
 """
 from __future__ import annotations
 
