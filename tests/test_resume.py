@@ -162,7 +162,10 @@ def test_isolated_job_restores_global_state():
     expected = torch.rand(3)
     torch.manual_seed(123)
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    import torch._functorch.config as functorch_config
+    donated = functorch_config.donated_buffer
     with isolated_job():
+        functorch_config.donated_buffer = not donated     # what a compiled field's job sets
         torch.set_default_dtype(torch.float64)
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = True
@@ -171,6 +174,7 @@ def test_isolated_job_restores_global_state():
         wandb.init(mode="disabled")
     assert torch.get_default_dtype() == dtype and torch.get_num_threads() == threads
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    assert functorch_config.donated_buffer == donated
     assert wandb.run is None
     assert torch.equal(torch.rand(3), expected)
 

@@ -2,7 +2,7 @@
 
 Hydra's basic launcher runs a sweep's jobs one after another in one process, and joblib's loky
 workers are reused across jobs, so whatever a job changes globally -- random states, TF32 and cuDNN
-flags, the default dtype, deterministic mode, an unfinished wandb run, cached CUDA memory, compiled
+flags, functorch's donated-buffer switch (turned off for compiled fields), the default dtype, deterministic mode, an unfinished wandb run, cached CUDA memory, compiled
 graphs -- would otherwise change the jobs after it. `isolated_job()` snapshots that state and puts it
 back in a `finally`, whatever the job did.
 """
@@ -31,7 +31,14 @@ def _torch_settings() -> dict[str, Any]:
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "functorch_donated_buffer": _functorch_config().donated_buffer,
     }
+
+
+def _functorch_config():
+    import torch._functorch.config as functorch_config   # no public setter: fast_paths sets it too
+
+    return functorch_config
 
 
 def _restore_torch_settings(s: dict[str, Any]) -> None:
@@ -46,6 +53,7 @@ def _restore_torch_settings(s: dict[str, Any]) -> None:
     torch.backends.cudnn.allow_tf32 = s["cudnn_tf32"]
     torch.backends.cudnn.benchmark = s["cudnn_benchmark"]
     torch.backends.cudnn.deterministic = s["cudnn_deterministic"]
+    _functorch_config().donated_buffer = s["functorch_donated_buffer"]
 
 
 def _rng() -> dict[str, Any]:
