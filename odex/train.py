@@ -29,7 +29,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from odex.config import USAGE_ERROR, build, config_dir, preflight, validate
-from odex.errors import ConfigError, OdexError
+from odex.errors import ConfigError, OdexError, RunStopped
 from odex.training.signals import StopSignals, SweepParentSignals
 from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
 
@@ -168,6 +168,8 @@ def checkpoint_epoch(checkpoint: dict | None) -> int:
 def _status(e: BaseException) -> str:
     import torch
 
+    if isinstance(e, RunStopped):       # diverged (run health) or pruned (a sweep's pruning)
+        return f"{e.kind}: {e}"
     if isinstance(e, OdexError):
         return f"failed: {e}"
     if isinstance(e, torch.cuda.OutOfMemoryError):
@@ -353,8 +355,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     label = _job_info().get("label")
     with isolated_job(), StopSignals() as stop, labelled_logs(label):
         summary = run(cfg, hc.runtime.output_dir, stop=stop, choices=dict(hc.runtime.choices))
-    if summary["status"] != "completed":
-        print(f"odex: error: {summary['status'][len('failed: '):]}", file=sys.stderr)
+    status = summary["status"]
+    if status != "completed":     # one line why: `odex: error: ...`, or `odex: diverged: ...` / `odex: pruned: ...`
+        print(f"odex: error: {status[len('failed: '):]}" if status.startswith("failed: ") else f"odex: {status}",
+              file=sys.stderr)
     if stop.requested:        # the checkpoint is written: hand the signal on (submitit requeues) and exit
         stop.hand_over()
     if summary["status"] != "completed":
