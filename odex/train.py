@@ -7,7 +7,7 @@
 raises for a failed run, so a sweep goes on when one of its jobs fails. `main` is the Hydra entry
 point: a failed single run prints one line to stderr and exits non-zero; in a sweep it returns the
 value a sweeper optimises (val/acc, else test/acc; None for a failed job, which the basic sweeper
-ignores and the Optuna sweeper records as a failed trial).
+ignores and the Optuna sweeper records as a failed trial; a diverged or pruned job's last val/acc).
 
 Sweeps (conf/sweep/, hydra/launcher=joblib|submitit_*): every job runs inside `isolated_job()`
 (odex/sweep/process_state.py), since launchers run several jobs in one process, and under `StopSignals`
@@ -364,6 +364,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if summary["status"] != "completed":
         if hc.mode == RunMode.RUN:
             sys.exit(USAGE_ERROR if summary.get("usage_error") else 1)
+        if status.startswith(("diverged: ", "pruned: ")):
+            # the last epoch's val/acc it reached: Optuna's TPE learns that the region is poor (a
+            # value it takes as final, as Optuna itself ranks a pruned trial by its last value);
+            # None (a failed trial) when it stopped before its first epoch ended
+            return summary.get("val/acc")
         return None
     return summary.get("val/acc", summary.get("test/acc"))
 
