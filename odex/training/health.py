@@ -114,7 +114,8 @@ class RunHealth:
     def _judge(self, loss: float, nfe, where: str) -> None:
         if not math.isfinite(loss):
             raise Diverged(f"train/loss became {loss} {where}; {HINT}")
-        if self.loss_ref is not None and loss > self.loss_factor * abs(self.loss_ref):
+        # a loss that starts at 0 (a hinge already satisfied) has no scale to be far above
+        if self.loss_ref is not None and self.loss_ref > 0 and loss > self.loss_factor * self.loss_ref:
             raise Diverged(f"train/loss {loss:.4g} {where} is over {self.loss_factor:g}x its start "
                            f"({self.loss_ref:.4g}); {HINT}")
         if nfe is None or self.nfe_ref is None:
