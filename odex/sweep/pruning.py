@@ -107,8 +107,10 @@ class MedianPruning:
             return
         if hc.mode != RunMode.MULTIRUN:
             return
-        self.sweep_dir = Path(hc.sweep.dir)
+        # the job folders' common parent (hydra.sweep.dir/<job number>): absolute, so a SLURM job
+        # whose working directory differs from the launching one reads the same folder
         self.run_dir = Path(trainer.run_dir).resolve()
+        self.sweep_dir = self.run_dir.parent
         self.config = configuration([str(o) for o in hc.overrides.task], self.replicate)
 
     def _worse(self, a: float, b: float) -> bool:
