@@ -142,3 +142,48 @@ def test_a_sweep_prunes_its_worst_configuration_and_still_exits_zero(tmp_path):
     assert statuses[3].startswith("pruned: val/acc ") and "at epoch 1" in statuses[3], statuses[3]
     assert [r["epoch"] for r in read_metrics(tmp_path / "multirun" / "3")] == [1]      # its curve is kept
     assert "odex: sweep finished: 4 jobs, 0 failed, 1 pruned:" in p.stdout
+
+
+class Identity(torch.nn.Module):
+    def forward(self, t, y):
+        return y
+
+
+def _counted_model():
+    from odex.ode.nfe import CountedField
+    return torch.nn.Sequential(CountedField(Identity()))
+
+
+def _batch(health, model, k, loss_sum, n_seen, evaluations):
+    field = model[0]
+    for _ in range(evaluations):            # what a solve of this batch would have cost
+        field(torch.zeros(()), torch.zeros(1))
+    health.after_batch(k, torch.tensor(loss_sum), n_seen, model)
+
+
+def test_health_stops_on_nfe_far_above_the_early_level():
+    """14 evaluations per batch at first, then 200: over 10x, noticed at the next look."""
+    from odex.errors import Diverged
+    from odex.training.health import RunHealth
+
+    health, model = RunHealth(checks_per_epoch=4), _counted_model()
+    health.start_epoch(1, 8, t0=0.0)
+    _batch(health, model, 0, 2.3, 1, 14)       # the run's first batch: its early level
+    _batch(health, model, 1, 4.5, 2, 130)      # batch 2 alone: 130 < 10 x 14, goes on
+    _batch(health, model, 2, 6.8, 3, 200)      # no look due (every 2 batches)
+    with pytest.raises(Diverged, match=r"forward NFE per batch 200\.0 in epoch 1 \(batches 3-4 of 8\) is over 10x "
+                                       r"the run's early level \(14\.0\)"):
+        _batch(health, model, 3, 9.0, 4, 200)
+
+
+def test_health_stops_an_epoch_over_its_time_budget():
+    import time
+
+    from odex.errors import Diverged
+    from odex.training.health import RunHealth
+
+    health, model = RunHealth(epoch_budget_s=5.0), _counted_model()
+    health.start_epoch(3, 100, t0=time.perf_counter() - 6.0)
+    with pytest.raises(Diverged, match=r"epoch 3 ran over trainer.health.epoch_budget_s=5 \(6\.\d s after batch 1/100\)"):
+        _batch(health, model, 0, 2.3, 1, 14)
+    RunHealth(enabled=False).after_batch(0, torch.tensor(float("nan")), 1, model)     # off: never looks
