@@ -36,3 +36,23 @@ class RunStateError(OdexError):
 
 class DataFileError(DatasetNotFound):
     """A dataset file is there but damaged (truncated, corrupt)."""
+
+
+class RunStopped(OdexError):
+    """Training was stopped on purpose before its last epoch: the run's status is
+    `<kind>: <message>` (neither `completed` nor `failed`), its curve and last good checkpoint stay."""
+
+    kind = "stopped"
+
+
+class Diverged(RunStopped):
+    """Run health (odex/training/health.py): the run cannot recover (loss non-finite or far above
+    its start, NFE far above its early level, the solver giving up, an epoch over its time budget)."""
+
+    kind = "diverged"
+
+
+class Pruned(RunStopped):
+    """Pruning across a sweep (odex/sweep/pruning.py): the job is behind the sweep's other jobs."""
+
+    kind = "pruned"

@@ -575,6 +575,16 @@ class StochasticWeightAveraging:
 
 
 @dataclass
+class MedianPruning:
+    _target_: str = ""
+    metric: str = "val/acc"
+    mode: Literal["max", "min"] = "max"
+    replicate: str = "trainer.seed"
+    min_configs: PosInt = 3
+    warmup_epochs: PosInt = 1
+
+
+@dataclass
 class FiniteCheck:
     _target_: str = ""
     detect_anomaly: bool = True
@@ -597,6 +607,18 @@ class Profile:
 # trainer and logger ----------------------------------------------------------------------------
 
 @dataclass
+class RunHealth:
+    """trainer.health (odex/training/health.py)."""
+    _target_: str = ""
+    enabled: bool = True
+    checks_per_epoch: PosInt = 8
+    check_every_s: PosFloat = 10.0
+    loss_factor: Annotated[float, Range(1, None, lo_open=True)] = 100.0
+    nfe_factor: Annotated[float, Range(1, None, lo_open=True)] = 10.0
+    epoch_budget_s: Optional[PosFloat] = None
+
+
+@dataclass
 class Trainer:
     _target_: str = ""
     max_epochs: PosInt = 10
@@ -613,6 +635,7 @@ class Trainer:
     channels_last: bool = False
     cuda_graph: bool = False
     resume: Literal["never", "auto", "must"] = "auto"
+    health: Optional[RunHealth] = None
 
 
 @dataclass
@@ -676,6 +699,7 @@ TARGETS: dict[str, dict[str, type]] = {
         # conf/debug/ (debug=anomaly|overfit|profile)
         "odex.training.debug.FiniteCheck": FiniteCheck, "odex.training.debug.LossMustFall": LossMustFall,
         "odex.training.debug.Profile": Profile,
+        "odex.sweep.pruning.MedianPruning": MedianPruning,     # conf/callbacks/prune.yaml, conf/sweep/
     },
     "trainer": {"odex.training.trainer.Trainer": Trainer},
     "logger": {"odex.tracking.tracker.NullSink": NullSink, "odex.tracking.tracker.WandbSink": WandbSink},

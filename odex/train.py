@@ -7,7 +7,7 @@
 raises for a failed run, so a sweep goes on when one of its jobs fails. `main` is the Hydra entry
 point: a failed single run prints one line to stderr and exits non-zero; in a sweep it returns the
 value a sweeper optimises (val/acc, else test/acc; None for a failed job, which the basic sweeper
-ignores and the Optuna sweeper records as a failed trial).
+ignores and the Optuna sweeper records as a failed trial; a diverged or pruned job's last val/acc).
 
 Sweeps (conf/sweep/, hydra/launcher=joblib|submitit_*): every job runs inside `isolated_job()`
 (odex/sweep/process_state.py), since launchers run several jobs in one process, and under `StopSignals`
@@ -29,7 +29,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from odex.config import USAGE_ERROR, build, config_dir, preflight, validate
-from odex.errors import ConfigError, OdexError
+from odex.errors import ConfigError, OdexError, RunStopped
 from odex.training.signals import StopSignals, SweepParentSignals
 from odex.training.threads import passive_openmp_waits
 from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
@@ -169,6 +169,8 @@ def checkpoint_epoch(checkpoint: dict | None) -> int:
 def _status(e: BaseException) -> str:
     import torch
 
+    if isinstance(e, RunStopped):       # diverged (run health) or pruned (a sweep's pruning)
+        return f"{e.kind}: {e}"
     if isinstance(e, OdexError):
         return f"failed: {e}"
     if isinstance(e, torch.cuda.OutOfMemoryError):
@@ -354,13 +356,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     label = _job_info().get("label")
     with isolated_job(), StopSignals() as stop, labelled_logs(label):
         summary = run(cfg, hc.runtime.output_dir, stop=stop, choices=dict(hc.runtime.choices))
-    if summary["status"] != "completed":
-        print(f"odex: error: {summary['status'][len('failed: '):]}", file=sys.stderr)
+    status = summary["status"]
+    if status != "completed":     # one line why: `odex: error: ...`, or `odex: diverged: ...` / `odex: pruned: ...`
+        print(f"odex: error: {status[len('failed: '):]}" if status.startswith("failed: ") else f"odex: {status}",
+              file=sys.stderr)
     if stop.requested:        # the checkpoint is written: hand the signal on (submitit requeues) and exit
         stop.hand_over()
     if summary["status"] != "completed":
         if hc.mode == RunMode.RUN:
             sys.exit(USAGE_ERROR if summary.get("usage_error") else 1)
+        if status.startswith(("diverged: ", "pruned: ")):
+            # the last epoch's val/acc it reached: Optuna's TPE learns that the region is poor (a
+            # value it takes as final, as Optuna itself ranks a pruned trial by its last value);
+            # None (a failed trial) when it stopped before its first epoch ended
+            return summary.get("val/acc")
         return None
     return summary.get("val/acc", summary.get("test/acc"))
 

@@ -27,7 +27,8 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     summary = train_in_process(tmp_path, [*TINY, "trainer.max_epochs=3", "solver=rk4", "solver.steps=2",
                                           "objective._target_=test_failures.NaNFromEpoch",
                                           "+objective.epoch=2"])
-    assert summary["status"].startswith("failed: train/loss became nan in epoch 2")
+    # run health (on by default) calls a non-finite loss a diverged run, noticed within the epoch
+    assert summary["status"].startswith("diverged: train/loss became nan in epoch 2"), summary["status"]
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
     assert ckpt["epoch"] == 1
@@ -37,10 +38,15 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_diverging_solver_fails_clearly(tmp_path):
     # lr 1e4 wrecks the parameters in the first steps; dopri5 then gives up (step underflow or
-    # too many steps) or the loss turns non-finite: either way a failed status, not a hang.
+    # too many steps) or the loss turns non-finite or far above its start: either way a diverged
+    # status (run health), not a hang; with run health off, a failed one.
     summary = train_in_process(tmp_path, [*TINY, "optim.lr=1e4", "solver.max_num_steps=100"])
-    assert summary["status"].startswith("failed:"), summary["status"]
-    assert "solver gave up" in summary["status"] or "train/loss became" in summary["status"]
+    assert summary["status"].startswith("diverged:"), summary["status"]
+    off = train_in_process(tmp_path / "off", [*TINY, "optim.lr=1e4", "solver.max_num_steps=100",
+                                              "trainer.health.enabled=false"])
+    assert off["status"].startswith("failed:"), off["status"]
+    assert "solver gave up" in off["status"] or "train/loss became" in off["status"]
+    assert any(w in summary["status"] for w in ("solver gave up", "train/loss became", "over 100x its start"))
 
 
 def test_failed_cli_run_exits_nonzero_with_one_line(tmp_path):

@@ -15,6 +15,9 @@ log = logging.getLogger("odex")
 # status: 1 when any failed, after the summary).
 LAST_SWEEP: dict[str, int] = {}
 
+# Statuses of jobs stopped on purpose (odex/training/health.py, odex/sweep/pruning.py)
+STOPPED = ("diverged: ", "pruned: ")
+
 
 class SweepSummary(Callback):
     """At the end of a multirun: 'N of M jobs failed' with each failed job's folder and reason,
@@ -29,12 +32,19 @@ class SweepSummary(Callback):
         except Exception as e:  # noqa: BLE001 -- a summary must never turn a finished sweep into a crash
             log.warning("could not summarise the sweep in %s: %s", sweep_dir, e)
             return
-        failed = [j for j in jobs if not j.completed]
-        LAST_SWEEP.update(jobs=len(jobs), failed=len(failed))
-        lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed"
-                 + (":" if failed else f"; report: odex-report {sweep_dir}")]
-        for j in failed:
+        # diverged (run health) and pruned jobs were stopped on purpose: listed, but they do not
+        # make the sweep's exit status non-zero; a failed job (or one without a summary) does
+        stopped = [j for j in jobs if j.status.startswith(STOPPED)]
+        failed = [j for j in jobs if not j.completed and j not in stopped]
+        LAST_SWEEP.update(jobs=len(jobs), failed=len(failed), stopped=len(stopped))
+        kinds = "".join(f", {sum(j.status.startswith(k) for j in stopped)} {k[:-2]}" for k in STOPPED
+                        if any(j.status.startswith(k) for j in stopped))
+        lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed{kinds}"
+                 + (":" if failed or stopped else f"; report: odex-report {sweep_dir}")]
+        for j in [*stopped, *failed]:
             lines.append(f"  {j.folder}: {j.status}")
+        if stopped and not failed:
+            lines.append(f"odex: report: odex-report {sweep_dir}")
         if failed:
             lines.append(f"odex: {len(failed)} of {len(jobs)} jobs failed (see above); "
                          f"report: odex-report {sweep_dir}")

@@ -30,7 +30,8 @@ MODES = ("never", "auto", "must")
 # Dotted keys that may change between an attempt and its resumption: where the output goes and how
 # it is shown, the device, and the length of the run (a finished run resumed with more epochs goes on).
 IGNORED = ("logger", "trainer.resume", "trainer.progress", "trainer.device", "trainer.max_epochs",
-           "trainer.eval_every", "dataset.root", "dataset.download")
+           "trainer.eval_every", "dataset.root", "dataset.download",
+           "trainer.health")       # when a run is stopped, never what it computes
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:

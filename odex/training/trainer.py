@@ -5,8 +5,10 @@ ODE blocks pick the gradient method), clip, step (odex/training/train_step.py; w
 one CUDA graph replay, odex/training/cuda_graph.py); every metric is accumulated in device tensors and
 read back once, at the epoch boundary, together with the NFE counters, after the single GPU
 synchronisation that also times the epoch. Then validation and test evaluation, one row to the
-tracker, and an atomic checkpoint. A non-finite loss or a failed solve stops the run with
-`TrainingFailed`; the last good checkpoint stays.
+tracker, and an atomic checkpoint. Run health (odex/training/health.py, trainer.health) looks at
+the epoch's running sums a few times per epoch and stops a run that cannot recover with `Diverged`
+(status `diverged: <reason>`); with it switched off, a non-finite loss or a failed solve stops the
+run with `TrainingFailed`. Either way the last good checkpoint and the curve stay.
 
 Resume and preemption (odex/training/resume.py, odex/training/signals.py): `fit(resume=checkpoint)` continues where
 the checkpoint left off. A stop signal is noticed at the next batch boundary; the loop then writes a
@@ -31,9 +33,10 @@ import odex.training.checkpoint as ckpt
 import odex.training.threads as cpu_threads
 from odex.data import DataBundle
 from odex.data.batches import Batches, RandomCropFlip
-from odex.errors import ConfigError, TrainingFailed
+from odex.errors import ConfigError, Diverged, SolverError, TrainingFailed
 from odex.evaluate.evaluators import evaluate
 from odex.training.fast_paths import FastPaths
+from odex.training.health import RunHealth
 from odex.ode.nfe import counted_fields, reset_nfe, total_nfe
 from odex.optim.optimizers import Schedule
 from odex.training.resume import MODES as RESUME_MODES
@@ -60,7 +63,9 @@ def call_hooks(parts, hook: str, **kwargs) -> None:
     folder --, on_epoch_start(epoch), on_step_end(epoch, step), on_evaluate_start(epoch, model,
     train_batches, final) -- after the epoch's training, before its evaluation (stochastic weight
     averaging puts the averaged weights in here) --, on_epoch_end(epoch, metrics, model, optimizer)
-    -- may add to `metrics` before they are logged --, on_fit_end(model). A part that keeps state
+    -- may add to `metrics` before they are logged --, on_epoch_saved(epoch, metrics) -- after the
+    epoch's row is logged and its checkpoint written; may end the run by raising `RunStopped`
+    (a sweep's pruning, odex/sweep/pruning.py) --, on_fit_end(model). A part that keeps state
     across epochs also defines state_dict() / load_state_dict(), saved in the checkpoint.
     """
     for p in parts:
@@ -84,7 +89,8 @@ class Trainer:
                  tf32: bool = True, resume: str = "auto", precision: str = "fp32",
                  compile: bool | str | None = None, channels_last: bool = False,
                  cuda_graph: bool = False,
-                 threads: int | str = "auto", init_from: str | None = None):
+                 threads: int | str = "auto", init_from: str | None = None,
+                 health: RunHealth | None = None):
         if max_epochs < 0:
             raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
         if eval_every < 1:
@@ -102,6 +108,7 @@ class Trainer:
         # the vector fields' speed settings, applied by odex.train.run once the model is built
         self.fast_paths = FastPaths(precision, compile, channels_last, cuda_graph)
         self.max_epochs = max_epochs
+        self.health = health if health is not None else RunHealth(enabled=False)
         self.device = resolve_device(device)
         self.seed = seed
         self.eval_every = eval_every
@@ -136,7 +143,17 @@ class Trainer:
             out["val"] = Batches(data.val, data.eval_batch_size)
         return out
 
-    def fit(self, *, model: nn.Module, data: DataBundle, objective, optimizer: torch.optim.Optimizer,
+    def fit(self, **kwargs) -> dict[str, Any]:
+        """Train (see `_fit`). With run health on, a solver that gives up (step size underflow,
+        max_num_steps) is a diverged run rather than a failed one."""
+        try:
+            return self._fit(**kwargs)
+        except SolverError as e:
+            if self.health.enabled:
+                raise Diverged(str(e)) from e
+            raise
+
+    def _fit(self, *, model: nn.Module, data: DataBundle, objective, optimizer: torch.optim.Optimizer,
             schedule: Schedule, evaluators: dict, tracker: Tracker, run_dir: str | Path,
             generator: torch.Generator, start_epoch: int = 0,
             callbacks: dict | None = None, resume: dict[str, Any] | None = None,
@@ -162,6 +179,7 @@ class Trainer:
             start_epoch, progress, elapsed = _restore(resume, model=model, optimizer=optimizer,
                                                       schedule=schedule, callbacks=callbacks,
                                                       tracker=tracker, generator=generator)
+            self.health.load_state_dict(resume.get("health"))
         t_start = time.perf_counter() - elapsed
         # after the checkpoint's optimizer state is in (a CUDA graph moves it to the device), and
         # before any training, so a graph the model cannot have is a ConfigError up front
@@ -175,7 +193,7 @@ class Trainer:
                 "tracker": tracker.state(), "metrics": dict(tracker.last),
                 "callbacks": {k: c.state_dict() for k, c in callbacks.items() if hasattr(c, "state_dict")},
                 "elapsed_s": time.perf_counter() - t_start, "progress": epoch_progress,
-                "config": fingerprint,
+                "config": fingerprint, "health": self.health.state_dict(),
             }, last_path)
 
         for epoch in range(start_epoch + 1, self.max_epochs + 1):
@@ -193,6 +211,7 @@ class Trainer:
             n_seen = 0
             n_batches = len(loaders["train"])
             bar = self.progress_bar(epoch, n_batches)
+            self.health.start_epoch(epoch, n_batches, t0)
             for k, (x, y) in enumerate(loaders["train"]):
                 if progress is not None:
                     if k < progress["step"]:   # done before the interruption: replayed, not trained
@@ -222,6 +241,12 @@ class Trainer:
                 for k_, v in step.stats.items():
                     stat_sums[k_] = stat_sums.get(k_, 0) + v.detach() * n
                 bar.update()
+                # a host decision (batch count, clock); the sums are read only a few times per epoch
+                try:
+                    self.health.after_batch(k, loss_sum, n_seen, model)
+                except Diverged:
+                    bar.close()
+                    raise
             if cuda:
                 torch.cuda.synchronize(self.device)
             epoch_s = time.perf_counter() - t0
@@ -238,6 +263,7 @@ class Trainer:
             bar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
                             nfe=f"{metrics.get('nfe/forward', 0):.1f}/{metrics.get('nfe/backward', 0):.1f}")
             bar.close()
+            self.health.end_epoch(epoch, metrics)
             if not math.isfinite(metrics["train/loss"]):
                 raise TrainingFailed(
                     f"train/loss became {metrics['train/loss']} in epoch {epoch}: try a lower optim.lr "
@@ -261,6 +287,8 @@ class Trainer:
             call_hooks(parts, "on_epoch_end", epoch=epoch, metrics=metrics, model=model, optimizer=optimizer)
             tracker.log(metrics, epoch)
             save(epoch)
+            if epoch < self.max_epochs:      # stopping after the last epoch would save nothing
+                call_hooks(parts, "on_epoch_saved", epoch=epoch, metrics=metrics)
             if stop is not None and stop.requested and epoch < self.max_epochs:
                 raise Preempted(f"preempted ({stop.name}) after epoch {epoch}; checkpoint in {last_path}: "
                                 "resume with trainer.resume=auto")

@@ -1,0 +1,150 @@
+"""Pruning across a sweep: a job stops, with status `pruned: <reason>`, when its configuration is
+behind the sweep's other configurations at the same epoch.
+
+The median rule of Optuna's MedianPruner (Golovin et al., "Google Vizier", KDD 2017), applied to
+configurations rather than to single jobs, so that the seeds of one configuration are kept or
+pruned together and a configuration never ends up ranked on a lucky subset of its seeds:
+
+    after epoch e of job j, with configuration c (its overrides without the replicate key),
+      m_c   = mean of `metric` at epoch e over the jobs of c that reached it (j included)
+      M     = median over the other configurations c' of m_c'
+    prune j  if  m_c is worse than M,
+             and at least `min_configs` other configurations reached epoch e,
+             and e >= `warmup_epochs` and e < trainer.max_epochs,
+             and no other job of c went on past epoch e (c was let through once: it stays).
+
+What the other jobs reached is read from the sweep folder itself, the only thing every launcher's
+jobs share (basic and joblib run on this machine, submitit's SLURM jobs on others over a shared
+file system): each job's `metrics.jsonl` (one row per epoch, flushed per line), its
+`.hydra/overrides.yaml`, and its `summary.json` once it ended. Jobs that diverged, failed or were
+pruned are left out of the comparison (as Optuna compares with completed trials): a diverged job's
+accuracy says nothing about what a healthy configuration reaches and would pull the median down.
+
+Why not Optuna's own pruner for sweep=optuna? hydra-optuna-sweeper 1.3 hands the job its parameters
+but not its trial, so a job cannot report intermediate values to the study; the same median rule
+over the folder's files serves every sweeper, Optuna's included.
+
+Chosen as a callback (`callbacks=[prune]`, or the `callbacks.prune` entry of conf/sweep/*.yaml); it
+acts only inside a multirun (a single run has no other jobs) and only on a validation metric.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from odex.errors import ConfigError, Pruned
+
+log = logging.getLogger("odex")
+
+LEFT_OUT = ("diverged: ", "failed: ", "pruned: ")
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def configuration(overrides: list[str], replicate: str) -> tuple[str, ...]:
+    """A job's configuration: its overrides without the replicate key (e.g. trainer.seed)."""
+    return tuple(sorted(o for o in overrides if _key(o) != replicate))
+
+
+def read_job(folder: Path, metric: str) -> dict[str, Any] | None:
+    """What a sibling job shows on disk: its configuration's overrides, status (None while it
+    runs) and `metric` by epoch. None for a folder that is not (yet) a job."""
+    overrides_file = folder / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return None
+    try:
+        overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
+    except (OSError, yaml.YAMLError):
+        return None
+    status = None
+    try:
+        status = json.loads((folder / "summary.json").read_text()).get("status")
+    except (OSError, ValueError):
+        pass
+    values: dict[int, float] = {}
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:          # a line another process is writing right now
+            continue
+        if isinstance(row.get(metric), (int, float)) and "epoch" in row:
+            values[int(row["epoch"])] = float(row[metric])
+    return {"overrides": overrides, "status": status, "values": values}
+
+
+class MedianPruning:
+    """The median rule above. `metric` and `mode` (max | min) as the sweep's objective;
+    `replicate`: the key whose values are replicates of one configuration."""
+
+    def __init__(self, metric: str = "val/acc", mode: str = "max", replicate: str = "trainer.seed",
+                 min_configs: int = 3, warmup_epochs: int = 1):
+        if metric.startswith("test/"):
+            raise ConfigError(f"callbacks.prune.metric={metric}: pruning on test data would select on it; "
+                              "use a validation metric (val/acc, val/loss; set dataset.val_fraction)")
+        self.metric, self.mode, self.replicate = metric, mode, replicate
+        self.min_configs, self.warmup_epochs = min_configs, warmup_epochs
+        self.sweep_dir: Path | None = None
+        self.warned = False
+
+    def on_fit_start(self, trainer, **_) -> None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            hc = HydraConfig.get()
+        except (ImportError, ValueError):       # not inside a Hydra run
+            return
+        if hc.mode != RunMode.MULTIRUN:
+            return
+        # the job folders' common parent (hydra.sweep.dir/<job number>): absolute, so a SLURM job
+        # whose working directory differs from the launching one reads the same folder
+        self.run_dir = Path(trainer.run_dir).resolve()
+        self.sweep_dir = self.run_dir.parent
+        self.config = configuration([str(o) for o in hc.overrides.task], self.replicate)
+
+    def _worse(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "max" else a > b
+
+    def on_epoch_saved(self, epoch: int, metrics: dict, **_) -> None:
+        if self.sweep_dir is None or epoch < self.warmup_epochs:
+            return
+        if self.metric not in metrics:
+            if not self.warned:
+                log.warning("callbacks.prune: no %s in this job's metrics (a validation split: "
+                            "dataset.val_fraction=0.1): it is never pruned", self.metric)
+                self.warned = True
+            return
+        own = [float(metrics[self.metric])]
+        others: dict[tuple[str, ...], list[float]] = {}
+        for folder in sorted(p for p in self.sweep_dir.iterdir() if p.is_dir()):
+            if folder.resolve() == self.run_dir:
+                continue
+            job = read_job(folder, self.metric)
+            if job is None or (job["status"] or "").startswith(LEFT_OUT) or epoch not in job["values"]:
+                continue
+            config = configuration(job["overrides"], self.replicate)
+            if config == self.config:
+                if any(e > epoch for e in job["values"]):
+                    return          # this configuration was let through at this epoch: it stays
+                own.append(job["values"][epoch])
+            else:
+                others.setdefault(config, []).append(job["values"][epoch])
+        if len(others) < self.min_configs:
+            return
+        mine = statistics.fmean(own)
+        median = statistics.median(statistics.fmean(v) for v in others.values())
+        if self._worse(mine, median):
+            raise Pruned(f"{self.metric} {mine:.4g} at epoch {epoch} (mean of this configuration's {len(own)} "
+                         f"job(s)) is {'below' if self.mode == 'max' else 'above'} the median {median:.4g} of "
+                         f"{len(others)} other configurations at that epoch")
