@@ -144,7 +144,7 @@ def test_failed_torn_unreadable_and_bad_value_jobs_are_listed(tmp_path, capsys):
 
     assert report.main([str(s)]) == 0
     out = capsys.readouterr().out
-    assert "12 jobs in 6 configurations, 6 failed, unfinished or unreadable" in out
+    assert "12 jobs: 6 completed, 0 diverged, 0 pruned, 6 failed, in 6 configurations" in out
     assert "job 1: unfinished: no summary.json" in out and "metrics.jsonl last line is torn" in out
     assert "job 6: unreadable: summary.json:" in out
     r = report.report(s)
