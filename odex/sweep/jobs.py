@@ -254,6 +254,15 @@ def held_fixed(jobs: list[Job]) -> list[str]:
     return [o for o in readable[0].overrides if split_override(o)[0] not in axes]
 
 
+def metric_range(key: str) -> tuple[float, float]:
+    """The values a metric can take: accuracies in [0, 1], counts and times >= 0, else any."""
+    if key.endswith("/acc") or key.endswith("_acc"):
+        return 0.0, 1.0
+    if key.startswith(("nfe/", "time/")):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
 def short(value: Any) -> str:
     """A value for a label or an axis: numbers to 3 significant figures (0.004430375245218269 ->
     0.00443), integers and words as they are."""
@@ -301,15 +310,17 @@ class Config:
         return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
 
     def interval(self, key: str, level: float = 0.95) -> tuple[float, float] | None:
-        """The t-interval for the mean over replicates, mean ± t(level, n-1) · std / sqrt(n);
-        None below n = 2. It assumes replicates scatter roughly normally around the mean."""
+        """The t-interval for the mean over replicates, mean ± t(level, n-1) · std / sqrt(n),
+        clipped to the metric's possible range (an accuracy's mean is in [0, 1]); None below n = 2.
+        It assumes replicates scatter roughly normally around the mean."""
         mean, std, n = self.stats(key)
         if mean is None or std is None:
             return None
         from scipy import stats
 
         half = stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
-        return mean - half, mean + half
+        lo, hi = metric_range(key)
+        return max(mean - float(half), lo), min(mean + float(half), hi)
 
     @property
     def shared(self) -> bool:

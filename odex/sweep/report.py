@@ -49,6 +49,7 @@ import io
 import math
 import shlex
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,9 @@ def compare(best: Config, other: Config, metric: str) -> tuple[float | None, str
         xa, xb = list(a.values()), list(b.values())
         if max(xa) == min(xa) and max(xb) == min(xb):
             return (1.0 if xa[0] == xb[0] else 0.0), "Welch t-test (no spread)"
-        return float(stats.ttest_ind(xa, xb, equal_var=False).pvalue), "Welch t-test"
+        with warnings.catch_warnings():     # one sample without spread: scipy warns, the test stands
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(stats.ttest_ind(xa, xb, equal_var=False).pvalue), "Welch t-test"
     return None, "no test (n < 2)"
 
 
@@ -394,7 +397,7 @@ def warnings_of(jobs: list[Job], configs: list[Config], sel: Selection, replicat
     bad = [j for j in jobs if not j.completed]
     if bad:
         out.append(f"{len(bad)} of {len(jobs)} jobs did not complete ("
-                   + ", ".join(f"{sum(j.kind == k for j in bad)} {k}" for k in KINDS[1:]) +
+                   + ", ".join(f"{n} {k}" for k in KINDS[1:] if (n := sum(j.kind == k for j in bad))) +
                    "); they are listed below and left out of every mean.")
     incomplete = [r for r in sel.rows if r.missing and any(j.completed for j in r.config.jobs)]
     if incomplete:
@@ -451,7 +454,8 @@ def markdown(sweep_dir: Path, jobs: list[Job], configs: list[Config], metrics: l
     for w in warnings_of(jobs, configs, sel, replicate):
         out.write(f"**Warning:** {w}\n\n")
     out.write(f"{counts(jobs)}, in {len(configs)} configurations; replicate key `{replicate}`. Values: mean ± "
-              f"sample standard deviation (n = completed replicates), 95% t-interval for the mean.\n\n")
+              f"sample standard deviation (n = completed replicates), [95% t-interval for the mean, clipped to the "
+              f"metric's range].\n\n")
     out.write("## Decision\n\n" + "".join(f"- {line}\n" for line in decision(jobs, sel, replicate)) + "\n")
     prov = provenance(jobs)[0]
     fixed = held_fixed(jobs)
@@ -481,7 +485,8 @@ def markdown(sweep_dir: Path, jobs: list[Job], configs: list[Config], metrics: l
         out.write("\n## Jobs that did not complete, or damaged\n\n")
         for j in bad:
             problems = "" if j.unreadable or not j.problems else f" ({'; '.join(j.problems)})"
-            out.write(f"- job {j.name} (`{' '.join(j.overrides)}`): {j.kind}: {_md_cell(j.status)}{problems} -- {j.folder}\n")
+            status = j.status if j.status.startswith(j.kind) else f"{j.kind}: {j.status}"
+            out.write(f"- job {j.name} (`{' '.join(j.overrides)}`): {_md_cell(status)}{problems} -- {j.folder}\n")
     out.write("\n## Jobs\n\n")
     axes = varying_keys(jobs)
     header = ["job", *axes, "status", *metrics, "epochs", "epoch read", "shared machine with"]
@@ -564,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"odex: error: {e}", file=sys.stderr)
         return 2
     for w in r["warnings"]:
-        print(f"odex-report: warning: {w}")
+        print(f"odex-report: warning: {w.replace('`', '')}")
     jobs, configs = r["jobs"], r["configs"]
     print(f"{counts(jobs)}, in {len(configs)} configurations")
     for line in decision(jobs, r["selection"], args.replicate or DEFAULT_REPLICATE):
