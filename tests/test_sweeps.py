@@ -52,8 +52,9 @@ def check_grid(sweep: Path) -> list[dict]:
     assert cells == {(0.01, 32), (0.01, 64), (0.001, 32), (0.001, 64)}
     runs = [read_offline_run(d / "wandb") for d in dirs]
     assert len({r["id"] for r in runs}) == 4
-    # one group: the sweep folder's date and time (here the test's folders) and the sweep's name
-    assert {r["group"] for r in runs} == {f"{sweep.parent.name}_{sweep.name}_lr_bs_grid"}
+    # one group: the sweep folder's date and time (here the test's folders), the sweep's name and id
+    sweep_id = (sweep / ".odex_sweep_id").read_text().strip()
+    assert {r["group"] for r in runs} == {f"{sweep.parent.name}_{sweep.name}_lr_bs_grid_{sweep_id}"}
     for d, r in zip(dirs, runs):
         cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
         # named by the swept keys only
