@@ -327,6 +327,8 @@ def test_kinds_counted_apart_and_survivors_not_named_best(tmp_path, capsys):
     assert "Best configuration, selected on validation data: optim.lr=0.001" in out
     assert "Not named best although their mean over the surviving replicates is better" in out
     assert "optim.lr=0.01 (missing trainer.seed=0 (failed))" in out
+    assert ("rerun the best (selected on validation data): odex-train -m trainer.max_epochs=2 optim.lr=0.001 "
+            "trainer.seed=0,1,2") in out and "held fixed in every job: trainer.max_epochs=2" in out
     md = (s / "report" / "report.md").read_text()
     assert "| 2/3 missing trainer.seed=0 (failed) |" in md
     assert "0/3 missing trainer.seed=0 (diverged), trainer.seed=1 (diverged), trainer.seed=2 (pruned) | 2 | 1 | 0 |" in md

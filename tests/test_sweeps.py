@@ -156,7 +156,7 @@ def test_submitit_local_with_a_failing_job(tmp_path):
     on_test = report.report(sweep, metric="test/acc", plots=False)
     assert on_test["best"].label == "optim.lr=0.01" and on_test["selection"].on_test
     md = (r["out"] / "report.md").read_text()
-    assert "## Failed, unfinished or damaged jobs" in md and "job 1 (`" in md and "failed: " in md
+    assert "## Diverged, pruned, failed, unfinished or damaged jobs" in md and "job 1 (`" in md and "failed: " in md
 
 
 def test_optuna_three_trials(tmp_path):

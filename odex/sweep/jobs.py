@@ -33,6 +33,7 @@ NO_SUMMARY = "unfinished: no summary.json (still running, or killed)"
 UNREADABLE = "unreadable"
 DEFAULT_REPLICATE = "trainer.seed"
 SHARED_MARK = "‡"        # configurations with jobs that ran side by side with others
+NOT_METRICS = ("data/", "odex/", "wandb/")     # summary.json's records about the run, not metrics
 
 
 class ReportError(OdexError):
@@ -88,10 +89,11 @@ class Job:
         return _number(v)
 
     def keys(self) -> set[str]:
-        """Every metric name this job recorded (summary.json and metrics.jsonl)."""
+        """Every metric name this job recorded (summary.json and metrics.jsonl); not the records
+        about the run (split sizes, code, W&B run, start and end times)."""
         out = {k for r in self.rows for k in r if k != "epoch"}
         out |= {k for k, v in (self.summary or {}).items() if "/" in k and _number(v) is not None}
-        return out
+        return {k for k in out if not k.startswith(NOT_METRICS) and k not in ("time/start_unix", "time/end_unix")}
 
     def series(self, key: str) -> dict[int, float]:
         """{epoch: value} of a metric over the epochs in metrics.jsonl."""

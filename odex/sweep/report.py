@@ -482,7 +482,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], configs: list[Config], metrics: l
     out.write(_md_table(header, rows))
     bad = [j for j in jobs if not j.completed or j.problems]
     if bad:
-        out.write("\n## Jobs that did not complete, or damaged\n\n")
+        out.write("\n## Diverged, pruned, failed, unfinished or damaged jobs\n\n")
         for j in bad:
             problems = "" if j.unreadable or not j.problems else f" ({'; '.join(j.problems)})"
             status = j.status if j.status.startswith(j.kind) else f"{j.kind}: {j.status}"
@@ -572,8 +572,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"odex-report: warning: {w.replace('`', '')}")
     jobs, configs = r["jobs"], r["configs"]
     print(f"{counts(jobs)}, in {len(configs)} configurations")
-    for line in decision(jobs, r["selection"], args.replicate or DEFAULT_REPLICATE):
+    replicate = args.replicate or DEFAULT_REPLICATE
+    for line in decision(jobs, r["selection"], replicate):
         print(line.replace("`", ""))
+    for line in provenance(jobs)[0]:
+        print(line)
+    print("held fixed in every job: " + (" ".join(held_fixed(jobs)) or "(no common overrides)"))
+    if r["best"] is not None:
+        print(f"rerun the best ({r['selection'].where}): {rerun_command(jobs, r['best'], replicate)}")
     for j in jobs:
         if not j.completed or j.problems:
             damage = "" if j.unreadable or not j.problems else f" ({'; '.join(j.problems)})"
