@@ -66,11 +66,28 @@ def _swept_keys(hc) -> set[str]:
 
 
 def _sweep_group(hc, choices) -> str:
-    """The W&B group of a sweep's jobs: the sweep folder's date and time and the sweep's name, e.g.
-    `2025-01-31_12-00-00-000000_lr_bs_grid` (the sweep config, else the experiment, else `multirun`)."""
+    """The W&B group of a sweep's jobs: the sweep folder's date and time, the sweep's name and the
+    sweep's id, e.g. `2025-01-31_12-00-00-000000_lr_bs_grid_3f9a01c2` (the sweep config, else the
+    experiment, else `multirun`; the id: odex.sweep.callbacks.sweep_id)."""
+    from odex.sweep.callbacks import sweep_id
+
     folder = Path(hc.sweep.dir)
     name = choices.get("sweep") or choices.get("experiment") or "multirun"
-    return f"{folder.parent.name}_{folder.name}_{name}"
+    return f"{folder.parent.name}_{folder.name}_{name}_{sweep_id(folder)}"
+
+
+def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
+    """The odex version and git commit for summary.json (odex-report warns when a sweep's jobs
+    ran different code): from the job's W&B `run` block, or read here outside Hydra."""
+    block = job.get("run")
+    if block is None:
+        import odex.tracking.provenance as provenance
+
+        git = provenance.git_state()
+        block = {"odex_version": provenance.version(), "git_commit": git["commit"] if git else None,
+                 "git_dirty": git["dirty"] if git else None}
+    return {"odex/version": block["odex_version"], "odex/git_commit": block["git_commit"],
+            "odex/git_dirty": block["git_dirty"]}
 
 
 def _short(value: str) -> str:
@@ -248,14 +265,16 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     lock = resuming.RunLock(run_dir)
     log_file = None
     usage_error = False
+    job: dict[str, Any] = {}
     try:
         lock.__enter__()
+        job = _job_info()       # before validation: a sweep's job refused by it still gets its W&B run
+        extra.update(run_provenance(job))
         validate(cfg, choices)
         # torch's CPU-kernel constants mapped up front, or a masked vector load of an unmapped page
         # slows log1p/softplus tenfold for the whole run; changes no result (odex/training/cpu_math.py)
         from odex.training.cpu_math import map_kernel_constants
         map_kernel_constants()
-        job = _job_info()
         trainer = build(cfg.trainer)
         trainer.job_label, trainer.parallel = job.get("label"), job.get("parallel", False)
         config = _config(cfg)
@@ -266,6 +285,9 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             return previous.completed
         seed_everything(trainer.seed)
         data = build(cfg.dataset)           # the data check, before the folder is touched
+        # the split sizes, for odex-report's uncertainty (one example's share of an accuracy)
+        extra.update({"data/train_size": len(data.train), "data/test_size": len(data.test),
+                      "data/val_size": 0 if data.val is None else len(data.val)})
         solver = build(cfg.solver)
         grad = build(cfg.grad)
         model = build(cfg.model, info=data.info, solver=solver, grad=grad).to(trainer.device)
@@ -331,6 +353,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             log.error("unexpected error (traceback also in %s)", run_dir / "error.log", exc_info=True)
     finally:
         if committed or not earlier:
+            if not tracker.started and job.get("group"):     # a sweep's job that failed before training
+                tracker.start_late(lambda: build(cfg.logger), _config(cfg), job)
             summary = tracker.finish(status, extra)
         else:       # an earlier run's folder, not ours to write: its files stay as they were
             summary = {**extra, "status": status}

@@ -183,3 +183,44 @@ def test_preempted_tasks_resume_with_identical_metrics_and_a_failed_job_is_recor
     assert bad["status"].startswith("failed: ") and "optim.lr" in bad["status"]
     assert "odex: sweep finished: 3 jobs, 1 failed:" in out
     assert f"{sweep / '2'}: {bad['status']}" in out
+
+
+def test_a_cancelled_job_is_recorded_as_failed_and_the_sweep_ends_with_its_summary(cluster, tmp_path):
+    """`scancel` of a running array task (job 0, slowed so that it is mid-epoch): submitit has no
+    result for it, and odex's launcher (odex/sweep/slurm_launcher.py) records it as failed in its
+    folder instead of letting the sweep end without its summary; job 1 completes; exit status 1."""
+    sweep = tmp_path / "multirun"
+    args = [sys.executable, "-m", "odex.train", "-m", f"hydra.sweep.dir={sweep}", *LAUNCHER, *DATA,
+            "dataset.batch_size=32", "+callbacks.slow._target_=slurm_cluster.SlowFirstAttempt",
+            "+callbacks.slow.from_epoch=1", "+callbacks.slow.seconds=5,0"]
+    env = {**os.environ, "WANDB_MODE": "offline", "ODEX_DATA": str(tmp_path / "data"), **job_env(cluster)}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cancelled = None
+    try:
+        while proc.poll() is None:
+            assert time.monotonic() - t0 < 300, "the cancel sweep took too long:\n" + cluster.logs()
+            time.sleep(1)
+            if cancelled or not (sweep / ".submitit").is_dir() or not array_ids(sweep):
+                continue
+            (array,) = array_ids(sweep)
+            state = _task_states(cluster, array).get(f"{array}_0", ("", ""))[0]
+            if state == "RUNNING" and (sweep / "0" / ".hydra").is_dir():
+                cluster.run("scancel", f"{array}_0")
+                cancelled = f"{array}_0"
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    print(f"slurm cancel sweep: {time.monotonic() - t0:.1f} s; cancelled {cancelled}")
+    assert cancelled, out[-2000:] + err[-2000:]
+    assert proc.returncode == 1, out[-3000:] + err[-3000:]
+    lost, done = (read_summary(d) for d in job_dirs(sweep))
+    assert lost["status"].startswith("failed: "), lost["status"]
+    assert done["status"] == "completed"
+    assert "odex: sweep finished: 2 jobs, 1 failed:" in out, out[-3000:] + err[-3000:]
+    assert f"{sweep / '0'}: {lost['status']}" in out
+    print("cancelled job's status:", lost["status"])
+    r = report.report(sweep, plots=False, wandb=False)
+    assert [j.kind for j in r["jobs"]] == ["failed", "completed"]

@@ -52,8 +52,9 @@ def check_grid(sweep: Path) -> list[dict]:
     assert cells == {(0.01, 32), (0.01, 64), (0.001, 32), (0.001, 64)}
     runs = [read_offline_run(d / "wandb") for d in dirs]
     assert len({r["id"] for r in runs}) == 4
-    # one group: the sweep folder's date and time (here the test's folders) and the sweep's name
-    assert {r["group"] for r in runs} == {f"{sweep.parent.name}_{sweep.name}_lr_bs_grid"}
+    # one group: the sweep folder's date and time (here the test's folders), the sweep's name and id
+    sweep_id = (sweep / ".odex_sweep_id").read_text().strip()
+    assert {r["group"] for r in runs} == {f"{sweep.parent.name}_{sweep.name}_lr_bs_grid_{sweep_id}"}
     for d, r in zip(dirs, runs):
         cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
         # named by the swept keys only
@@ -157,7 +158,7 @@ def test_submitit_local_with_a_failing_job(tmp_path):
     on_test = report.report(sweep, metric="test/acc", plots=False)
     assert on_test["best"].label == "optim.lr=0.01" and on_test["selection"].on_test
     md = (r["out"] / "report.md").read_text()
-    assert "## Failed, unfinished or damaged jobs" in md and "job 1 (`" in md and "failed: " in md
+    assert "## Diverged, pruned, failed, unfinished or damaged jobs" in md and "job 1 (`" in md and "failed: " in md
 
 
 def test_optuna_three_trials(tmp_path):

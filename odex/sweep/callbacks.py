@@ -4,6 +4,9 @@ other processes or on other machines, hence they read the job folders rather tha
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -14,17 +17,44 @@ log = logging.getLogger("odex")
 # How many jobs of the last multirun in this process failed (read by odex.train.main for the exit
 # status: 1 when any failed, after the summary).
 LAST_SWEEP: dict[str, int] = {}
+SWEEP_ID_FILE = ".odex_sweep_id"
 
-# Statuses of jobs stopped on purpose (odex/training/health.py, odex/sweep/pruning.py)
-STOPPED = ("diverged: ", "pruned: ")
+
+def sweep_id(sweep_dir: str | Path) -> str:
+    """The sweep's id (8 hex digits), kept in `<sweep_dir>/.odex_sweep_id`: made by the first
+    process that asks (the sweep's own, in on_multirun_start; a job otherwise) and read by all the
+    others, whatever machine they run on. Part of the W&B group, so two sweeps into folders of the
+    same name never share a group; rerunning a sweep in its folder (to finish its unfinished jobs)
+    keeps it. Created with a hard link, which fails if the file exists: parallel jobs agree."""
+    path = Path(sweep_dir) / SWEEP_ID_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{SWEEP_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_hex(4) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 class SweepSummary(Callback):
     """At the end of a multirun: 'N of M jobs failed' with each failed job's folder and reason,
-    the command that writes the sweep report and the one that uploads its offline W&B runs."""
+    the command that writes the sweep report and the one that uploads its offline W&B runs.
+    Failed, diverged and pruned jobs are counted apart; a failed job (or one without a readable
+    summary) makes the sweep's exit status 1, while diverged and pruned jobs were stopped on
+    purpose and do not."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            sweep_id(str(config.hydra.sweep.dir))      # before any job starts: they all read it
+        except OSError as e:
+            log.warning("could not write the sweep id into %s: %s", config.hydra.sweep.dir, e)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from odex.sweep.report import collect
+        from odex.sweep.jobs import collect
 
         sweep_dir = str(config.hydra.sweep.dir)
         try:
@@ -32,16 +62,14 @@ class SweepSummary(Callback):
         except Exception as e:  # noqa: BLE001 -- a summary must never turn a finished sweep into a crash
             log.warning("could not summarise the sweep in %s: %s", sweep_dir, e)
             return
-        # diverged (run health) and pruned jobs were stopped on purpose: listed, but they do not
-        # make the sweep's exit status non-zero; a failed job (or one without a summary) does
-        stopped = [j for j in jobs if j.status.startswith(STOPPED)]
-        failed = [j for j in jobs if not j.completed and j not in stopped]
-        LAST_SWEEP.update(jobs=len(jobs), failed=len(failed), stopped=len(stopped))
-        kinds = "".join(f", {sum(j.status.startswith(k) for j in stopped)} {k[:-2]}" for k in STOPPED
-                        if any(j.status.startswith(k) for j in stopped))
-        lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed{kinds}"
+        failed = [j for j in jobs if j.kind == "failed"]
+        stopped = [j for j in jobs if j.kind in ("diverged", "pruned")]     # stopped early, by design
+        LAST_SWEEP.update(jobs=len(jobs), failed=len(failed))
+        lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed"
+                 + "".join(f", {sum(j.kind == k for j in stopped)} {k}" for k in ("diverged", "pruned")
+                           if any(j.kind == k for j in stopped))
                  + (":" if failed or stopped else f"; report: odex-report {sweep_dir}")]
-        for j in [*stopped, *failed]:
+        for j in failed + stopped:
             lines.append(f"  {j.folder}: {j.status}")
         if stopped and not failed:
             lines.append(f"odex: report: odex-report {sweep_dir}")

@@ -2,14 +2,23 @@
 configurations (jobs grouped over their replicates):
 
     curves      training loss, validation and test accuracy against epoch and against wall-clock:
-                mean over the completed replicates with a ±1 std band
-    nfe         forward NFE per batch by epoch; backward NFE only for configurations that make a
-                backward solve (decided from their metrics)
-    epoch_time  seconds per training epoch per configuration
-    heatmap     the selection metric's mean over learning rate x batch size, mean ± std and n per cell
+                mean over the completed replicates, band from their minimum to their maximum
+    nfe         forward NFE per batch by epoch (same band); backward NFE only for configurations
+                that make a backward solve (decided from their metrics)
+    epoch_time  seconds per training epoch per configuration, the value beside each bar
+    heatmap     the selection metric's mean over learning rate x batch size, mean ± std and n per
+                cell, for a full grid; a scatter on log axes for a continuous search (Optuna)
+
+What the plots must not do (issue 24): a band outside a quantity's possible range (a ±1 std band
+reaches negative NFE, and below zero on a log axis: the band here is the replicates' own range,
+which never leaves it, log axis or not); an accuracy axis from 0 to 1 when the data span 0.93 to
+0.97 (axes are fitted to the data); a colour scale set by a diverged cell (the scale is fitted to
+the configurations whose every replicate completed; the others are hatched and say what happened);
+values hidden under markers; continuous values put on an evenly spaced grid.
 
 Every series is a configuration, labelled by its swept values (3 significant figures) and drawn
 with its own (colour, marker) pair; configurations with jobs that ran side by side are marked.
+Only completed jobs are drawn: diverged, pruned and failed ones are in the report's tables.
 """
 from __future__ import annotations
 
@@ -17,9 +26,12 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from odex.sweep.report import SHARED_MARK, Config, Selection, _number, short
+from odex.sweep.jobs import KINDS, SHARED_MARK, Config, _number, short
+
+if TYPE_CHECKING:       # the report imports this module; this one needs only the type
+    from odex.sweep.report import Selection
 
 MARKERS = "osD^vP*Xh<>p"        # 12 markers x 10 colours: 120 distinct (colour, marker) pairs
 
@@ -30,15 +42,16 @@ def styles(n: int) -> list[dict[str, Any]]:
     return [{"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]} for i in range(n)]
 
 
-def _curve(config: Config, key: str, x: str) -> tuple[list[float], list[float], list[float]]:
-    """The mean and std of `key` over the completed replicates, epoch by epoch, against `x`
-    ('epoch', or 'time' = the mean time/total_s at that epoch). Epochs only some replicates reached
-    are left out, so the band always covers the same jobs."""
+def _curve(config: Config, key: str, x: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """The mean, minimum and maximum of `key` over the completed replicates, epoch by epoch,
+    against `x` ('epoch', or 'time' = the mean time/total_s at that epoch). Epochs only some
+    replicates reached are left out, so the band always covers the same jobs. A min-max band stays
+    inside the range of the values themselves (NFE >= 0, a loss > 0 on a log axis)."""
     runs = [j for j in config.completed if j.series(key)]
     if not runs:
-        return [], [], []
+        return [], [], [], []
     epochs = sorted(set.intersection(*(set(j.series(key)) for j in runs)))
-    xs, means, stds = [], [], []
+    xs, means, lows, highs = [], [], [], []
     for e in epochs:
         vals = [j.series(key)[e] for j in runs]
         if x == "time":
@@ -49,8 +62,23 @@ def _curve(config: Config, key: str, x: str) -> tuple[list[float], list[float], 
         else:
             xs.append(e)
         means.append(statistics.fmean(vals))
-        stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
-    return xs, means, stds
+        lows.append(min(vals))
+        highs.append(max(vals))
+    return xs, means, lows, highs
+
+
+def _fit_axis(ax, values: list[float], lower: float | None = None, upper: float | None = None) -> None:
+    """The y axis fitted to the drawn values (5% margin), within the quantity's range."""
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.05 or abs(hi) * 0.02 or 0.01
+    lo, hi = lo - pad, hi + pad
+    if lower is not None:
+        lo = max(lo, lower)
+    if upper is not None:
+        hi = min(hi, upper)
+    ax.set_ylim(lo, hi)
 
 
 def _epoch_axis(ax, configs: list[Config], key: str) -> None:
@@ -88,7 +116,8 @@ def _label(c: Config) -> str:
 
 def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
     """Rows: training loss, val/acc, test/acc (those logged); columns: against epoch, against
-    wall-clock. Mean line with a ±1 std band over the replicates."""
+    wall-clock. Mean line with a min-max band over the replicates; accuracy axes fitted to the data
+    (within 0-1), the loss on a log axis when it spans more than a factor 5."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
@@ -102,14 +131,17 @@ def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]
     for r, key in enumerate(keys):
         for col, x in enumerate(("epoch", "time")):
             ax = axes[r][col]
+            drawn_values: list[float] = []
             for c, s in zip(drawn, sty):
-                xs, m, sd = _curve(c, key, x)
+                xs, m, lo, hi = _curve(c, key, x)
                 if not xs:
                     continue
                 ax.plot(xs, m, label=_label(c), ms=4, lw=1.3, **s)
-                if any(sd):
-                    ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
-                                    color=s["color"], alpha=0.15, lw=0)
+                drawn_values += lo + hi
+                if lo != hi:
+                    ax.fill_between(xs, lo, hi, color=s["color"], alpha=0.15, lw=0)
+            if key.endswith("/acc"):
+                _fit_axis(ax, drawn_values, 0.0, 1.0)
             ax.set_ylabel(names[key])
             if x == "epoch":
                 _epoch_axis(ax, drawn, key)
@@ -126,7 +158,8 @@ def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]
                         lambda v, _: short(v) if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
             ax.grid(alpha=0.3)
     n_rep = sorted({len(c.completed) for c in drawn})
-    title = "mean over replicates (n=" + ",".join(map(str, n_rep)) + ")" + (", band ±1 std" if max(n_rep) > 1 else "")
+    title = ("mean over completed replicates (n=" + ",".join(map(str, n_rep)) + ")"
+             + (", band: their minimum to maximum" if max(n_rep) > 1 else ""))
     if any(c.shared for c in drawn):
         title += f"; {SHARED_MARK}: jobs ran side by side, wall-clock includes sharing the machine"
     fig.suptitle(title, fontsize=9)
@@ -159,16 +192,16 @@ def plot_nfe(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
     sty = dict(zip((c.label for c in drawn), styles(len(drawn))))
     for ax, (key, group) in zip(axes[0], panels):
         for i, c in enumerate(group):
-            xs, m, sd = _curve(c, key, "epoch")
+            xs, m, lo, hi = _curve(c, key, "epoch")
             s = sty[c.label]
             ax.plot(xs, m, label=_label(c), color=s["color"], marker=s["marker"], mfc="none", mew=1.3,
                     ms=max(3.0, 11 - 7 * i / max(len(group) - 1, 1)), lw=1.2, zorder=2 + i)
-            if any(sd):
-                ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
-                                color=s["color"], alpha=0.12, lw=0)
+            if lo != hi:
+                ax.fill_between(xs, lo, hi, color=s["color"], alpha=0.12, lw=0)
         _epoch_axis(ax, group, key)
+        ax.set_ylim(bottom=0)           # NFE per batch is a count
         ax.set_ylabel(f"{'forward' if key.endswith('forward') else 'backward'} NFE per batch")
-        band = ", band ±1 std" if any(len(c.completed) > 1 for c in group) else ""
+        band = ", band min-max" if any(len(c.completed) > 1 for c in group) else ""
         ax.set_title(f"{key} (mean over replicates{band})", fontsize=9)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
@@ -182,7 +215,8 @@ def plot_nfe(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
 
 def plot_epoch_time(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
     """Seconds per training epoch per configuration: bar = mean over replicates of each job's mean
-    epoch time, error bar = std, dots = the jobs; hatched bars had jobs running side by side."""
+    epoch time, whisker = the jobs' minimum to maximum, markers = the jobs; the value is written to
+    the right of all of them (never under a marker); hatched bars had jobs running side by side."""
     import matplotlib.pyplot as plt
 
     drawn = [c for c in configs if c.stats("time/epoch_mean_s")[2]]
@@ -190,18 +224,20 @@ def plot_epoch_time(configs: list[Config], out: Path) -> tuple[list[str], list[s
         return [], []
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * len(drawn)))
     sty = styles(len(drawn))
+    right = max(max(v for v in (j.value("time/epoch_mean_s") for j in c.completed) if v is not None)
+                for c in drawn)
     for i, (c, s) in enumerate(zip(drawn, sty)):
         mean, std, n = c.stats("time/epoch_mean_s")
-        ax.barh(i, mean, xerr=std or 0, color=s["color"], alpha=0.55, capsize=3,
+        pts = [v for v in (j.value("time/epoch_mean_s") for j in c.completed) if v is not None]
+        ax.barh(i, mean, xerr=[[mean - min(pts)], [max(pts) - mean]], color=s["color"], alpha=0.55, capsize=3,
                 hatch="//" if c.shared else None, edgecolor="black" if c.shared else s["color"])
-        pts = [j.value("time/epoch_mean_s") for j in c.completed]
         ax.plot(pts, [i] * len(pts), ls="none", color="black", ms=4, marker=s["marker"])
-        ax.text(0.01, i, f" {mean:#.3g} s" + (f" ± {std:.2g}" if std is not None else "") + f" (n={n})",
-                va="center", ha="left", fontsize=7, transform=ax.get_yaxis_transform())
+        ax.text(max(pts) + right * 0.03, i, f"{mean:#.3g} s" + (f" ± {std:.2g}" if std is not None else "")
+                + f" (n={n})", va="center", ha="left", fontsize=7)
     ax.set_yticks(range(len(drawn)), [_label(c) for c in drawn], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds per training epoch (bar: mean over replicates, markers: jobs)")
-    ax.set_xlim(0, ax.get_xlim()[1] * 1.12)
+    ax.set_xlabel("seconds per training epoch (bar: mean over replicates, whisker: min-max, markers: jobs)")
+    ax.set_xlim(0, right * 1.45)
     title = "training time per epoch"
     if any(c.shared for c in drawn):
         title += f"\nhatched, {SHARED_MARK}: jobs ran side by side (overlapping wall-clock), times include sharing"
@@ -217,13 +253,29 @@ def _sort_values(values) -> list[str]:
     return nums + sorted(v for v in values if _number(v) is None)
 
 
+def _full_grid(cell: dict, lrs: list[str], bss: list[str]) -> bool:
+    """A grid search: every (lr, batch size) pair present and at most 12 values per axis. Anything
+    else (Optuna's continuous learning rates: 6 values x 3 batch sizes with 6 of 18 cells filled)
+    would be put on an evenly spaced grid with empty cells, and is drawn as a scatter instead."""
+    return len(lrs) <= 12 and len(bss) <= 12 and len(cell) == len(lrs) * len(bss)
+
+
+def _not_completed(c: Config) -> str:
+    """'1 diverged, 1 failed' for a configuration's jobs that did not complete."""
+    return ", ".join(f"{c.count(k)} {k}" for k in KINDS[1:] if c.count(k))
+
+
 def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, best: Config | None = None,
-                 lr_key: str = "optim.lr", bs_key: str = "dataset.batch_size") -> tuple[list[str], list[str]]:
-    """The metric's mean over learning rate x batch size, each cell with mean, ± std and n (and
-    how many jobs failed). Drawn when both are swept and nothing else is (besides the replicate
-    axis); a continuous search (Optuna: more than 12 distinct values) is a scatter instead."""
+                 lr_key: str = "optim.lr", bs_key: str = "dataset.batch_size",
+                 selected: str = "") -> tuple[list[str], list[str]]:
+    """The metric's mean over learning rate x batch size, each cell with mean, ± std and n. Drawn
+    when both are swept and nothing else is (besides the replicate axis). The colour scale is
+    fitted to the configurations whose every job completed; a cell with jobs that diverged, were
+    pruned or failed is hatched and says so (its colour, if it has a mean over survivors, is
+    clipped to the scale). A continuous search is a scatter on log axes."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.colors import Normalize
 
     keys = {k for c in configs for k, _ in c.values}
     if not {lr_key, bs_key} <= keys:
@@ -233,23 +285,26 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
                     f"besides {lr_key} and {bs_key} (see the table)."]
     cell = {(dict(c.values)[lr_key], dict(c.values)[bs_key]): c for c in configs}
     lrs, bss = _sort_values({k[0] for k in cell}), _sort_values({k[1] for k in cell})
-    grid_like = len(lrs) <= 12 and len(bss) <= 12
+    grid_like = _full_grid(cell, lrs, bss)
     title = f"{metric}: mean ± std over replicates (n completed)" if grid_like else f"{metric} per configuration"
     if best is not None:
-        title += "\nred " + ("box" if grid_like else "ring") + ": the selected configuration"
-        if metric.startswith("test/"):
-            title += " (SELECTED ON TEST DATA)"
+        title += "\nred " + ("box" if grid_like else "ring") + f": the best, {selected or 'selected'}"
     elif metric.startswith("test/"):
         title += "\ntest data: for reading, not for selection"
+    # the colour scale: configurations with every job completed (a diverged row must not set it)
+    clean = [c.stats(metric)[0] for c in configs if not c.failed and c.stats(metric)[0] is not None]
+    every = [c.stats(metric)[0] for c in configs if c.stats(metric)[0] is not None]
+    scale = clean or every
+    norm = Normalize(min(scale), max(scale)) if scale else Normalize(0, 1)
+    cmap = plt.get_cmap("viridis" if maximize else "viridis_r").with_extremes(bad="lightgrey")
     if grid_like:
-        fig, ax = plt.subplots(figsize=(2.2 + 1.6 * max(len(bss), 2), 1.6 + 0.9 * max(len(lrs), 2)))
+        fig, ax = plt.subplots(figsize=(2.2 + 1.8 * max(len(bss), 2), 1.6 + 0.95 * max(len(lrs), 2)))
         grid = np.full((len(lrs), len(bss)), np.nan)
         for (lr, bs), c in cell.items():
             mean = c.stats(metric)[0]
-            if mean is not None:
+            if mean is not None and not c.failed:
                 grid[lrs.index(lr), bss.index(bs)] = mean
-        cmap = plt.get_cmap("viridis" if maximize else "viridis_r").with_extremes(bad="lightgrey")
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto", origin="lower")
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto", origin="lower")
         ax.set_xticks(range(len(bss)), [short(b) for b in bss])
         ax.set_yticks(range(len(lrs)), [short(lr) for lr in lrs])
         for (lr, bs), c in cell.items():
@@ -259,38 +314,46 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
                 text = "no value"
             else:
                 text = f"{mean:#.3g}\n" + (f"± {std:.2g}, " if std is not None else "") + f"n={n}"
-            if c.failed:
-                text += f"\n{len(c.failed)} not completed"
-            r_, g_, b_ = cmap(im.norm(mean))[:3] if mean is not None else (1, 1, 1)
+            if c.failed:        # hatched grey: not coloured, whatever its survivors' mean
+                text += "\n" + _not_completed(c)
+                ax.add_patch(plt.Rectangle((col - 0.5, r - 0.5), 1, 1, fill=False, hatch="//", ec="grey", lw=0))
+            r_, g_, b_ = cmap(norm(mean))[:3] if mean is not None and not c.failed else (0.83, 0.83, 0.83)
             bright = 0.299 * r_ + 0.587 * g_ + 0.114 * b_ > 0.5      # luma: dark text on light cells
-            ax.text(col, r, text, ha="center", va="center", fontsize=8, color="black" if bright else "white")
+            ax.text(col, r, text, ha="center", va="center", fontsize=8, color="black" if bright else "white",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="lightgrey", ec="none") if c.failed else None)
             if c is best:
                 ax.add_patch(plt.Rectangle((col - 0.5, r - 0.5), 1, 1, fill=False, lw=2.5, ec="red"))
+        if any(c.failed for c in configs):
+            title += "\nhatched grey: jobs that did not complete (not coloured; the scale is the others')"
     else:       # a continuous search (Optuna): one point per configuration, log axes
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
         fig, ax = plt.subplots(figsize=(6.5, 4.6))
         pts = [(_number(lr), _number(bs), c) for (lr, bs), c in cell.items()]
-        ok = [(lr, bs, c) for lr, bs, c in pts if lr is not None and bs is not None and c.stats(metric)[0] is not None]
-        bad = [(lr, bs) for lr, bs, c in pts if lr is not None and bs is not None and c.stats(metric)[0] is None]
+        pts = [(lr, bs, c) for lr, bs, c in pts if lr is not None and bs is not None]
+        ok = [(lr, bs, c) for lr, bs, c in pts if c.stats(metric)[0] is not None and not c.failed]
+        bad = [(lr, bs, c) for lr, bs, c in pts if (lr, bs, c) not in ok]
         im = ax.scatter([p[1] for p in ok], [p[0] for p in ok], c=[p[2].stats(metric)[0] for p in ok],
-                        cmap="viridis" if maximize else "viridis_r", s=40, zorder=3)
+                        cmap=cmap, norm=norm, s=40, zorder=3)
         if bad:
-            ax.scatter([p[1] for p in bad], [p[0] for p in bad], marker="x", color="red", label="no value", zorder=3)
+            ax.scatter([p[1] for p in bad], [p[0] for p in bad], marker="x", color="red", zorder=3,
+                       label="did not complete (" + ", ".join(sorted({_not_completed(p[2]) or "no value" for p in bad}))[:60] + ")")
             ax.legend(fontsize=7, loc="best")
-        for lr, bs, c in ok:
+        for lr, bs, c in pts:
             if c is best:
                 ax.scatter([bs], [lr], s=160, facecolors="none", edgecolors="red", linewidths=2, zorder=4)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        bs_values = sorted({p[1] for p in ok + [(*b, None) for b in bad]})
+        bs_values = sorted({p[1] for p in pts})
         if len(bs_values) <= 12:
             ax.xaxis.set_major_locator(FixedLocator(bs_values))
             ax.xaxis.set_minor_locator(NullLocator())
+            if len(bs_values) == 1:
+                ax.set_xlim(bs_values[0] / 1.5, bs_values[0] * 1.5)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
         ax.grid(alpha=0.3)
-    fig.colorbar(im, ax=ax, label=metric)
+    fig.colorbar(im, ax=ax, label=metric, extend="both" if scale is clean and len(every) > len(clean) else "neither")
     ax.set_xlabel("batch size")
     ax.set_ylabel("learning rate")
     ax.set_title(title, fontsize=9)
@@ -310,7 +373,7 @@ def make_plots(configs: list[Config], sel: Selection, out: Path) -> tuple[list[s
     made, notes = [], []
     for draw in (lambda: plot_curves(configs, out), lambda: plot_nfe(configs, out),
                  lambda: plot_epoch_time(configs, out),
-                 lambda: plot_heatmap(configs, heat_metric, sel.maximize, out, sel.best)):
+                 lambda: plot_heatmap(configs, heat_metric, sel.maximize, out, sel.best, selected=sel.where)):
         files, n = draw()
         made += files
         notes += n

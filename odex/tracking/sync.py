@@ -6,7 +6,8 @@
 
 odex writes each run's W&B data into `<run>/wandb/offline-run-<date>_<time>-<id>/`, one level
 below where `wandb sync` looks (its no-argument form searches `./wandb/` only), so a sweep folder
-holds its runs in `<job>/wandb/`. This is a thin wrapper: it finds those folders and hands them all
+holds its runs in `<job>/wandb/` (and odex-report's run in `report/wandb/`). Jobs without a run
+are named (a warning; with --dry-run a list). This is a thin wrapper: it finds those folders and hands them all
 to the installed `wandb sync` (which takes run folders as PATHS and skips runs it already synced);
 login, projects and retries stay wandb's.
 """
@@ -27,6 +28,26 @@ def offline_runs(folder: str | Path) -> list[Path]:
         return [folder]                     # one run's own folder
     return sorted(p for p in folder.rglob("offline-run-*")
                   if p.is_dir() and p.parent.name == "wandb" and any(p.glob("run-*.wandb")))
+
+
+def jobs_without_run(folder: str | Path) -> list[tuple[Path, str]]:
+    """(job folder, its status) of every job under `folder` (a folder with Hydra's
+    .hydra/overrides.yaml) that holds no offline W&B run: logged with logger=none, or killed
+    before its logger started. The sweep is then not whole in the dashboard; odex-sync says so."""
+    import json
+
+    from odex.sweep.jobs import job_folders
+
+    out = []
+    for job in sorted(job_folders(folder)):
+        if offline_runs(job):
+            continue
+        try:
+            status = str(json.loads((job / "summary.json").read_text()).get("status", "unknown"))
+        except (OSError, ValueError):
+            status = "no readable summary.json"
+        out.append((job, status))
+    return out
 
 
 def wandb_command() -> list[str]:
@@ -50,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"odex-sync: error: {folder} is not a folder", file=sys.stderr)
         return 2
     runs = offline_runs(folder)
+    missing = jobs_without_run(folder)
+    for job, status in missing:
+        print(f"odex-sync: warning: job {job} has no W&B run (status: {status})", file=sys.stderr)
     if not runs:
         print(f"odex-sync: error: no offline W&B runs (wandb/offline-run-*) under {folder}", file=sys.stderr)
         return 2
@@ -59,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             synced = any(r.glob("run-*.wandb.synced"))
             print(f"  {r}" + ("  (already synced)" if synced else ""))
+        if missing:
+            print(f"{len(missing)} jobs without a W&B run (not uploaded: the sweep is not whole in W&B):")
+            for job, status in missing:
+                print(f"- {job} (status: {status})")
         print("would run: " + " ".join(command[:2 + len(passthrough)]) + " <the runs above>")
         return 0
     return subprocess.run(command).returncode

@@ -28,6 +28,7 @@ class Sink:
     def log(self, metrics: dict[str, Any], epoch: int) -> None: ...
     def finish(self, summary: dict[str, Any]) -> None: ...
     def state(self) -> dict: return {}
+    def summary_fields(self) -> dict[str, Any]: return {}     # what summary.json records about the sink
 
 
 class NullSink(Sink):
@@ -87,10 +88,12 @@ class WandbSink(Sink):
         if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
             raise ConfigError("logger.mode=online needs a W&B API key: run `wandb login` or set "
                               "WANDB_API_KEY (or use the default offline mode and `odex-sync <folder>` later)")
+        seed = (config.get("trainer") or {}).get("seed") if isinstance(config, dict) else None
         self.run = wandb.init(
             project=self.project, entity=self.entity, dir=str(run_dir), mode=self.mode,
             group=self.group or job.get("group"), job_type=self.job_type,
-            tags=list(dict.fromkeys(self.tags + list(job.get("tags", [])))) or None,
+            tags=list(dict.fromkeys(self.tags + list(job.get("tags", []))
+                                    + ([f"seed:{seed}"] if seed is not None else []))) or None,
             name=self.name or job.get("name"), notes=self.notes,
             config={**config, **({"run": job["run"]} if job.get("run") else {})},
             id=job.get("wandb_id"), resume="allow" if job.get("wandb_id") else None,
@@ -112,7 +115,12 @@ class WandbSink(Sink):
             for k, v in summary.items():
                 if isinstance(v, (int, float, str, bool)):
                     self.run.summary[k] = v
-            failed = str(summary.get("status", "")).startswith("failed")
+            status = str(summary.get("status", ""))
+            kind, _, reason = status.partition(":")
+            kind = kind if kind in ("completed", "diverged", "pruned") else "failed"
+            self.run.summary["state"], self.run.summary["reason"] = kind, reason.strip()
+            self.run.tags = tuple(dict.fromkeys([*(self.run.tags or ()), f"status:{kind}"]))
+            failed = kind == "failed"
             offline_dir = self.run.dir if self.mode == "offline" else None
             self.run.finish(exit_code=1 if failed else 0)
             if offline_dir:
@@ -123,6 +131,11 @@ class WandbSink(Sink):
 
     def state(self):
         return {"wandb_id": self.run.id} if self.run is not None else {}
+
+    def summary_fields(self):
+        if self.run is None or self.mode == "disabled":
+            return {}
+        return {"wandb/group": self.run.group or None, "wandb/id": self.run.id}
 
 
 def _netrc_has_wandb() -> bool:
@@ -138,11 +151,26 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.sinks = sinks
         self.last: dict[str, Any] = {}
+        self.started = False
 
     def start(self, config: dict, job: dict) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.started = True
         for s in self.sinks:
             s.start(self.run_dir, config, job)
+
+    def start_late(self, make_logger, config: dict, job: dict) -> None:
+        """A job that failed before training (a value its own validation refused, inside a sweep)
+        still gets its logger's run, so W&B shows every job of the sweep with its state. Best
+        effort: the logger itself may be what was refused."""
+        try:
+            logger = make_logger()
+            if logger is None:
+                return
+            self.sinks.append(logger)
+            self.start(config, job)
+        except Exception as e:  # noqa: BLE001 -- the job's own failure is what the summary must say
+            log.warning("no logger run for this failed job: %s: %s", type(e).__name__, e)
 
     def log(self, metrics: dict[str, Any], epoch: int) -> None:
         self.last.update(metrics)
@@ -158,7 +186,10 @@ class Tracker:
 
     def finish(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write summary.json (final values and status) and close every sink; returns the summary."""
-        summary = {**self.last, **(extra or {}), "time/end_unix": time.time(), "status": status}
+        fields: dict[str, Any] = {}
+        for s in self.sinks:
+            fields.update(s.summary_fields())
+        summary = {**self.last, **(extra or {}), **fields, "time/end_unix": time.time(), "status": status}
         tmp = self.run_dir / "summary.json.tmp"
         tmp.write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
         os.replace(tmp, self.run_dir / "summary.json")
