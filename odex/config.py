@@ -407,6 +407,12 @@ def validate(cfg, choices: dict | None = None) -> None:
         cls = _schema_for("schedule.scheduler", sched["scheduler"], "schedule.scheduler", {})
         if cls is not None:
             check_node(sched["scheduler"], cls, "schedule.scheduler", _choice(choices, "schedule", ""))
+        parts["schedule.scheduler"] = cls
+
+    # eval=[] (or ~eval) leaves nothing to measure a run by: refused rather than a run without test/acc
+    if not tree.get("eval"):
+        raise refuse("eval", [], f"choose at least one of conf/eval/: {', '.join(_groups().get('eval', []))} "
+                                 "(eval=clean, or eval=[clean,pgd] for several)")
 
     for group in ("eval", "callbacks"):
         entries = tree.get(group)
@@ -437,6 +443,30 @@ def _odex_steps(method) -> bool:
     return method not in tableau.TORCHDIFFEQ_ONLY
 
 
+def _node(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _part_problems(tree: dict, parts: dict) -> None:
+    """Ask every part whose schema has rules of its own (`problems(node, ctx)`, odex/schema.py)
+    and raise the first problem as the one-line error, named by its full key."""
+    from odex import schema
+
+    data_cls, grad_cls = parts.get("dataset"), parts.get("grad")
+    data = data_cls.data_shape(tree["dataset"]) if data_cls is not None else None
+    for key, cls in parts.items():
+        rules = getattr(cls, "problems", None) if cls is not None else None
+        if rules is None:
+            continue
+        node = _node(tree, key)
+        ctx = schema.Context(data=data, solver=tree["solver"], key=key,
+                             grad=grad_cls.supports if grad_cls is not None else None)
+        for p in rules(node, ctx):
+            raise refuse(f"{key}.{p.key}" if p.key else key, p.value, p.allowed)
+
+
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     """Values that are fine alone but not together, and the combinations of parts that cannot work,
     each asked of what the parts declare (odex/schema.py)."""
@@ -446,15 +476,11 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     model_cls, grad_cls, obj_cls = parts["model"], parts["grad"], parts["objective"]
     c = lambda g: _choice(choices, g, tree[g]["_target_"])          # noqa: E731
 
-    # solver: a fixed-step solve needs its step
     method = solver.get("method")
     fixed = schema.is_fixed_step(method)
-    if parts["solver"] is not None and solver.get("loop") == "odex" and not _odex_steps(method):
-        raise refuse("solver.loop", "odex", f"steps Runge-Kutta tableaux; solver.method={method} is a multistep "
-                                            "method only solver.loop=torchdiffeq steps")
-    if parts["solver"] is not None and fixed and solver.get("steps") is None and solver.get("step_size") is None:
-        raise refuse("solver.steps", None, f"solver.method={method} is fixed-step: set solver.steps=N "
-                                           "or solver.step_size=h")
+    # each part's own rules (a schema's `problems`): the solver's step, an evaluation's solver,
+    # sizes against the dataset's shape, torch's own argument rules, file names, ...
+    _part_problems(tree, parts)
     # trainer.device
     device = trainer.get("device")
     if parts["trainer"] is not None and isinstance(device, str):
@@ -479,12 +505,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
         if (pgd.get("restarts") or 1) > 1 and pgd.get("random_start") is False:
             raise refuse("eval.pgd.restarts", pgd["restarts"], "> 1 needs eval.pgd.random_start=true "
                                                                "(else every restart is the same)")
-    for key in ("eval.pgd.solver", "eval.dynamics.solver"):
-        group, name, _ = key.split(".")
-        node = ((tree.get(group) or {}).get(name) or {}).get("solver")
-        if parts.get(f"{group}.{name}") is not None and node and schema.is_fixed_step(node.get("method", "dopri5")) \
-                and node.get("steps") is None and node.get("step_size") is None:
-            raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
     # schedule piecewise_linear: points rise from 0 to 1, as many factors
     sch = (tree.get("schedule") or {}).get("scheduler") or {}
     if sch.get("_target_") == "odex.optim.schedules.PiecewiseLinear":
