@@ -678,8 +678,9 @@ def _first_bad_override(config_name: str, overrides: list[str], error: Exception
         try:
             parsed = parser.parse_override(text)
         except Exception as e:  # noqa: BLE001 -- Hydra's grammar: one line from its message
-            first = " ".join(str(e).split())[:300]
-            return ConfigError(f"{text}: cannot read this override ({first})")
+            return _grammar_error(text, e)
+        if parsed.is_sweep_override():      # only a single run composes a sweep value: -m is missing
+            return _comma_without_multirun(parsed)
         try:
             if i == len(overrides) - 1:
                 raise error            # all before it composed: this one is to blame
@@ -690,6 +691,138 @@ def _first_bad_override(config_name: str, overrides: list[str], error: Exception
             except Exception:  # noqa: BLE001 -- explaining must not turn into a traceback
                 return ConfigError(f"{text}: {' '.join(str(e).split())[:300]}")
     return ConfigError(" ".join(str(error).split()))
+
+
+def _grammar_error(text: str, error: Exception) -> ConfigError:
+    """An override Hydra's grammar cannot read (`optim.lr=1e-3,`): one line naming it, and how
+    sweeps, lists and text with commas are written."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = first.split(" expecting ")[0][:160]
+    key = text.split("=", 1)[0] if "=" in text else text
+    return ConfigError(f"{text}: Hydra cannot read this override ({first}); write a sweep as {key}=a,b "
+                       f"(with -m), a list as {key}=[a,b], text with commas in quotes: {key}='a,b'")
+
+
+def _comma_without_multirun(parsed) -> ConfigError:
+    """`eval=clean,pgd` without -m: both values may be valid; the brackets or -m are missing."""
+    text = parsed.input_line
+    key, _, value = text.partition("=")
+    return ConfigError(f"{text}: a comma-separated value is a sweep: use -m (one job per value), "
+                       f"or {key}=[{value}] for a list")
+
+
+def _parse_all(overrides: list[str]) -> list:
+    """Every override read by Hydra's grammar, or the one-line error for the first it cannot read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, parsed = OverridesParser.create(), []
+    for text in overrides:
+        try:
+            parsed.append(parser.parse_override(text))
+        except Exception as e:  # noqa: BLE001 -- Hydra's grammar errors have several types
+            raise _grammar_error(text, e) from None
+    return parsed
+
+
+def _compose_multirun(config_name: str, overrides: list[str]):
+    """The config Hydra composes before a multirun's first job (for its own settings: sweeper,
+    launcher, sweep folder): every swept group at its default, every other override applied."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return GlobalHydra.instance().hydra.compose_config(
+            config_name=config_name, overrides=list(overrides), run_mode=RunMode.MULTIRUN,
+            from_shell=True, with_log_configuration=False)
+
+
+def _explain_multirun(config_name: str, overrides: list[str], parsed: list, error: Exception) -> ConfigError:
+    """Why Hydra cannot compose a multirun's settings though its jobs compose: a key that only the
+    swept choices of a group have (`-m model=heavy_ball,pixel_node model.preset=tiny`: Hydra first
+    composes model=augmented, the default, which has no preset). `++key=value` sets it in every job
+    and adds it where it is missing."""
+    message = " ".join(str(error).split())
+    swept_groups = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override() or "." not in o.get_key_element():
+            continue
+        rest = overrides[:i] + overrides[i + 1:]
+        try:
+            _compose_multirun(config_name, rest)
+        except Exception:  # noqa: BLE001 -- not this one
+            continue
+        key = o.get_key_element().lstrip("+~")
+        group = key.split(".")[0]
+        if group in swept_groups:
+            default = _compose(config_name, []).hydra.runtime.choices.get(group)
+            return ConfigError(f"{o.input_line}: a multirun is first composed with {group}={default} (the "
+                               f"default, before the sweep over {group}), which has no key "
+                               f"{key.split('.', 1)[1]!r}: write ++{key}={o.input_line.split('=', 1)[1]} "
+                               "(set in every job, added where missing)")
+        return ConfigError(f"{o.input_line}: {message}")
+    return ConfigError(message)
+
+
+def check_output_folder(key: str, path) -> None:
+    """A folder odex is to make or write into (hydra.run.dir, hydra.sweep.dir, odex-eval's out_dir,
+    odex-report's --out): not a file, and a folder can be made there. Probes with a temporary
+    folder in the nearest existing parent, removed at once (os.access says yes to root everywhere,
+    /proc included); an existing folder is only looked at."""
+    import os
+    import tempfile
+
+    p = Path(os.path.expanduser(str(path)))
+    if p.exists() and not p.is_dir():
+        raise refuse(key, str(path), "is a file, not a folder")
+    anc = p
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise refuse(key, str(path), f"{anc} is a file, so no folder can be made inside it")
+    if anc == p:          # an existing folder (an earlier run's, perhaps): looked at, never written
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise refuse(key, str(path), "is a folder you cannot write: choose another")
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".odex-probe-", dir=anc))
+    except OSError as e:
+        raise refuse(key, str(path), f"cannot make a folder in {anc} ({e.strerror or e}): "
+                                     "choose a folder you can write") from None
+
+
+def check_hydra(cfg, multirun: bool) -> None:
+    """Hydra's own settings odex's runs depend on, before Hydra acts on them: the output folder,
+    and in a multirun the launcher's and the sweeper's values (odex/schema.py HYDRA_TARGETS; their
+    keys and types Hydra's structured configs already check at composition)."""
+    from omegaconf import OmegaConf
+
+    from odex import schema
+
+    folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        folder = OmegaConf.select(cfg, folder_key)
+    except Exception:  # noqa: BLE001 -- an interpolation only Hydra's run resolves: checked when made
+        folder = None
+    if folder is not None:
+        check_output_folder(folder_key, folder)
+    if not multirun:
+        return
+    for node_key, table in schema.HYDRA_TARGETS.items():
+        node = OmegaConf.select(cfg, node_key)
+        if node is None:
+            continue
+        cls = table.get(str(node.get("_target_")))
+        if cls is None:
+            continue
+        known = schema.schema_fields(cls)
+        for name in known:
+            if name in node:
+                try:
+                    value = OmegaConf.to_container(node, resolve=True)[name]
+                except Exception:  # noqa: BLE001 -- an interpolation of the sweep folder: not a range
+                    continue
+                check_value(value, known[name], f"{node_key}.{name}")
 
 
 def _plus_keys(overrides: list[str]) -> None:
@@ -771,17 +904,34 @@ def preflight(argv: list[str]) -> list[str]:
     config_name = args.config_name or "train"
     overrides = list(args.overrides)
     try:
+        parsed = _parse_all(overrides)
         if not args.multirun:
             cfg = check_composed(config_name, overrides)
             if str(cfg.hydra.get("mode")) != "RunMode.MULTIRUN":
+                if args.cfg is None:
+                    check_hydra(cfg, multirun=False)
                 return protect_existing_run(cfg, argv) if args.cfg is None else argv
         # a multirun: every job must compose (Hydra would stop the whole sweep at the first that
         # does not); the jobs' values are validated per job, each failing alone (recorded in its
         # folder, the sweep goes on), unless no job at all is valid: then nothing is started.
+        for o in parsed:
+            if o.is_sweep_override() and o.is_hydra_override():
+                raise ConfigError(f"{o.input_line}: Hydra does not sweep its own settings (hydra.*): one "
+                                  "value per multirun")
         _plus_keys(overrides)
         try:
             jobs = _sweep_jobs(overrides)
         except Exception:  # noqa: BLE001 -- another sweeper's syntax (Optuna's interval(...)): per job
+            jobs = None
+        if jobs is not None:
+            check_composed(config_name, jobs[0], validate_too=False)   # the first job's own mistake first
+        try:
+            master = _compose_multirun(config_name, overrides)
+        except Exception as e:  # noqa: BLE001 -- Hydra would stop here with its raw message
+            raise _explain_multirun(config_name, overrides, parsed, e) from None
+        if args.cfg is None:
+            check_hydra(master, multirun=True)
+        if jobs is None:
             return argv
         first = check_composed(config_name, jobs[0], validate_too=False)
         if first.hydra.sweeper.get("params") or "BasicSweeper" not in str(first.hydra.sweeper.get("_target_")):

@@ -602,9 +602,11 @@ class SGD(Optim):
     @staticmethod
     def problems(node: dict, ctx: Context):
         """torch.optim.SGD's own rule, before anything is built."""
-        if node.get("nesterov") and (not node.get("momentum") or node.get("dampening")):
-            yield Problem("nesterov", True, "needs optim.momentum > 0 and optim.dampening=0 "
-                                            f"(here {show_num(node.get('momentum'))} and {show_num(node.get('dampening'))})")
+        if node.get("nesterov") and not node.get("momentum"):
+            yield Problem("nesterov", True, f"needs optim.momentum > 0 (here {show_num(node.get('momentum'))}), "
+                                            "e.g. optim.momentum=0.9")
+        if node.get("nesterov") and node.get("dampening"):
+            yield Problem("nesterov", True, f"needs optim.dampening=0 (here {show_num(node.get('dampening'))})")
 
 
 @dataclass
@@ -878,6 +880,65 @@ TARGETS: dict[str, dict[str, type]] = {
     },
     "trainer": {"odex.training.trainer.Trainer": Trainer},
     "logger": {"odex.tracking.tracker.NullSink": NullSink, "odex.tracking.tracker.WandbSink": WandbSink},
+}
+
+# Hydra's launchers and sweepers (hydra.launcher, hydra.sweeper): only the values whose range
+# Hydra's own structured configs leave open and that fail deep inside a launch (joblib's
+# "n_jobs == 0 has no meaning" after 31 lines). Checked by odex.config.check_hydra for a multirun.
+
+NonZeroInt = Union[Annotated[int, Range(1)], Annotated[int, Range(None, -1)]]   # joblib: -1 = every CPU
+
+
+@dataclass
+class JoblibLauncher:
+    n_jobs: NonZeroInt = -1
+    batch_size: Union[Literal["auto"], PosInt] = "auto"
+    timeout: Optional[PosFloat] = None
+    verbose: NonNegInt = 0
+    prefer: Optional[Literal["processes", "threads"]] = "processes"
+    require: Optional[Literal["sharedmem"]] = None
+
+
+@dataclass
+class SubmititLauncher:
+    timeout_min: PosInt = 60
+    cpus_per_task: Optional[PosInt] = None
+    gpus_per_node: Optional[NonNegInt] = None
+    tasks_per_node: PosInt = 1
+    mem_gb: Optional[NonNegInt] = None
+    nodes: PosInt = 1
+
+
+@dataclass
+class SlurmLauncher(SubmititLauncher):
+    array_parallelism: PosInt = 256
+    max_num_timeout: NonNegInt = 0
+    signal_delay_s: NonNegInt = 90
+
+
+@dataclass
+class BasicSweeper:
+    max_batch_size: Optional[PosInt] = None
+
+
+@dataclass
+class OptunaSweeper:
+    n_trials: PosInt = 20
+    n_jobs: PosInt = 2
+    max_failure_rate: Annotated[float, Range(0, 1)] = 0.0
+    direction: Union[Literal["minimize", "maximize"], list[Literal["minimize", "maximize"]]] = "maximize"
+
+
+HYDRA_TARGETS: dict[str, dict[str, type]] = {
+    "hydra.launcher": {
+        "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher": JoblibLauncher,
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": SubmititLauncher,
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher": SlurmLauncher,
+    },
+    "hydra.sweeper": {
+        "hydra._internal.core_plugins.basic_sweeper.BasicSweeper": BasicSweeper,
+        "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper": OptunaSweeper,
+    },
 }
 
 # The top-level keys of odex's config (conf/train.yaml's groups); anything else is refused.
