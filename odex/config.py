@@ -886,6 +886,41 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
     return [list(job) for batch in batches for job in batch]
 
 
+def help_groups() -> str:
+    """The groups of `odex-train --help` (conf/hydra/help/odex.yaml): each group of conf/ with its
+    choices, the default starred (from conf/train.yaml's defaults list), and Hydra's launchers (odex's
+    own in conf/hydra/launcher/ and those the installed plugins register). Internal folders such as
+    dataset/shared are no choice and are not listed."""
+    import textwrap
+
+    import yaml
+
+    root = Path(config_dir())
+    defaults = {}
+    for entry in yaml.safe_load((root / "train.yaml").read_text()).get("defaults", []):
+        if isinstance(entry, dict):
+            defaults.update({str(k): v for k, v in entry.items()})
+    rows = {g: [f"{c}*" if c == defaults.get(g) else c for c in choices] for g, choices in _groups().items()}
+    launchers = {p.stem for p in (root / "hydra" / "launcher").glob("*.yaml")}
+    try:
+        from hydra.core.config_store import ConfigStore
+        launchers |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher")}
+    except Exception:  # noqa: BLE001 -- plugins not loaded: odex's own launchers only
+        pass
+    launchers.discard("basic")
+    rows["hydra/launcher"] = ["basic* (one job after another)", *sorted(launchers)]
+    width = max(map(len, rows)) + 2
+    return "\n".join(textwrap.fill(", ".join(choices), 100, initial_indent=f"  {g:<{width}}",
+                                   subsequent_indent=" " * (width + 2)) for g, choices in rows.items())
+
+
+def _register_help() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("odex_help_groups"):
+        OmegaConf.register_new_resolver("odex_help_groups", help_groups)
+
+
 def preflight(argv: list[str]) -> list[str]:
     """The torch-free first stage of `odex-train`: parse the command line as Hydra does, compose
     and validate. A mistake ends here with one stderr line and exit status 2, before Hydra creates
@@ -898,6 +933,7 @@ def preflight(argv: list[str]) -> list[str]:
         args, _ = get_args_parser().parse_known_args(argv)
     except SystemExit:
         raise
+    _register_help()         # --help's page lists conf/'s groups through this resolver
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
             or args.config_path or args.experimental_rerun:
         return argv

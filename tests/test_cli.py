@@ -101,3 +101,33 @@ def test_wrong_override_is_rejected_clearly(tmp_path):
 
 # The Done-when grid (`-m optim.lr=... dataset.batch_size=...`: 4 folders, 4 wandb runs in one
 # group, named by the swept keys) is tests/test_sweeps.py::test_grid_with_basic_launcher.
+
+
+def test_help_is_odex_own_page_with_real_choices_and_examples(tmp_path):
+    """`odex-train --help`: every group of conf/ with exactly its choices (no internal folder such as
+    dataset/shared), the launchers, five kinds of example command, and where results go."""
+    p = subprocess.run([sys.executable, "-m", "odex.train", "--help"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    page = p.stdout
+    assert "powered by Hydra" not in page and "dataset/shared" not in page
+    groups = page.split("== Config groups")[1].split("== Examples")[0]
+    listed: dict[str, list[str]] = {}
+    current = None
+    for line in groups.splitlines()[1:]:
+        if line.startswith("  ") and not line.startswith("   "):
+            current, _, rest = line.strip().partition(" ")
+            listed[current] = []
+        elif not line.strip():
+            continue
+        else:
+            rest = line
+        listed[current] += [c.strip().split(" ")[0].rstrip("*") for c in rest.split(",") if c.strip()]
+    for folder in sorted(p for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "hydra"):
+        assert sorted(listed[folder.name]) == sorted(y.stem for y in folder.glob("*.yaml")), folder.name
+    assert {"basic", "joblib", "shared_gpu", "slurm", "submitit_local"} <= set(listed["hydra/launcher"])
+    examples = page.split("== Examples")[1].split("==")[0]
+    for shape in ("odex-train grad=", "odex-train -m optim.lr=", "hydra/launcher=", "odex-eval ckpt_path=",
+                  "odex-report "):
+        assert shape in examples, shape
+    assert "outputs/runs/" in page and "outputs/multirun/" in page
