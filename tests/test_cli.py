@@ -126,7 +126,7 @@ def test_help_is_odex_own_page_with_real_choices_and_examples(tmp_path):
     for folder in sorted(p for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "hydra"):
         assert sorted(listed[folder.name]) == sorted(y.stem for y in folder.glob("*.yaml")), folder.name
     assert {"basic", "joblib", "shared_gpu", "slurm", "submitit_local"} <= set(listed["hydra/launcher"])
-    examples = page.split("== Examples")[1].split("==")[0]
+    examples = page.split("== Examples ==")[1].split("== Where")[0]
     for shape in ("odex-train grad=", "odex-train -m optim.lr=", "hydra/launcher=", "odex-eval ckpt_path=",
                   "odex-report "):
         assert shape in examples, shape
