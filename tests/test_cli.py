@@ -131,3 +131,26 @@ def test_help_is_odex_own_page_with_real_choices_and_examples(tmp_path):
                   "odex-report "):
         assert shape in examples, shape
     assert "outputs/runs/" in page and "outputs/multirun/" in page
+
+
+def test_a_preempted_run_says_the_command_that_resumes_it(tmp_path):
+    """SIGTERM mid-epoch: the terminal line is a command that, pasted as it is, continues that run
+    in its folder to completion (not a new run in a new folder)."""
+    import shlex
+
+    stop = ["+callbacks.stop._target_=stop_helpers.SignalAt", "+callbacks.stop.epoch=1", "+callbacks.stop.step=2",
+            f"+callbacks.stop.marker={tmp_path / 'sent'}", "trainer.max_epochs=2"]
+    first = run_cli(tmp_path, *TINY, "logger=none", "solver=euler", "eval=[clean]", *stop)
+    assert first.returncode == 128 + 15, first.stderr[-2000:]
+    line = [ln for ln in first.stderr.splitlines() if "resume with: " in ln]
+    assert len(line) == 1 and line[0].startswith("odex: error: preempted (SIGTERM)"), first.stderr[-2000:]
+    command = shlex.split(line[0].split("resume with: ", 1)[1])
+    assert command[0] == "odex-train" and f"hydra.run.dir={tmp_path / 'run'}" in command
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "WANDB_MODE": "offline",
+           "OMP_NUM_THREADS": "1"}
+    second = subprocess.run([sys.executable, "-m", "odex.train", *command[1:]], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming from" in second.stderr + second.stdout
+    assert read_summary(tmp_path / "run")["status"] == "completed"
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]

@@ -62,8 +62,7 @@ class StopSignals:
             self.signum = signum
         elif frame is not None:
             raise Preempted(f"preempted ({self.name}, then {signal.Signals(signum).name} again before a batch "
-                            "boundary): stopped at once; the last checkpoint is kept: resume with "
-                            "trainer.resume=auto")
+                            "boundary): stopped at once; the last checkpoint is kept")
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
