@@ -438,6 +438,19 @@ def validate(cfg, choices: dict | None = None) -> None:
     _cross_checks(tree, parts, choices)
 
 
+def _torch_checkpoint(path) -> bool:
+    """Whether `path` is a file torch.save wrote (its zip format: an archive holding data.pkl), read
+    without torch, so a wrong or truncated file is refused before a run folder or W&B run exists.
+    Whether its weights fit the model is known only once the model is built."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(Path(path).expanduser()) as z:
+            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _odex_steps(method) -> bool:
     from odex.ode import tableau
     return method not in tableau.TORCHDIFFEQ_ONLY
@@ -490,6 +503,9 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     init_from = trainer.get("init_from")
     if parts["trainer"] is not None and isinstance(init_from, str) and not Path(init_from).expanduser().is_file():
         raise refuse("trainer.init_from", init_from, "no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+    if parts["trainer"] is not None and isinstance(init_from, str) and not _torch_checkpoint(init_from):
+        raise refuse("trainer.init_from", init_from, "not a checkpoint torch saved (odex writes "
+                                                     "<run folder>/checkpoints/last.pt)")
     # models with presets: the preset must be one of them
     model = tree["model"]
     if "presets" in model and model.get("preset") is not None and model["preset"] not in (model.get("presets") or {}):

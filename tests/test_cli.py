@@ -154,3 +154,30 @@ def test_a_preempted_run_says_the_command_that_resumes_it(tmp_path):
     assert "resuming from" in second.stderr + second.stdout
     assert read_summary(tmp_path / "run")["status"] == "completed"
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+def test_odex_eval_prints_every_figure_it_computes(tmp_path, caplog, capsys):
+    """odex-eval's line holds every figure of its summary (PGD's, not only the clean accuracy), the
+    training epoch line holds grad_check's; an out_dir that cannot be made is one line, nothing run."""
+    import logging
+
+    import odex.evaluate.run as eval_run
+
+    p = run_cli(tmp_path, *TINY, "solver=euler", "logger=none")
+    assert p.returncode == 0, p.stderr[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    caplog.set_level(logging.INFO)
+    code = eval_run.main([f"ckpt_path={ckpt}", f"out_dir={tmp_path / 'eval'}", "eval=[clean,pgd,grad_check]",
+                          "eval.pgd.limit=16", "eval.pgd.linf.steps=2", "eval.pgd.losses=ce",
+                          "eval.grad_check.examples=8"])
+    assert code == 0
+    summary = read_summary(tmp_path / "eval")
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")][-1]
+    figures = [k for k, v in summary.items() if k.startswith(("test/", "grad/")) and isinstance(v, (int, float))]
+    assert "test/pgd_linf_acc" in figures and "grad/rel_err" in figures
+    for k in figures:
+        assert f"{k} " in line, (k, line)
+    capsys.readouterr()
+    assert eval_run.main([f"ckpt_path={ckpt}", f"out_dir={REPO / 'README.md'}"]) != 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"odex: error: out_dir={REPO / 'README.md'}: is a file, not a folder"]

@@ -336,6 +336,8 @@ ESCAPES = {
     ],
     "exceptions that escaped main": [
         (["eval=[]"], "eval"),
+        ([f"trainer.init_from={REPO / 'README.md'}"], "trainer.init_from"),
+        ([f"trainer.init_from={REPO / 'pyproject.toml'}"], "trainer.init_from"),
         (["-m", "optim.lr=1e-3,"], "optim.lr"),
         (["optim.lr=1e-3,"], "optim.lr"),
         (["-m", "optim.lr=[1e-3"], "optim.lr"),
