@@ -181,3 +181,13 @@ def test_odex_eval_prints_every_figure_it_computes(tmp_path, caplog, capsys):
     assert eval_run.main([f"ckpt_path={ckpt}", f"out_dir={REPO / 'README.md'}"]) != 0
     err = capsys.readouterr().err.splitlines()
     assert err == [f"odex: error: out_dir={REPO / 'README.md'}: is a file, not a folder"]
+
+
+def test_profile_on_a_cpu_run_prints_no_false_error(tmp_path):
+    """debug=profile without CUDA: no "ERROR ... gpuGetDeviceCount" from the profiler's GPU probe."""
+    p = run_cli(tmp_path, *TINY, "logger=none", "solver=euler", "debug=profile")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "run" / "profile" / "trace.json").is_file()
+    if not torch.cuda.is_available():
+        assert "gpuGetDeviceCount" not in p.stderr + p.stdout
+        assert not [ln for ln in (p.stderr + p.stdout).splitlines() if ln.startswith("ERROR")]
