@@ -208,6 +208,30 @@ def resume_command(run_dir: str | Path) -> str:
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
+def left_behind(run_dir: str | Path, status: str) -> str:
+    """One line after a failed run: what its folder now holds (the next step is to look there), or
+    that an earlier run's folder was left as it was."""
+    import json
+
+    folder = Path(run_dir)
+    try:
+        ours = json.loads((folder / "summary.json").read_text()).get("status") == status
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        return (f"odex: {folder} holds an earlier run, left as it was" if folder.is_dir()
+                else f"odex: no run folder was made ({folder})")
+    held = ["summary.json (the status)"]
+    if (folder / "error.log").is_file():
+        held.append("error.log (the traceback)")
+    if (folder / "metrics.jsonl").is_file():
+        epochs = sum(1 for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip())
+        held.append(f"metrics.jsonl ({epochs} epoch{'s' * (epochs != 1)})")
+    if (folder / "checkpoints" / "last.pt").is_file():
+        held.append("checkpoints/last.pt (the last good epoch)")
+    return f"odex: the failed run is in {folder}: {', '.join(held)}"
+
+
 def _config(cfg: DictConfig) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(cfg, resolve=True)
@@ -390,6 +414,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         summary = run(cfg, hc.runtime.output_dir, stop=stop, choices=dict(hc.runtime.choices))
     if summary["status"] != "completed":
         print(f"odex: error: {summary['status'][len('failed: '):]}", file=sys.stderr)
+        if not summary.get("usage_error") and "resume with: " not in summary["status"]:
+            print(left_behind(hc.runtime.output_dir, summary["status"]), file=sys.stderr)
     if stop.requested:        # the checkpoint is written: hand the signal on (submitit requeues) and exit
         stop.hand_over()
     if summary["status"] != "completed":

@@ -89,6 +89,8 @@ def test_missing_dataset_exits_with_one_clear_line(tmp_path):
     assert "mnist" in errors[0] and str(tmp_path / "data") in errors[0]
     assert "python -m odex.data mnist" in errors[0]
     assert read_summary(tmp_path / "run")["status"].startswith("failed: dataset 'mnist'")
+    # the next step: what the failed run left, and where
+    assert f"odex: the failed run is in {tmp_path / 'run'}: summary.json (the status)" in p.stderr
 
 
 def test_wrong_override_is_rejected_clearly(tmp_path):
