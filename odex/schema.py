@@ -745,6 +745,10 @@ class BestCheckpoint:
     def problems(node: dict, ctx: Context):
         """The file goes into the run's checkpoints/ folder beside odex's own last.pt (and its
         .tmp while written): a plain file name, not one of those."""
+        split = str(node.get("monitor", "")).partition("/")[0]
+        if split not in ("train", "val", "test") or "/" not in str(node.get("monitor", "")):
+            yield Problem("monitor", node.get("monitor"), "must be an epoch metric <split>/<name>, split train, val "
+                                                          "or test (val/acc, val/loss, test/acc, train/loss, ...)")
         name = str(node.get("filename"))
         if not name or name in (".", "..") or "/" in name or "\\" in name:
             yield Problem("filename", name, "must be a plain file name (it is written into the run's "

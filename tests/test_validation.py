@@ -329,6 +329,8 @@ ESCAPES = {
          "callbacks.best_checkpoint.filename"),
         (["callbacks=[best_checkpoint]", "dataset.val_fraction=0.1", "callbacks.best_checkpoint.filename=''"],
          "callbacks.best_checkpoint.filename"),
+        (["callbacks=[best_checkpoint]", "callbacks.best_checkpoint.monitor=accuracy"],
+         "callbacks.best_checkpoint.monitor"),
         (["logger.project=''"], "logger.project"),
         (["logger.project=a/b"], "logger.project"),
         (["dataset=spheres", "model.channels=8", "dataset.inner_radius=1.2"], "dataset.inner_radius"),
