@@ -201,7 +201,7 @@ def resume_command(run_dir: str | Path) -> str:
             task, hydra_overrides = list(saved.task), list(saved.hydra)
     folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     folder = hc.sweep.dir if multirun else run_dir
-    keep = [o for o in hydra_overrides if not o.startswith((f"{folder_key}=", *_ODEX_ADDED))]
+    keep = [o for o in hydra_overrides if not o.startswith((f"{folder_key}=", "hydra.mode=", *_ODEX_ADDED))]
     task = [o for o in task if not o.lstrip("+").startswith("trainer.resume=")]
     words = ["odex-train", *(["-m"] if multirun else []), *task, *keep, f"{folder_key}={folder}",
              "trainer.resume=auto"]

@@ -13,12 +13,15 @@ log = logging.getLogger("odex")
 
 # How many jobs of the last multirun in this process failed (read by odex.train.main for the exit
 # status: 1 when any failed, after the summary).
-LAST_SWEEP: dict[str, int] = {}
+LAST_SWEEP: dict[str, Any] = {}
 
 
 class SweepSummary(Callback):
     """At the end of a multirun: 'N of M jobs failed' with each failed job's folder and reason,
     the command that writes the sweep report and the one that uploads its offline W&B runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        LAST_SWEEP["dir"] = str(config.hydra.sweep.dir)     # for the stop message's rerun command
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from odex.sweep.report import collect

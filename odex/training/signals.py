@@ -118,11 +118,10 @@ def _rerun_command() -> str:
     """This multirun's command again, in its sweep folder (which finishes its unfinished jobs)."""
     import shlex
 
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from odex.sweep.callbacks import LAST_SWEEP      # the sweep folder, recorded when the multirun started
 
-        folder = HydraConfig.get().sweep.dir
-    except Exception:  # noqa: BLE001 -- stopped before Hydra set its config up
+    folder = LAST_SWEEP.get("dir")
+    if folder is None:
         return "the same command with the same hydra.sweep.dir"
     args = [a for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir=")]
     return " ".join(shlex.quote(w) for w in ["odex-train", *args, f"hydra.sweep.dir={folder}"])
