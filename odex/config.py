@@ -841,6 +841,35 @@ def check_hydra(cfg, multirun: bool) -> None:
                 check_value(value, known[name], f"{node_key}.{name}")
 
 
+def check_environment(cfg) -> None:
+    """What this machine must offer for the values chosen, asked before a run folder or W&B run
+    exists (else the run fails seconds later, its folder made): CUDA for trainer.device=cuda[:N]
+    (torch is imported for that question only), a W&B key for logger.mode=online."""
+    from omegaconf import OmegaConf
+
+    device = OmegaConf.select(cfg, "trainer.device", default=None)
+    if isinstance(device, str) and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise refuse("trainer.device", device, "CUDA is not available here: use trainer.device=auto or cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise refuse("trainer.device", device, f"this machine has {torch.cuda.device_count()} CUDA "
+                                                   f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    try:
+        mode = OmegaConf.select(cfg, "logger.mode", default=None)
+    except Exception:  # noqa: BLE001 -- an interpolation only a run resolves
+        mode = None
+    if mode == "online":
+        import os
+
+        from odex.tracking.tracker import _netrc_has_wandb
+        if not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
+            raise refuse("logger.mode", "online", "needs a W&B API key: run `wandb login` or set WANDB_API_KEY "
+                                                  "(or keep the default offline mode and `odex-sync <folder>` later)")
+
+
 def _plus_keys(overrides: list[str]) -> None:
     """`+group.key=value` adds a key odex's parts do not read (its class would be given an
     argument it does not take, or the key silently ignored): refused."""
@@ -962,6 +991,7 @@ def preflight(argv: list[str]) -> list[str]:
             if str(cfg.hydra.get("mode")) != "RunMode.MULTIRUN":
                 if args.cfg is None:
                     check_hydra(cfg, multirun=False)
+                    check_environment(cfg)
                 return protect_existing_run(cfg, argv) if args.cfg is None else argv
         # a multirun: every job must compose (Hydra would stop the whole sweep at the first that
         # does not); the jobs' values are validated per job, each failing alone (recorded in its
@@ -976,7 +1006,9 @@ def preflight(argv: list[str]) -> list[str]:
         except Exception:  # noqa: BLE001 -- another sweeper's syntax (Optuna's interval(...)): per job
             jobs = None
         if jobs is not None:
-            check_composed(config_name, jobs[0], validate_too=False)   # the first job's own mistake first
+            job0 = check_composed(config_name, jobs[0], validate_too=False)   # the first job's own mistake first
+            if args.cfg is None:
+                check_environment(job0)
         try:
             master = _compose_multirun(config_name, overrides)
         except Exception as e:  # noqa: BLE001 -- Hydra would stop here with its raw message

@@ -416,3 +416,25 @@ def test_refusals_hold_only_the_wrong_values():
     for overrides in ok:
         cfg = compose_cfg(overrides, keep_hydra=True)
         validate(cfg, dict(cfg.hydra.runtime.choices))
+
+
+def test_what_the_machine_lacks_is_refused_before_a_folder(tmp_path, capsys, monkeypatch):
+    """trainer.device=cuda without CUDA, logger.mode=online without a W&B key: one line, exit 2,
+    no run folder (before, the run failed seconds later with its folder and W&B run made)."""
+    import torch
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cases = [(["logger.mode=online"], "logger.mode=online: needs a W&B API key")]
+    if not torch.cuda.is_available():
+        cases += [(["trainer.device=cuda"], "trainer.device=cuda: CUDA is not available here"),
+                  (["-m", "trainer.device=cuda", "optim.lr=0.1,0.01"], "trainer.device=cuda: CUDA")]
+    for overrides, line in cases:
+        folder = tmp_path / "out"
+        where = f"hydra.sweep.dir={folder}" if "-m" in overrides else f"hydra.run.dir={folder}"
+        with pytest.raises(SystemExit) as exit_:
+            main([*overrides, where])
+        err = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"odex: error: {line}"), err
+        assert not folder.exists()
