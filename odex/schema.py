@@ -187,6 +187,19 @@ class DatasetCommon:
         """What the models see of this dataset (issue 27: a model's rules ask it before any data is read)."""
         return DataShape(tuple(cls.shape), cls.classes, cls.images)
 
+    @classmethod
+    def train_examples(cls, node: dict) -> int | None:
+        """Training examples before the validation part is held out (None: known only once read)."""
+        return cls.size[0] if cls.size else None
+
+    @classmethod
+    def problems(cls, node: dict, ctx: "Context"):
+        """odex/data/bundle.py holds out max(1, round(val_fraction n)) examples for validation:
+        at least one must be left to train on."""
+        n, fraction = cls.train_examples(node), node.get("val_fraction") or 0
+        if n is not None and fraction > 0 and n - max(1, int(round(fraction * n))) < 1:
+            yield Problem("val_fraction", fraction, f"leaves no training example of the {n}: lower it")
+
 
 @dataclass
 class VisionDataset(DatasetCommon):
@@ -220,6 +233,10 @@ class Svhn(VisionDataset):
 class MnistT10k(VisionDataset):
     train_size: Annotated[int, Range(1, 9999)] = 8000     # the rest of the 10,000 is the test split
 
+    @classmethod
+    def train_examples(cls, node: dict) -> int | None:
+        return node.get("train_size")
+
 
 @dataclass
 class Digits(DatasetCommon):
@@ -242,8 +259,17 @@ class Spheres(DatasetCommon):
     def data_shape(cls, node: dict) -> "DataShape":
         return DataShape((node["dim"],), cls.classes, False)
 
+    @classmethod
+    def train_examples(cls, node: dict) -> int | None:
+        return node.get("n_train")
+
+    @classmethod
+    def problems(cls, node: dict, ctx: "Context"):
+        yield from super().problems(node, ctx)
+        yield from cls.geometry(node)
+
     @staticmethod
-    def problems(node: dict, ctx: "Context"):
+    def geometry(node: dict):
         """Class 0 fills the ball of radius inner_radius, class 1 the shell outer_range[0]..[1]: the
         two must not touch, or the labels contradict each other (Dupont et al.'s r1 < r2 <= r3)."""
         lo, hi = node["outer_range"]

@@ -335,6 +335,8 @@ ESCAPES = {
         (["logger.project=a/b"], "logger.project"),
         (["dataset=spheres", "model.channels=8", "dataset.inner_radius=1.2"], "dataset.inner_radius"),
         (["dataset=spheres", "dataset.outer_range=[2.0,1.5]"], "dataset.outer_range"),
+        (["dataset=spheres", "dataset.n_train=1", "dataset.val_fraction=0.5"], "dataset.val_fraction"),
+        (["dataset=mnist_t10k", "dataset.train_size=2", "dataset.val_fraction=0.9"], "dataset.val_fraction"),
     ],
     "exceptions that escaped main": [
         (["eval=[]"], "eval"),
