@@ -451,11 +451,6 @@ def _torch_checkpoint(path) -> bool:
         return False
 
 
-def _odex_steps(method) -> bool:
-    from odex.ode import tableau
-    return method not in tableau.TORCHDIFFEQ_ONLY
-
-
 def _node(tree: dict, key: str):
     for part in key.split("."):
         tree = tree[part]
@@ -506,10 +501,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     if parts["trainer"] is not None and isinstance(init_from, str) and not _torch_checkpoint(init_from):
         raise refuse("trainer.init_from", init_from, "not a checkpoint torch saved (odex writes "
                                                      "<run folder>/checkpoints/last.pt)")
-    # models with presets: the preset must be one of them
-    model = tree["model"]
-    if "presets" in model and model.get("preset") is not None and model["preset"] not in (model.get("presets") or {}):
-        raise refuse("model.preset", model["preset"], f"must be one of {', '.join(model.get('presets') or {})}")
+    model = tree["model"]      # (a preset must be one of the model's: its schema's rules, odex/schema.py)
     # eval=pgd: something to attack
     pgd = (tree.get("eval") or {}).get("pgd")
     if parts.get("eval.pgd") is not None and pgd.get("linf") is None and pgd.get("l2") is None:
