@@ -836,7 +836,8 @@ def check_hydra(cfg, multirun: bool) -> None:
 def check_environment(cfg) -> None:
     """What this machine must offer for the values chosen, asked before a run folder or W&B run
     exists (else the run fails seconds later, its folder made): CUDA for trainer.device=cuda[:N]
-    (torch is imported for that question only), a W&B key for logger.mode=online."""
+    and torch.compile's backend for trainer.compile=<name> (torch is imported for those questions
+    only), a W&B key for logger.mode=online."""
     from omegaconf import OmegaConf
 
     device = OmegaConf.select(cfg, "trainer.device", default=None)
@@ -849,6 +850,10 @@ def check_environment(cfg) -> None:
         if index >= torch.cuda.device_count():
             raise refuse("trainer.device", device, f"this machine has {torch.cuda.device_count()} CUDA "
                                                    f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    backend = OmegaConf.select(cfg, "trainer.compile", default=None)
+    if isinstance(backend, str) and backend.lower() not in ("", "none", "false", "eager", "true", "auto", "inductor"):
+        from odex.training.fast_paths import FastPaths     # torch's backends, asked as the run will ask them
+        FastPaths(compile=backend)
     try:
         mode = OmegaConf.select(cfg, "logger.mode", default=None)
     except Exception:  # noqa: BLE001 -- an interpolation only a run resolves

@@ -428,7 +428,8 @@ def test_what_the_machine_lacks_is_refused_before_a_folder(tmp_path, capsys, mon
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    cases = [(["logger.mode=online"], "logger.mode=online: needs a W&B API key")]
+    cases = [(["logger.mode=online"], "logger.mode=online: needs a W&B API key"),
+             (["trainer.compile=nosuchbackend"], "trainer.compile=nosuchbackend: must be")]
     if not torch.cuda.is_available():
         cases += [(["trainer.device=cuda"], "trainer.device=cuda: CUDA is not available here"),
                   (["-m", "trainer.device=cuda", "optim.lr=0.1,0.01"], "trainer.device=cuda: CUDA")]
