@@ -407,6 +407,12 @@ def validate(cfg, choices: dict | None = None) -> None:
         cls = _schema_for("schedule.scheduler", sched["scheduler"], "schedule.scheduler", {})
         if cls is not None:
             check_node(sched["scheduler"], cls, "schedule.scheduler", _choice(choices, "schedule", ""))
+        parts["schedule.scheduler"] = cls
+
+    # eval=[] (or ~eval) leaves nothing to measure a run by: refused rather than a run without test/acc
+    if not tree.get("eval"):
+        raise refuse("eval", [], f"choose at least one of conf/eval/: {', '.join(_groups().get('eval', []))} "
+                                 "(eval=clean, or eval=[clean,pgd] for several)")
 
     for group in ("eval", "callbacks"):
         entries = tree.get(group)
@@ -432,9 +438,41 @@ def validate(cfg, choices: dict | None = None) -> None:
     _cross_checks(tree, parts, choices)
 
 
-def _odex_steps(method) -> bool:
-    from odex.ode import tableau
-    return method not in tableau.TORCHDIFFEQ_ONLY
+def _torch_checkpoint(path) -> bool:
+    """Whether `path` is a file torch.save wrote (its zip format: an archive holding data.pkl), read
+    without torch, so a wrong or truncated file is refused before a run folder or W&B run exists.
+    Whether its weights fit the model is known only once the model is built."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(Path(path).expanduser()) as z:
+            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _node(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _part_problems(tree: dict, parts: dict) -> None:
+    """Ask every part whose schema has rules of its own (`problems(node, ctx)`, odex/schema.py)
+    and raise the first problem as the one-line error, named by its full key."""
+    from odex import schema
+
+    data_cls, grad_cls = parts.get("dataset"), parts.get("grad")
+    data = data_cls.data_shape(tree["dataset"]) if data_cls is not None else None
+    for key, cls in parts.items():
+        rules = getattr(cls, "problems", None) if cls is not None else None
+        if rules is None:
+            continue
+        node = _node(tree, key)
+        ctx = schema.Context(data=data, solver=tree["solver"], key=key,
+                             grad=grad_cls.supports if grad_cls is not None else None)
+        for p in rules(node, ctx):
+            raise refuse(f"{key}.{p.key}" if p.key else key, p.value, p.allowed)
 
 
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
@@ -446,15 +484,11 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     model_cls, grad_cls, obj_cls = parts["model"], parts["grad"], parts["objective"]
     c = lambda g: _choice(choices, g, tree[g]["_target_"])          # noqa: E731
 
-    # solver: a fixed-step solve needs its step
     method = solver.get("method")
     fixed = schema.is_fixed_step(method)
-    if parts["solver"] is not None and solver.get("loop") == "odex" and not _odex_steps(method):
-        raise refuse("solver.loop", "odex", f"steps Runge-Kutta tableaux; solver.method={method} is a multistep "
-                                            "method only solver.loop=torchdiffeq steps")
-    if parts["solver"] is not None and fixed and solver.get("steps") is None and solver.get("step_size") is None:
-        raise refuse("solver.steps", None, f"solver.method={method} is fixed-step: set solver.steps=N "
-                                           "or solver.step_size=h")
+    # each part's own rules (a schema's `problems`): the solver's step, an evaluation's solver,
+    # sizes against the dataset's shape, torch's own argument rules, file names, ...
+    _part_problems(tree, parts)
     # trainer.device
     device = trainer.get("device")
     if parts["trainer"] is not None and isinstance(device, str):
@@ -464,10 +498,10 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     init_from = trainer.get("init_from")
     if parts["trainer"] is not None and isinstance(init_from, str) and not Path(init_from).expanduser().is_file():
         raise refuse("trainer.init_from", init_from, "no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
-    # models with presets: the preset must be one of them
-    model = tree["model"]
-    if "presets" in model and model.get("preset") is not None and model["preset"] not in (model.get("presets") or {}):
-        raise refuse("model.preset", model["preset"], f"must be one of {', '.join(model.get('presets') or {})}")
+    if parts["trainer"] is not None and isinstance(init_from, str) and not _torch_checkpoint(init_from):
+        raise refuse("trainer.init_from", init_from, "not a checkpoint torch saved (odex writes "
+                                                     "<run folder>/checkpoints/last.pt)")
+    model = tree["model"]      # (a preset must be one of the model's: its schema's rules, odex/schema.py)
     # eval=pgd: something to attack
     pgd = (tree.get("eval") or {}).get("pgd")
     if parts.get("eval.pgd") is not None and pgd.get("linf") is None and pgd.get("l2") is None:
@@ -479,12 +513,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
         if (pgd.get("restarts") or 1) > 1 and pgd.get("random_start") is False:
             raise refuse("eval.pgd.restarts", pgd["restarts"], "> 1 needs eval.pgd.random_start=true "
                                                                "(else every restart is the same)")
-    for key in ("eval.pgd.solver", "eval.dynamics.solver"):
-        group, name, _ = key.split(".")
-        node = ((tree.get(group) or {}).get(name) or {}).get("solver")
-        if parts.get(f"{group}.{name}") is not None and node and schema.is_fixed_step(node.get("method", "dopri5")) \
-                and node.get("steps") is None and node.get("step_size") is None:
-            raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
     # schedule piecewise_linear: points rise from 0 to 1, as many factors
     sch = (tree.get("schedule") or {}).get("scheduler") or {}
     if sch.get("_target_") == "odex.optim.schedules.PiecewiseLinear":
@@ -658,8 +686,9 @@ def _first_bad_override(config_name: str, overrides: list[str], error: Exception
         try:
             parsed = parser.parse_override(text)
         except Exception as e:  # noqa: BLE001 -- Hydra's grammar: one line from its message
-            first = " ".join(str(e).split())[:300]
-            return ConfigError(f"{text}: cannot read this override ({first})")
+            return _grammar_error(text, e)
+        if parsed.is_sweep_override():      # only a single run composes a sweep value: -m is missing
+            return _comma_without_multirun(parsed)
         try:
             if i == len(overrides) - 1:
                 raise error            # all before it composed: this one is to blame
@@ -670,6 +699,172 @@ def _first_bad_override(config_name: str, overrides: list[str], error: Exception
             except Exception:  # noqa: BLE001 -- explaining must not turn into a traceback
                 return ConfigError(f"{text}: {' '.join(str(e).split())[:300]}")
     return ConfigError(" ".join(str(error).split()))
+
+
+def _grammar_error(text: str, error: Exception) -> ConfigError:
+    """An override Hydra's grammar cannot read (`optim.lr=1e-3,`): one line naming it, and how
+    sweeps, lists and text with commas are written."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = first.split(" expecting ")[0][:160]
+    key = text.split("=", 1)[0] if "=" in text else text
+    return ConfigError(f"{text}: Hydra cannot read this override ({first}); write a sweep as {key}=a,b "
+                       f"(with -m), a list as {key}=[a,b], text with commas in quotes: {key}='a,b'")
+
+
+def _comma_without_multirun(parsed) -> ConfigError:
+    """`eval=clean,pgd` without -m: both values may be valid; the brackets or -m are missing."""
+    text = parsed.input_line
+    key, _, value = text.partition("=")
+    return ConfigError(f"{text}: a comma-separated value is a sweep: use -m (one job per value), "
+                       f"or {key}=[{value}] for a list")
+
+
+def _parse_all(overrides: list[str]) -> list:
+    """Every override read by Hydra's grammar, or the one-line error for the first it cannot read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, parsed = OverridesParser.create(), []
+    for text in overrides:
+        try:
+            parsed.append(parser.parse_override(text))
+        except Exception as e:  # noqa: BLE001 -- Hydra's grammar errors have several types
+            raise _grammar_error(text, e) from None
+    return parsed
+
+
+def _compose_multirun(config_name: str, overrides: list[str]):
+    """The config Hydra composes before a multirun's first job (for its own settings: sweeper,
+    launcher, sweep folder): every swept group at its default, every other override applied."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return GlobalHydra.instance().hydra.compose_config(
+            config_name=config_name, overrides=list(overrides), run_mode=RunMode.MULTIRUN,
+            from_shell=True, with_log_configuration=False)
+
+
+def _explain_multirun(config_name: str, overrides: list[str], parsed: list, error: Exception) -> ConfigError:
+    """Why Hydra cannot compose a multirun's settings though its jobs compose: a key that only the
+    swept choices of a group have (`-m model=heavy_ball,pixel_node model.preset=tiny`: Hydra first
+    composes model=augmented, the default, which has no preset). `++key=value` sets it in every job
+    and adds it where it is missing."""
+    message = " ".join(str(error).split())
+    swept_groups = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override() or "." not in o.get_key_element():
+            continue
+        rest = overrides[:i] + overrides[i + 1:]
+        try:
+            _compose_multirun(config_name, rest)
+        except Exception:  # noqa: BLE001 -- not this one
+            continue
+        key = o.get_key_element().lstrip("+~")
+        group = key.split(".")[0]
+        if group in swept_groups:
+            default = _compose(config_name, []).hydra.runtime.choices.get(group)
+            return ConfigError(f"{o.input_line}: a multirun is first composed with {group}={default} (the "
+                               f"default, before the sweep over {group}), which has no key "
+                               f"{key.split('.', 1)[1]!r}: write ++{key}={o.input_line.split('=', 1)[1]} "
+                               "(set in every job, added where missing)")
+        return ConfigError(f"{o.input_line}: {message}")
+    return ConfigError(message)
+
+
+def check_output_folder(key: str, path) -> None:
+    """A folder odex is to make or write into (hydra.run.dir, hydra.sweep.dir, odex-eval's out_dir,
+    odex-report's --out): not a file, and a folder can be made there. Probes with a temporary
+    folder in the nearest existing parent, removed at once (os.access says yes to root everywhere,
+    /proc included); an existing folder is only looked at."""
+    import os
+    import tempfile
+
+    p = Path(os.path.expanduser(str(path)))
+    if p.exists() and not p.is_dir():
+        raise refuse(key, str(path), "is a file, not a folder")
+    anc = p
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise refuse(key, str(path), f"{anc} is a file, so no folder can be made inside it")
+    if anc == p:          # an existing folder (an earlier run's, perhaps): looked at, never written
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise refuse(key, str(path), "is a folder you cannot write: choose another")
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".odex-probe-", dir=anc))
+    except OSError as e:
+        raise refuse(key, str(path), f"cannot make a folder in {anc} ({e.strerror or e}): "
+                                     "choose a folder you can write") from None
+
+
+def check_hydra(cfg, multirun: bool) -> None:
+    """Hydra's own settings odex's runs depend on, before Hydra acts on them: the output folder,
+    and in a multirun the launcher's and the sweeper's values (odex/schema.py HYDRA_TARGETS; their
+    keys and types Hydra's structured configs already check at composition)."""
+    from omegaconf import OmegaConf
+
+    from odex import schema
+
+    folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        folder = OmegaConf.select(cfg, folder_key)
+    except Exception:  # noqa: BLE001 -- an interpolation only Hydra's run resolves: checked when made
+        folder = None
+    if folder is not None:
+        check_output_folder(folder_key, folder)
+    if not multirun:
+        return
+    for node_key, table in schema.HYDRA_TARGETS.items():
+        node = OmegaConf.select(cfg, node_key)
+        if node is None:
+            continue
+        cls = table.get(str(node.get("_target_")))
+        if cls is None:
+            continue
+        known = schema.schema_fields(cls)
+        for name in known:
+            if name in node:
+                try:
+                    value = OmegaConf.to_container(node, resolve=True)[name]
+                except Exception:  # noqa: BLE001 -- an interpolation of the sweep folder: not a range
+                    continue
+                check_value(value, known[name], f"{node_key}.{name}")
+
+
+def check_environment(cfg) -> None:
+    """What this machine must offer for the values chosen, asked before a run folder or W&B run
+    exists (else the run fails seconds later, its folder made): CUDA for trainer.device=cuda[:N]
+    and torch.compile's backend for trainer.compile=<name> (torch is imported for those questions
+    only), a W&B key for logger.mode=online."""
+    from omegaconf import OmegaConf
+
+    device = OmegaConf.select(cfg, "trainer.device", default=None)
+    if isinstance(device, str) and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise refuse("trainer.device", device, "CUDA is not available here: use trainer.device=auto or cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise refuse("trainer.device", device, f"this machine has {torch.cuda.device_count()} CUDA "
+                                                   f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    backend = OmegaConf.select(cfg, "trainer.compile", default=None)
+    if isinstance(backend, str) and backend.lower() not in ("", "none", "false", "eager", "true", "auto", "inductor"):
+        from odex.training.fast_paths import FastPaths     # torch's backends, asked as the run will ask them
+        FastPaths(compile=backend)
+    try:
+        mode = OmegaConf.select(cfg, "logger.mode", default=None)
+    except Exception:  # noqa: BLE001 -- an interpolation only a run resolves
+        mode = None
+    if mode == "online":
+        import os
+
+        from odex.tracking.tracker import _netrc_has_wandb
+        if not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
+            raise refuse("logger.mode", "online", "needs a W&B API key: run `wandb login` or set WANDB_API_KEY "
+                                                  "(or keep the default offline mode and `odex-sync <folder>` later)")
 
 
 def _plus_keys(overrides: list[str]) -> None:
@@ -733,6 +928,41 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
     return [list(job) for batch in batches for job in batch]
 
 
+def help_groups() -> str:
+    """The groups of `odex-train --help` (conf/hydra/help/odex.yaml): each group of conf/ with its
+    choices, the default starred (from conf/train.yaml's defaults list), and Hydra's launchers (odex's
+    own in conf/hydra/launcher/ and those the installed plugins register). Internal folders such as
+    dataset/shared are no choice and are not listed."""
+    import textwrap
+
+    import yaml
+
+    root = Path(config_dir())
+    defaults = {}
+    for entry in yaml.safe_load((root / "train.yaml").read_text()).get("defaults", []):
+        if isinstance(entry, dict):
+            defaults.update({str(k): v for k, v in entry.items()})
+    rows = {g: [f"{c}*" if c == defaults.get(g) else c for c in choices] for g, choices in _groups().items()}
+    launchers = {p.stem for p in (root / "hydra" / "launcher").glob("*.yaml")}
+    try:
+        from hydra.core.config_store import ConfigStore
+        launchers |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher")}
+    except Exception:  # noqa: BLE001 -- plugins not loaded: odex's own launchers only
+        pass
+    launchers.discard("basic")
+    rows["hydra/launcher"] = ["basic* (one job after another)", *sorted(launchers)]
+    width = max(map(len, rows)) + 2
+    return "\n".join(textwrap.fill(", ".join(choices), 100, initial_indent=f"  {g:<{width}}",
+                                   subsequent_indent=" " * (width + 2)) for g, choices in rows.items())
+
+
+def _register_help() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("odex_help_groups"):
+        OmegaConf.register_new_resolver("odex_help_groups", help_groups)
+
+
 def preflight(argv: list[str]) -> list[str]:
     """The torch-free first stage of `odex-train`: parse the command line as Hydra does, compose
     and validate. A mistake ends here with one stderr line and exit status 2, before Hydra creates
@@ -745,23 +975,44 @@ def preflight(argv: list[str]) -> list[str]:
         args, _ = get_args_parser().parse_known_args(argv)
     except SystemExit:
         raise
+    _register_help()         # --help's page lists conf/'s groups through this resolver
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
             or args.config_path or args.experimental_rerun:
         return argv
     config_name = args.config_name or "train"
     overrides = list(args.overrides)
     try:
+        parsed = _parse_all(overrides)
         if not args.multirun:
             cfg = check_composed(config_name, overrides)
             if str(cfg.hydra.get("mode")) != "RunMode.MULTIRUN":
+                if args.cfg is None:
+                    check_hydra(cfg, multirun=False)
+                    check_environment(cfg)
                 return protect_existing_run(cfg, argv) if args.cfg is None else argv
         # a multirun: every job must compose (Hydra would stop the whole sweep at the first that
         # does not); the jobs' values are validated per job, each failing alone (recorded in its
         # folder, the sweep goes on), unless no job at all is valid: then nothing is started.
+        for o in parsed:
+            if o.is_sweep_override() and o.is_hydra_override():
+                raise ConfigError(f"{o.input_line}: Hydra does not sweep its own settings (hydra.*): one "
+                                  "value per multirun")
         _plus_keys(overrides)
         try:
             jobs = _sweep_jobs(overrides)
         except Exception:  # noqa: BLE001 -- another sweeper's syntax (Optuna's interval(...)): per job
+            jobs = None
+        if jobs is not None:
+            job0 = check_composed(config_name, jobs[0], validate_too=False)   # the first job's own mistake first
+            if args.cfg is None:
+                check_environment(job0)
+        try:
+            master = _compose_multirun(config_name, overrides)
+        except Exception as e:  # noqa: BLE001 -- Hydra would stop here with its raw message
+            raise _explain_multirun(config_name, overrides, parsed, e) from None
+        if args.cfg is None:
+            check_hydra(master, multirun=True)
+        if jobs is None:
             return argv
         first = check_composed(config_name, jobs[0], validate_too=False)
         if first.hydra.sweeper.get("params") or "BasicSweeper" not in str(first.hydra.sweeper.get("_target_")):

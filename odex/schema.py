@@ -60,6 +60,10 @@ class Range:
         return " and ".join(parts)
 
 
+def show_num(x) -> str:
+    return "null" if x is None else _num(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
@@ -114,6 +118,33 @@ class ModelTraits:
 
 
 @dataclass(frozen=True)
+class DataShape:
+    """What a dataset choice gives a model, known before any data is read."""
+    shape: tuple[int, ...]        # one example: (C, H, W) for images, (d,) for vectors
+    classes: int
+    images: bool
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a part's own rules (`problems`) may ask of the rest of the run."""
+    data: DataShape | None        # None: a dataset of the user's own (no schema)
+    solver: dict                  # the model's solver (conf/solver/): an evaluation's solver changes it
+    grad: "GradSupports | None"   # what the gradient method supports (None: a method of the user's own)
+    key: str = ""                 # the full key of the node being checked (eval.pgd), for messages
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A value a part's rules refuse: `key` relative to the part's node ("" = the choice itself),
+    and what is allowed. A schema class may define `problems(node, ctx)` yielding these: rules
+    that need more than one key, or the dataset's shape, checked before anything is built."""
+    key: str
+    value: Any
+    allowed: str
+
+
+@dataclass(frozen=True)
 class Needs:
     """What an objective or an evaluator asks of the model and of the gradient method."""
     model: tuple[str, ...] = ()       # ModelTraits flags that must be true
@@ -148,6 +179,26 @@ class DatasetCommon:
     augment: Union[bool, Augment] = False
     images: ClassVar[bool] = True
     size: ClassVar[tuple[int, int] | None] = None     # (train, test) examples before limits
+    shape: ClassVar[tuple[int, ...]] = (1, 28, 28)    # one example: (C, H, W), or (d,) for vectors
+    classes: ClassVar[int] = 10
+
+    @classmethod
+    def data_shape(cls, node: dict) -> "DataShape":
+        """What the models see of this dataset (issue 27: a model's rules ask it before any data is read)."""
+        return DataShape(tuple(cls.shape), cls.classes, cls.images)
+
+    @classmethod
+    def train_examples(cls, node: dict) -> int | None:
+        """Training examples before the validation part is held out (None: known only once read)."""
+        return cls.size[0] if cls.size else None
+
+    @classmethod
+    def problems(cls, node: dict, ctx: "Context"):
+        """odex/data/bundle.py holds out max(1, round(val_fraction n)) examples for validation:
+        at least one must be left to train on."""
+        n, fraction = cls.train_examples(node), node.get("val_fraction") or 0
+        if n is not None and fraction > 0 and n - max(1, int(round(fraction * n))) < 1:
+            yield Problem("val_fraction", fraction, f"leaves no training example of the {n}: lower it")
 
 
 @dataclass
@@ -164,21 +215,33 @@ class Mnist(VisionDataset):
 @dataclass
 class Cifar(VisionDataset):
     size: ClassVar = (50000, 10000)
+    shape: ClassVar = (3, 32, 32)
+
+
+@dataclass
+class Cifar100(Cifar):
+    classes: ClassVar = 100
 
 
 @dataclass
 class Svhn(VisionDataset):
     size: ClassVar = (73257, 26032)
+    shape: ClassVar = (3, 32, 32)
 
 
 @dataclass
 class MnistT10k(VisionDataset):
     train_size: Annotated[int, Range(1, 9999)] = 8000     # the rest of the 10,000 is the test split
 
+    @classmethod
+    def train_examples(cls, node: dict) -> int | None:
+        return node.get("train_size")
+
 
 @dataclass
 class Digits(DatasetCommon):
     test_fraction: Annotated[float, UNIT_OPEN] = 0.2
+    shape: ClassVar = (1, 8, 8)
 
 
 @dataclass
@@ -190,6 +253,32 @@ class Spheres(DatasetCommon):
     outer_range: Annotated[list[PosFloat], Length(2, 2)] = field(default_factory=lambda: [1.0, 1.5])
     seed: NonNegInt = 0
     images: ClassVar[bool] = False
+    classes: ClassVar = 2
+
+    @classmethod
+    def data_shape(cls, node: dict) -> "DataShape":
+        return DataShape((node["dim"],), cls.classes, False)
+
+    @classmethod
+    def train_examples(cls, node: dict) -> int | None:
+        return node.get("n_train")
+
+    @classmethod
+    def problems(cls, node: dict, ctx: "Context"):
+        yield from super().problems(node, ctx)
+        yield from cls.geometry(node)
+
+    @staticmethod
+    def geometry(node: dict):
+        """Class 0 fills the ball of radius inner_radius, class 1 the shell outer_range[0]..[1]: the
+        two must not touch, or the labels contradict each other (Dupont et al.'s r1 < r2 <= r3)."""
+        lo, hi = node["outer_range"]
+        if hi < lo:
+            yield Problem("outer_range", [lo, hi], "must be [r2, r3] with r2 <= r3")
+        if node["inner_radius"] >= lo:
+            yield Problem("inner_radius", node["inner_radius"],
+                          f"must be < dataset.outer_range[0]={lo}: the inner ball (class 0) and the shell "
+                          "(class 1) would overlap")
 
 
 # models ----------------------------------------------------------------------------------------
@@ -222,6 +311,16 @@ class AugmentedNODE(Model):
     traits: ClassVar = ModelTraits(lyapunov_parts=True)
 
 
+# the CPL network's sizes (Meunier et al.'s S, M, L, XL and a tiny one); odex/models/cpl.py builds them
+CPL_SIZES = {
+    "tiny": dict(conv_layers=2, dense_layers=1, channels=8, dense_width=64),
+    "S": dict(conv_layers=20, dense_layers=7, channels=45, dense_width=2048),
+    "M": dict(conv_layers=30, dense_layers=10, channels=60, dense_width=2048),
+    "L": dict(conv_layers=50, dense_layers=10, channels=90, dense_width=2048),
+    "XL": dict(conv_layers=70, dense_layers=15, channels=120, dense_width=2048),
+}
+
+
 @dataclass
 class CPLNetwork(ModelBase):
     size: Literal["tiny", "S", "M", "L", "XL"] = "S"
@@ -236,6 +335,27 @@ class CPLNetwork(ModelBase):
     eval_iters: PosInt = 100
     eps: PosFloat = 1e-4
     traits: ClassVar = ModelTraits(images=True, certificate=True, ode=False)
+
+    @staticmethod
+    def problems(node: dict, ctx: Context):
+        """The shapes odex/models/cpl.py builds: channels padded up from the input's, 4x4 average
+        pooling, and the `trunc` head's first K features as the K logits."""
+        if ctx.data is None or not ctx.data.images:
+            return
+        c, h, w = ctx.data.shape
+        preset = CPL_SIZES[node["size"]]
+        channels = node.get("channels") or preset["channels"]
+        where = "channels" if node.get("channels") else "size"
+        if channels < c:
+            yield Problem(where, node.get(where), f"gives {channels} channels, fewer than the input's {c}: "
+                                                  "set model.channels >= that")
+        if h < 4 or w < 4:
+            yield Problem("", "cpl", f"pools 4x4: images of {h}x{w} pixels are too small")
+            return
+        features = channels * (h // 4) * (w // 4)
+        if node.get("last") == "trunc" and features < ctx.data.classes:
+            yield Problem("last", "trunc", f"needs at least {ctx.data.classes} features (one per class); "
+                                           f"the network has {features}: more model.channels, or model.last=lln")
 
 
 @dataclass
@@ -256,11 +376,39 @@ class PixelModel(Model):
     hidden: Optional[PosInt] = None
     activation: Activation = "relu"
     traits: ClassVar = ModelTraits(images=True)
+    preset_keys: ClassVar[tuple[str, ...]] = ("hidden",)     # what a preset row may set (momentum.from_preset)
+    state_grows: ClassVar[bool] = False      # the state is the input plus augment_dim channels (else `dim`)
+
+    @classmethod
+    def problems(cls, node: dict, ctx: Context):
+        """The size a preset row and the explicit keys give (explicit keys win), as
+        odex/models/momentum.py's from_preset reads them."""
+        preset, presets = node.get("preset"), node.get("presets") or {}
+        if preset is not None and preset not in presets:
+            yield Problem("preset", preset, f"must be one of {', '.join(presets) or '(no presets defined)'}")
+            return
+        row = presets.get(preset) or {} if preset is not None else {}
+        row = {k: v for k, v in row.items() if v is not None}
+        unknown = sorted(set(row) - set(cls.preset_keys))
+        if unknown:
+            yield Problem(f"presets.{preset}", row, f"sets {', '.join(unknown)}, which this model does not take; "
+                                                    f"a row may set {', '.join(cls.preset_keys)}")
+        size = {k: node.get(k) if node.get(k) is not None else row.get(k) for k in cls.preset_keys}
+        for k in ("dim", "augment_dim", "hidden"):
+            if k in size and size[k] is None:
+                yield Problem(k, None, f"is not set: give it or choose a model.preset that sets it "
+                                       f"({', '.join(presets) or 'none defined'})")
+                return
+        if ctx.data is not None and ctx.data.images and not cls.state_grows and size["dim"] < ctx.data.shape[0]:
+            yield Problem("dim", size["dim"], f"must be >= the input's {ctx.data.shape[0]} channels "
+                                              "(h(0) starts with the input itself)")
 
 
 @dataclass
 class PixelNODE(PixelModel):
     augment_dim: Optional[NonNegInt] = None
+    preset_keys: ClassVar = ("augment_dim", "hidden")
+    state_grows: ClassVar = True
 
 
 @dataclass
@@ -269,6 +417,7 @@ class HeavyBallNODE(PixelModel):
     sigma: Optional[Activation] = None
     xi: Optional[PosFloat] = None
     gamma_logit: float = -3.0
+    preset_keys: ClassVar = ("dim", "hidden", "xi", "sigma")
 
 
 @dataclass
@@ -278,6 +427,7 @@ class AdamNODE(PixelModel):
     beta1_logit: Optional[float] = None
     beta2_logit: Optional[float] = None
     eps: PosFloat = 1e-8
+    preset_keys: ClassVar = ("dim", "hidden", "root", "beta1_logit", "beta2_logit")
 
 
 @dataclass
@@ -350,6 +500,37 @@ class Solver:
     step_size: Optional[PosFloat] = None
     steps: Optional[PosInt] = None
     max_num_steps: Optional[PosInt] = 1000
+
+    @staticmethod
+    def problems(node: dict, ctx: Context):
+        yield from solver_problems(node, "", "solver.")
+
+
+def solver_problems(node: dict, rel: str, full: str, grad: GradSupports | None = None):
+    """The rules of a solver node (conf/solver/, or an evaluation's solver merged into the model's):
+    a fixed-step method needs its step, no larger than the interval [0, t1] (torchdiffeq's and
+    odex's grids would silently cut it to one step of t1); odex's loop steps tableaux only; a
+    gradient method that recomputes a fixed grid refuses an adaptive one. `rel`: the keys' prefix
+    relative to the checked node, `full`: as the user writes them."""
+    from odex.ode import tableau      # plain Python, no torch
+
+    method, t1 = node.get("method"), node.get("t1", 1.0)
+    if method not in tableau.names():
+        return
+    fixed = is_fixed_step(method)
+    if node.get("loop") == "odex" and method in tableau.TORCHDIFFEQ_ONLY:
+        yield Problem(f"{rel}loop", "odex", f"steps Runge-Kutta tableaux; {full}method={method} is a multistep "
+                                            "method only solver.loop=torchdiffeq steps")
+    if fixed and node.get("steps") is None and node.get("step_size") is None:
+        yield Problem(f"{rel}steps", None, f"{full}method={method} is fixed-step: set {full}steps=N "
+                                           f"or {full}step_size=h")
+    elif fixed and node.get("steps") is None and node["step_size"] > t1:
+        yield Problem(f"{rel}step_size", node["step_size"],
+                      f"must be <= the integration interval t1 - t0 = {_num(t1)} (a larger step would be "
+                      f"cut to one step of {_num(t1)} without a word); for one step write {full}steps=1")
+    if grad is not None and not grad.adaptive_solvers and not fixed:
+        yield Problem(f"{rel}method", method, "is adaptive, and the gradient method recomputes a fixed-step "
+                                              f"solve: choose euler, midpoint, rk4, ... with {full}steps=N")
 
 
 @dataclass
@@ -444,6 +625,15 @@ class SGD(Optim):
     nesterov: bool = False
     dampening: Annotated[float, Range(0, 1)] = 0.0
 
+    @staticmethod
+    def problems(node: dict, ctx: Context):
+        """torch.optim.SGD's own rule, before anything is built."""
+        if node.get("nesterov") and not node.get("momentum"):
+            yield Problem("nesterov", True, f"needs optim.momentum > 0 (here {show_num(node.get('momentum'))}), "
+                                            "e.g. optim.momentum=0.9")
+        if node.get("nesterov") and node.get("dampening"):
+            yield Problem("nesterov", True, f"needs optim.dampening=0 (here {show_num(node.get('dampening'))})")
+
 
 @dataclass
 class Nero(Optim):
@@ -488,6 +678,14 @@ class PiecewiseLinear(Scheduler):
 class Eval:
     _target_: str = ""
     needs: ClassVar[Needs] = Needs()
+
+    @staticmethod
+    def problems(node: dict, ctx: Context):
+        """An evaluation's own solver (eval.<name>.solver) changes the model's (t1 stays): the
+        result follows the same rules as the model's solver, and suits its gradient method."""
+        if isinstance(node.get("solver"), dict) and node["solver"]:
+            merged = {**ctx.solver, **node["solver"]}
+            yield from solver_problems(merged, "solver.", f"{ctx.key}.solver.", ctx.grad)
 
 
 @dataclass
@@ -539,6 +737,8 @@ class GradCheck(Eval):
     float64: bool = False
     threshold: PosFloat = 1e-2
     solver: Optional[EvalSolver] = None
+    needs: ClassVar = Needs(model=("ode",), why="compares the ODE gradient method with direct backprop, so it "
+                            "needs a model with ODE blocks", use_instead="an ODE model: model=augmented, node, ...")
 
 
 @dataclass
@@ -557,12 +757,31 @@ class InferenceDynamics(Eval):
                             use_instead="model=lyanet|augmented|node")
 
 
+OWN_CHECKPOINTS = ("last.pt",)       # odex/training/resume.py's checkpoint_path, in <run>/checkpoints/
+
+
 @dataclass
 class BestCheckpoint:
     _target_: str = ""
     monitor: str = "val/acc"
     mode: Literal["max", "min"] = "max"
     filename: str = "best.pt"
+
+    @staticmethod
+    def problems(node: dict, ctx: Context):
+        """The file goes into the run's checkpoints/ folder beside odex's own last.pt (and its
+        .tmp while written): a plain file name, not one of those."""
+        split = str(node.get("monitor", "")).partition("/")[0]
+        if split not in ("train", "val", "test") or "/" not in str(node.get("monitor", "")):
+            yield Problem("monitor", node.get("monitor"), "must be an epoch metric <split>/<name>, split train, val "
+                                                          "or test (val/acc, val/loss, test/acc, train/loss, ...)")
+        name = str(node.get("filename"))
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            yield Problem("filename", name, "must be a plain file name (it is written into the run's "
+                                            "checkpoints/ folder), e.g. best.pt")
+        elif name in OWN_CHECKPOINTS or any(name == f"{n}.tmp" for n in OWN_CHECKPOINTS):
+            yield Problem("filename", name, f"is odex's own checkpoint ({', '.join(OWN_CHECKPOINTS)}, written "
+                                            "every epoch): choose another name, e.g. best.pt")
 
 
 @dataclass
@@ -655,6 +874,18 @@ class WandbSink:
     name: Optional[str] = None
     notes: Optional[str] = None
 
+    @staticmethod
+    def problems(node: dict, ctx: Context):
+        """W&B's project names: not empty, at most 128 characters, none of / \\ # ? % :"""
+        for key in ("project", "entity"):
+            value = node.get(key)
+            if value is None and key != "project":
+                continue
+            text = str(value)
+            if not text.strip() or len(text) > 128 or any(ch in text for ch in '/\\#?%:'):
+                yield Problem(key, value, "must be a W&B name: 1 to 128 characters, none of / \\ # ? % :"
+                                          + (" (or null)" if key != "project" else ""))
+
 
 # ---------------------------------------------------------------------------------------------
 # Which schema a node follows, by its `_target_` (a string: nothing is imported)
@@ -662,7 +893,7 @@ class WandbSink:
 TARGETS: dict[str, dict[str, type]] = {
     "dataset": {
         "odex.data.vision.mnist": Mnist, "odex.data.vision.fashion_mnist": Mnist,
-        "odex.data.vision.cifar10": Cifar, "odex.data.vision.cifar100": Cifar,
+        "odex.data.vision.cifar10": Cifar, "odex.data.vision.cifar100": Cifar100,
         "odex.data.vision.svhn": Svhn, "odex.data.vision.mnist_t10k": MnistT10k,
         "odex.data.digits.digits": Digits, "odex.data.spheres.spheres": Spheres,
     },
@@ -703,6 +934,65 @@ TARGETS: dict[str, dict[str, type]] = {
     },
     "trainer": {"odex.training.trainer.Trainer": Trainer},
     "logger": {"odex.tracking.tracker.NullSink": NullSink, "odex.tracking.tracker.WandbSink": WandbSink},
+}
+
+# Hydra's launchers and sweepers (hydra.launcher, hydra.sweeper): only the values whose range
+# Hydra's own structured configs leave open and that fail deep inside a launch (joblib's
+# "n_jobs == 0 has no meaning" after 31 lines). Checked by odex.config.check_hydra for a multirun.
+
+NonZeroInt = Union[Annotated[int, Range(1)], Annotated[int, Range(None, -1)]]   # joblib: -1 = every CPU
+
+
+@dataclass
+class JoblibLauncher:
+    n_jobs: NonZeroInt = -1
+    batch_size: Union[Literal["auto"], PosInt] = "auto"
+    timeout: Optional[PosFloat] = None
+    verbose: NonNegInt = 0
+    prefer: Optional[Literal["processes", "threads"]] = "processes"
+    require: Optional[Literal["sharedmem"]] = None
+
+
+@dataclass
+class SubmititLauncher:
+    timeout_min: PosInt = 60
+    cpus_per_task: Optional[PosInt] = None
+    gpus_per_node: Optional[NonNegInt] = None
+    tasks_per_node: PosInt = 1
+    mem_gb: Optional[NonNegInt] = None
+    nodes: PosInt = 1
+
+
+@dataclass
+class SlurmLauncher(SubmititLauncher):
+    array_parallelism: PosInt = 256
+    max_num_timeout: NonNegInt = 0
+    signal_delay_s: NonNegInt = 90
+
+
+@dataclass
+class BasicSweeper:
+    max_batch_size: Optional[PosInt] = None
+
+
+@dataclass
+class OptunaSweeper:
+    n_trials: PosInt = 20
+    n_jobs: PosInt = 2
+    max_failure_rate: Annotated[float, Range(0, 1)] = 0.0
+    direction: Union[Literal["minimize", "maximize"], list[Literal["minimize", "maximize"]]] = "maximize"
+
+
+HYDRA_TARGETS: dict[str, dict[str, type]] = {
+    "hydra.launcher": {
+        "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher": JoblibLauncher,
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": SubmititLauncher,
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher": SlurmLauncher,
+    },
+    "hydra.sweeper": {
+        "hydra._internal.core_plugins.basic_sweeper.BasicSweeper": BasicSweeper,
+        "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper": OptunaSweeper,
+    },
 }
 
 # The top-level keys of odex's config (conf/train.yaml's groups); anything else is refused.

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from odex.config import USAGE_ERROR, build, config_dir, preflight, validate
 from odex.errors import ConfigError, OdexError, RunStopped
-from odex.training.signals import StopSignals, SweepParentSignals
+from odex.training.signals import Preempted, StopSignals, SweepParentSignals
 from odex.training.threads import passive_openmp_waits
 from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
 
@@ -195,6 +195,63 @@ def _status(e: BaseException) -> str:
     return f"failed: {type(e).__name__}: {e}"
 
 
+# what odex.config.protect_existing_run adds for a rerun into an existing folder: not the user's
+_ODEX_ADDED = ("hydra.output_subdir=", "hydra.job_logging.handlers.file.filename=")
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that continues a stopped run: the same overrides in the same folder (a job of a
+    multirun: the same multirun in the same sweep folder, which finishes its unfinished jobs),
+    with trainer.resume=auto. Shell-quoted, ready to paste."""
+    import shlex
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):        # odex.train.run called from Python: no command line
+        return f"odex-train <the same overrides> hydra.run.dir={shlex.quote(str(run_dir))} trainer.resume=auto"
+    task, hydra_overrides = list(hc.overrides.task), list(hc.overrides.hydra)
+    multirun = hc.mode == RunMode.MULTIRUN
+    if multirun:
+        recorded = Path(hc.sweep.dir) / "multirun.yaml"
+        if recorded.is_file():
+            saved = OmegaConf.load(recorded).hydra.overrides
+            task, hydra_overrides = list(saved.task), list(saved.hydra)
+    folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = hc.sweep.dir if multirun else run_dir
+    keep = [o for o in hydra_overrides if not o.startswith((f"{folder_key}=", "hydra.mode=", *_ODEX_ADDED))]
+    task = [o for o in task if not o.lstrip("+").startswith("trainer.resume=")]
+    words = ["odex-train", *(["-m"] if multirun else []), *task, *keep, f"{folder_key}={folder}",
+             "trainer.resume=auto"]
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def left_behind(run_dir: str | Path, status: str) -> str:
+    """One line after a failed run: what its folder now holds (the next step is to look there), or
+    that an earlier run's folder was left as it was."""
+    import json
+
+    folder = Path(run_dir)
+    try:
+        ours = json.loads((folder / "summary.json").read_text()).get("status") == status
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        return (f"odex: {folder} holds an earlier run, left as it was" if folder.is_dir()
+                else f"odex: no run folder was made ({folder})")
+    held = ["summary.json (the status)"]
+    if (folder / "error.log").is_file():
+        held.append("error.log (the traceback)")
+    if (folder / "metrics.jsonl").is_file():
+        epochs = sum(1 for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip())
+        held.append(f"metrics.jsonl ({epochs} epoch{'s' * (epochs != 1)})")
+    if (folder / "checkpoints" / "last.pt").is_file():
+        held.append("checkpoints/last.pt (the last good epoch)")
+    return f"odex: the run is in {folder}: {', '.join(held)}"
+
+
 def _config(cfg: DictConfig) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(cfg, resolve=True)
@@ -341,6 +398,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         raise
     except Exception as e:  # noqa: BLE001 -- a failed run is recorded, not raised (sweeps go on)
         status = _status(e)
+        if isinstance(e, Preempted):      # the next step: the exact command that continues it
+            status += f"; resume with: {resume_command(run_dir)}"
         usage_error = isinstance(e, ConfigError)
         if lock.held and not committed:
             earlier = resuming.holds_run(run_dir)
@@ -384,6 +443,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if status != "completed":     # one line why: `odex: error: ...`, or `odex: diverged: ...` / `odex: pruned: ...`
         print(f"odex: error: {status[len('failed: '):]}" if status.startswith("failed: ") else f"odex: {status}",
               file=sys.stderr)
+        if not summary.get("usage_error") and "resume with: " not in status:
+            print(left_behind(hc.runtime.output_dir, status), file=sys.stderr)
     if stop.requested:        # the checkpoint is written: hand the signal on (submitit requeues) and exit
         stop.hand_over()
     if summary["status"] != "completed":

@@ -294,3 +294,150 @@ def test_a_run_saved_with_the_old_loop_switches_reads_as_solver_loop(old_key, so
     flat = {f"trainer.{old_key}": loop, "solver._target_": "odex.ode.solver.Solver"}
     assert current_config(flat) == {"solver._target_": "odex.ode.solver.Solver", "solver.loop": loop}
     assert current_config(cfg) == cfg
+
+
+# Issue 27: the classes that escaped the single line (a traceback, Hydra's raw message, a run folder
+# made before the error) or were accepted silently. Each class with several inputs; `-m` cases are
+# refused before Hydra starts the sweep.
+ESCAPES = {
+    "late cross-key rule (an evaluation's own solver, sizes against the data)": [
+        (["eval=grad_check", "eval.grad_check.solver={method: rk4}"], "eval.grad_check.solver.steps"),
+        (["eval=pgd", "eval.pgd.solver={method: euler}"], "eval.pgd.solver.steps"),
+        (["eval=[clean,pgd]", "eval.pgd.solver={method: euler, step_size: 3.0}"], "eval.pgd.solver.step_size"),
+        (["eval=grad_check", "eval.grad_check.solver={method: explicit_adams, loop: odex}"],
+         "eval.grad_check.solver.loop"),
+        (["grad=anode", "solver=rk4", "solver.steps=2", "eval=pgd", "eval.pgd.solver={method: dopri5}"],
+         "eval.pgd.solver.method"),
+        (["model=cpl", "objective=margin", "eval=grad_check"], "eval"),
+        (["model=cpl", "model.channels=0"], "model.channels"),
+        (["model=cpl", "dataset=cifar10", "model.channels=2"], "model.channels"),
+        (["model=cpl", "model.size=tiny", "model.channels=2"], "model.last"),
+        (["model=heavy_ball", "model.preset=null"], "model.dim"),
+        (["model=heavy_ball", "model.preset=null", "model.dim=1", "model.hidden=4", "dataset=cifar10"], "model.dim"),
+        (["model=pixel_node", "model.presets.tiny.dim=3", "model.preset=tiny"], "model.presets.tiny"),
+    ],
+    "torch's own argument rules": [
+        (["optim=sgd", "optim.nesterov=true", "optim.momentum=0"], "optim.nesterov"),
+        (["optim=sgd", "optim.nesterov=true", "optim.momentum=0.9", "++optim.dampening=0.1"], "optim.nesterov"),
+    ],
+    "silent before": [
+        (["solver=euler", "solver.step_size=2.0"], "solver.step_size"),
+        (["solver=rk4", "solver.step_size=1.5", "solver.t1=1.0"], "solver.step_size"),
+        (["callbacks=[best_checkpoint]", "dataset.val_fraction=0.1", "callbacks.best_checkpoint.filename=last.pt"],
+         "callbacks.best_checkpoint.filename"),
+        (["callbacks=[best_checkpoint]", "dataset.val_fraction=0.1", "callbacks.best_checkpoint.filename=../x.pt"],
+         "callbacks.best_checkpoint.filename"),
+        (["callbacks=[best_checkpoint]", "dataset.val_fraction=0.1", "callbacks.best_checkpoint.filename=''"],
+         "callbacks.best_checkpoint.filename"),
+        (["callbacks=[best_checkpoint]", "callbacks.best_checkpoint.monitor=accuracy"],
+         "callbacks.best_checkpoint.monitor"),
+        (["logger.project=''"], "logger.project"),
+        (["logger.project=a/b"], "logger.project"),
+        (["dataset=spheres", "model.channels=8", "dataset.inner_radius=1.2"], "dataset.inner_radius"),
+        (["dataset=spheres", "dataset.outer_range=[2.0,1.5]"], "dataset.outer_range"),
+        (["dataset=spheres", "dataset.n_train=1", "dataset.val_fraction=0.5"], "dataset.val_fraction"),
+        (["dataset=mnist_t10k", "dataset.train_size=2", "dataset.val_fraction=0.9"], "dataset.val_fraction"),
+    ],
+    "exceptions that escaped main": [
+        (["eval=[]"], "eval"),
+        ([f"trainer.init_from={REPO / 'README.md'}"], "trainer.init_from"),
+        ([f"trainer.init_from={REPO / 'pyproject.toml'}"], "trainer.init_from"),
+        (["-m", "optim.lr=1e-3,"], "optim.lr"),
+        (["optim.lr=1e-3,"], "optim.lr"),
+        (["-m", "optim.lr=[1e-3"], "optim.lr"),
+        (["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "optim.lr=1,2"], "hydra.launcher.n_jobs"),
+        (["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0", "optim.lr=1,2"],
+         "hydra.launcher.timeout_min"),
+        (["-m", "sweep=optuna", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials"),
+        (["-m", "hydra.sweeper.max_batch_size=0", "optim.lr=1,2"], "hydra.sweeper.max_batch_size"),
+        (["-m", "hydra.launcher.n_jobs=1,2", "optim.lr=1,2"], "hydra.launcher.n_jobs"),
+        (["hydra.run.dir=/proc/odex"], "hydra.run.dir"),
+        (["hydra.run.dir=/etc/hostname/run"], "hydra.run.dir"),
+        (["-m", "hydra.sweep.dir=/etc/hostname", "optim.lr=1,2"], "hydra.sweep.dir"),
+    ],
+    "a comma-separated value without -m": [
+        (["eval=clean,pgd"], "eval"), (["dataset=a,b"], "dataset"), (["optim.lr=0.1,0.01"], "optim.lr"),
+        (["callbacks=swa,best_checkpoint"], "callbacks"),
+    ],
+    "a key only the swept choices have": [
+        (["-m", "model=heavy_ball,pixel_node", "model.preset=tiny"], "model.preset"),
+        (["-m", "optim=sgd,nero", "optim.momentum=0.9"], "optim.momentum"),
+    ],
+}
+ESCAPE_CASES = [(cls, o, k) for cls, cases in ESCAPES.items() for o, k in cases]
+
+
+@pytest.mark.parametrize("cls,overrides,key", ESCAPE_CASES, ids=[" ".join(o) for _, o, _ in ESCAPE_CASES])
+def test_every_escape_is_one_line_naming_the_key(cls, overrides, key, tmp_path, capsys):
+    folder = tmp_path / "out"
+    given = any(o.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for o in overrides)
+    where = [] if given else [f"hydra.sweep.dir={folder}" if "-m" in overrides else f"hydra.run.dir={folder}"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*overrides, *where])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2, (cls, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("odex: error: "), err
+    assert "Traceback" not in err + out
+    named = lines[0][len("odex: error: "):]
+    assert named.startswith(key), (cls, key, lines[0])
+    assert not folder.exists()
+    assert not list(tmp_path.iterdir())          # no probe left behind either
+
+
+def test_the_messages_give_advice_that_works(tmp_path, capsys):
+    """A comma value without -m says how to sweep or list; a key only swept choices have says ++,
+    and ++ then composes every job (checked by the same stage, which would refuse it otherwise)."""
+    from odex.config import preflight
+
+    with pytest.raises(SystemExit):
+        main(["eval=clean,pgd", f"hydra.run.dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err
+    assert "use -m" in err and "eval=[clean,pgd] for a list" in err
+    with pytest.raises(SystemExit):
+        main(["-m", "model=heavy_ball,pixel_node", "model.preset=tiny", f"hydra.sweep.dir={tmp_path / 's'}"])
+    err = capsys.readouterr().err
+    assert "++model.preset=tiny" in err
+    argv = ["-m", "model=heavy_ball,pixel_node", "++model.preset=tiny", f"hydra.sweep.dir={tmp_path / 's'}"]
+    assert preflight(argv) == argv
+    cfg = compose_cfg(["model=pixel_node", "++model.preset=tiny"], keep_hydra=True)
+    validate(cfg, dict(cfg.hydra.runtime.choices))
+    cfg = compose_cfg(["eval=[clean,pgd]"], keep_hydra=True)
+    validate(cfg, dict(cfg.hydra.runtime.choices))
+
+
+def test_refusals_hold_only_the_wrong_values():
+    """The new rules refuse no shipped recipe and accept the values on the right side of each line."""
+    ok = [["solver=euler", "solver.step_size=1.0"], ["solver=rk4", "solver.step_size=2.0", "solver.steps=4"],
+          ["optim=sgd", "optim.nesterov=true", "optim.momentum=0.9"],
+          ["callbacks=[best_checkpoint]", "dataset.val_fraction=0.1", "callbacks.best_checkpoint.filename=top.pt"],
+          ["dataset=spheres", "dataset.inner_radius=0.9"], ["eval=pgd", "eval.pgd.solver={method: rk4, steps: 8}"],
+          ["model=cpl", "objective=margin", "dataset=cifar100", "model.size=S"],
+          ["model=heavy_ball", "model.preset=null", "model.dim=3", "model.hidden=4", "dataset=cifar10"],
+          ["logger.project=my-project"]]
+    for overrides in ok:
+        cfg = compose_cfg(overrides, keep_hydra=True)
+        validate(cfg, dict(cfg.hydra.runtime.choices))
+
+
+def test_what_the_machine_lacks_is_refused_before_a_folder(tmp_path, capsys, monkeypatch):
+    """trainer.device=cuda without CUDA, logger.mode=online without a W&B key: one line, exit 2,
+    no run folder (before, the run failed seconds later with its folder and W&B run made)."""
+    import torch
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cases = [(["logger.mode=online"], "logger.mode=online: needs a W&B API key"),
+             (["trainer.compile=nosuchbackend"], "trainer.compile=nosuchbackend: must be")]
+    if not torch.cuda.is_available():
+        cases += [(["trainer.device=cuda"], "trainer.device=cuda: CUDA is not available here"),
+                  (["-m", "trainer.device=cuda", "optim.lr=0.1,0.01"], "trainer.device=cuda: CUDA")]
+    for overrides, line in cases:
+        folder = tmp_path / "out"
+        where = f"hydra.sweep.dir={folder}" if "-m" in overrides else f"hydra.run.dir={folder}"
+        with pytest.raises(SystemExit) as exit_:
+            main([*overrides, where])
+        err = capsys.readouterr().err.splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"odex: error: {line}"), err
+        assert not folder.exists()

@@ -97,7 +97,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
     from omegaconf import OmegaConf
 
     import odex.training.checkpoint as ckpt
-    from odex.config import build, current_config, validate
+    from odex.config import build, check_output_folder, current_config, validate
     from odex.data.batches import Batches
     from odex.evaluate.evaluators import evaluate
     from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
@@ -105,6 +105,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
 
     ckpt_path = Path(ckpt_path)
     out_dir = Path(out_dir)
+    check_output_folder("out_dir", out_dir)      # a file there, or a folder that cannot be made: one line
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"out_dir={out_dir}: not empty; odex-eval writes to a new folder only")
     if not ckpt_path.is_file():
@@ -131,7 +132,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
     (out_dir / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create([f"ckpt_path={ckpt_path}", *overrides]), out_dir / ".hydra" / "overrides.yaml")
-    tracker = Tracker(out_dir, [JsonlSink(), ConsoleSink()])
+    tracker = Tracker(out_dir, [JsonlSink(), ConsoleSink(every=True)])     # every figure computed, on the terminal
     tracker.start(_config(cfg), {"name": f"eval {ckpt_path}"})
     epoch = int(state.get("epoch", 0))
     metrics: dict[str, float] = {}

@@ -38,19 +38,14 @@ from torch import nn
 
 from odex.data import DataInfo
 from odex.errors import ConfigError
+from odex.schema import CPL_SIZES
 from odex.evaluate.lipschitz import conv_norm_bound, dense_norm_bound, layer_gain
 from odex.ode.precision import full_fp32
 from odex.models.layers import Normalize
 
 # model.size presets: conv layers, dense layers, channels, dense inner width. S..XL as in the SLL
 # repository (araujoalexandre/Lipschitz-SLL-Networks, the sizes used to compare CPL), tiny for tests.
-SIZES = {
-    "tiny": dict(conv_layers=2, dense_layers=1, channels=8, dense_width=64),
-    "S": dict(conv_layers=20, dense_layers=7, channels=45, dense_width=2048),
-    "M": dict(conv_layers=30, dense_layers=10, channels=60, dense_width=2048),
-    "L": dict(conv_layers=50, dense_layers=10, channels=90, dense_width=2048),
-    "XL": dict(conv_layers=70, dense_layers=15, channels=120, dense_width=2048),
-}
+SIZES = CPL_SIZES      # stated once, in the torch-free schema (the validation stage reads them too)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:

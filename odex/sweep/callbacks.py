@@ -16,7 +16,7 @@ log = logging.getLogger("odex")
 
 # How many jobs of the last multirun in this process failed (read by odex.train.main for the exit
 # status: 1 when any failed, after the summary).
-LAST_SWEEP: dict[str, int] = {}
+LAST_SWEEP: dict[str, Any] = {}
 SWEEP_ID_FILE = ".odex_sweep_id"
 
 
@@ -52,6 +52,7 @@ class SweepSummary(Callback):
             sweep_id(str(config.hydra.sweep.dir))      # before any job starts: they all read it
         except OSError as e:
             log.warning("could not write the sweep id into %s: %s", config.hydra.sweep.dir, e)
+        LAST_SWEEP["dir"] = str(config.hydra.sweep.dir)     # for the stop message's rerun command
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from odex.sweep.jobs import collect

@@ -50,9 +50,15 @@ class ConsoleSink(Sink):
     """One line per epoch in the log (console and Hydra's <run>/train.log)."""
 
     KEYS = ("train/loss", "train/acc", "val/acc", "test/acc", "nfe/forward", "nfe/backward", "time/epoch_s")
+    ALWAYS = ("grad/",)      # eval=grad_check's figures: the reason to choose it, so always shown
+
+    def __init__(self, every: bool = False):
+        self.every = every   # odex-eval: every figure it computed (PGD, certified, ...), not only KEYS
 
     def log(self, metrics, epoch):
-        parts = [f"{k} {metrics[k]:.4g}" for k in self.KEYS if k in metrics]
+        extra = [k for k in metrics if k not in self.KEYS and (self.every or k.startswith(self.ALWAYS))]
+        parts = [f"{k} {metrics[k]:.4g}" for k in (*self.KEYS, *extra)
+                 if k in metrics and isinstance(metrics[k], (int, float)) and not isinstance(metrics[k], bool)]
         log.info("epoch %d | %s", epoch, " | ".join(parts))
 
 

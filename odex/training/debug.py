@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -135,6 +136,11 @@ class Profile:
         self.cuda = trainer.device.type == "cuda"
         if self.cuda:
             activities.append(ProfilerActivity.CUDA)
+        else:
+            # libkineto probes for a GPU when the trace stops and, finding none, logs "ERROR ...
+            # gpuGetDeviceCount failed" though nothing failed; on a CPU run its log is only that noise
+            # (read from the environment when kineto starts, i.e. here)
+            os.environ.setdefault("KINETO_LOG_LEVEL", "5")
         self.profiler = profile(activities=activities, record_shapes=True,
                                 schedule=every(wait=0, warmup=self.skip, active=self.steps, repeat=1),
                                 on_trace_ready=self._write)

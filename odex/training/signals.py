@@ -62,8 +62,7 @@ class StopSignals:
             self.signum = signum
         elif frame is not None:
             raise Preempted(f"preempted ({self.name}, then {signal.Signals(signum).name} again before a batch "
-                            "boundary): stopped at once; the last checkpoint is kept: resume with "
-                            "trainer.resume=auto")
+                            "boundary): stopped at once; the last checkpoint is kept")
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -115,6 +114,19 @@ def _children_of(pid: int) -> list[int]:
     return out
 
 
+def _rerun_command() -> str:
+    """This multirun's command again, in its sweep folder (which finishes its unfinished jobs)."""
+    import shlex
+
+    from odex.sweep.callbacks import LAST_SWEEP      # the sweep folder, recorded when the multirun started
+
+    folder = LAST_SWEEP.get("dir")
+    if folder is None:
+        return "the same command with the same hydra.sweep.dir"
+    args = [a for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir=")]
+    return " ".join(shlex.quote(w) for w in ["odex-train", *args, f"hydra.sweep.dir={folder}"])
+
+
 class SweepParentSignals:
     """In the process that runs a multirun (the launcher's parent): SIGTERM or SIGINT stops the
     workers too. joblib's loky workers and submitit_local's job processes are this process's
@@ -155,8 +167,7 @@ class SweepParentSignals:
             except ProcessLookupError:
                 pass
         print(f"odex: sweep stopped by {signal.Signals(signum).name}: its {len(workers)} worker processes "
-              "stopped; run the same command with the same hydra.sweep.dir to finish the unfinished jobs",
-              file=sys.stderr, flush=True)
+              f"stopped; finish the unfinished jobs with: {_rerun_command()}", file=sys.stderr, flush=True)
         os._exit(128 + signum)
 
     def __enter__(self) -> "SweepParentSignals":

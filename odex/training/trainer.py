@@ -228,7 +228,7 @@ class Trainer:
                         "n_seen": n_seen, "stat_sums": stat_sums}))
                     bar.close()
                     raise Preempted(f"preempted ({stop.name}) in epoch {epoch} after batch {k}/{n_batches}; "
-                                    f"checkpoint in {last_path}: resume with trainer.resume=auto")
+                                    f"checkpoint in {last_path}")
                 step = train_step(x, y)          # objective, backward, clip, optimizer step
                 schedule.step("step")
                 call_hooks(parts, "on_step_end", epoch=epoch, step=step)
@@ -290,8 +290,7 @@ class Trainer:
             if epoch < self.max_epochs:      # stopping after the last epoch would save nothing
                 call_hooks(parts, "on_epoch_saved", epoch=epoch, metrics=metrics)
             if stop is not None and stop.requested and epoch < self.max_epochs:
-                raise Preempted(f"preempted ({stop.name}) after epoch {epoch}; checkpoint in {last_path}: "
-                                "resume with trainer.resume=auto")
+                raise Preempted(f"preempted ({stop.name}) after epoch {epoch}; checkpoint in {last_path}")
         call_hooks(parts, "on_fit_end", model=model)
         return {"epochs": self.max_epochs}
 
