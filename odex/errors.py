@@ -36,3 +36,15 @@ class RunStateError(OdexError):
 
 class DataFileError(DatasetNotFound):
     """A dataset file is there but damaged (truncated, corrupt)."""
+
+
+class DiskFull(RunStateError):
+    """The disk of a run folder cannot take what a command would write (ENOSPC, a quota)."""
+
+
+class ReadOnlyFolder(RunStateError):
+    """A run folder cannot be written (a read-only mount, no permission)."""
+
+
+class ChangedFile(RunStateError):
+    """A checkpoint's bytes differ from the checksum odex wrote next to it."""

@@ -182,37 +182,13 @@ def _config(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _record_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
-    """Hydra's .hydra/ record of the run (config, overrides), written here when odex asked Hydra not
-    to write into an existing run folder (odex.config.protect_existing_run) and the checks passed."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return
-    if hc.output_subdir is not None or (run_dir / ".hydra").exists():
-        return
-    out = run_dir / ".hydra"
-    out.mkdir()
-    OmegaConf.save(cfg, out / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
-
-
-def _log_to_file(run_dir: Path) -> logging.Handler | None:
-    """The run's log file, when Hydra was asked not to open one in an existing folder."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return None
-    if hc.output_subdir is not None:
-        return None
-    handler = logging.FileHandler(run_dir / f"{hc.job.name}.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
+def _space_needed(model, trainer_logger) -> int:
+    """About the bytes a run writes at most at one time: a checkpoint (weights and up to two
+    optimizer moments per weight) three times over (the old one, the new one before its rename,
+    best.pt), metrics, summary, record and log, and an offline W&B run when there is a logger."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    checkpoint = 3 * weights + (64 << 10)
+    return 3 * checkpoint + (256 << 10) + ((4 << 20) if trainer_logger is not None else 0)
 
 
 def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None,
@@ -233,8 +209,10 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
 
     import odex.training.resume as resuming
     from odex.optim.optimizers import build_optimizer, build_schedule
+    from odex.training import atomic, run_record
 
     run_dir = Path(run_dir)
+    out_dir = run_dir           # where this attempt writes: run_dir, or a new attempt-N/ beside a completed run
     tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
     # wall-clock start (and, from the tracker, end) as Unix times: odex-report marks jobs of a
     # sweep whose runs overlapped, i.e. shared the machine
@@ -243,8 +221,10 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     committed = False           # the folder is ours to write
     earlier = True              # until looked at: assume the folder holds an earlier run
     lock = resuming.RunLock(run_dir)
+    new_lock = None
     log_file = None
     usage_error = False
+    run_record.hold_log_lines()     # for the log file, opened once the folder is ours
     try:
         lock.__enter__()
         validate(cfg, choices)
@@ -261,6 +241,14 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         if previous.completed is not None:
             log.info("%s already holds this completed run: skipped (trainer.resume=never runs it again)", run_dir)
             return previous.completed
+        if lock.read_only:
+            from odex.errors import ReadOnlyFolder
+            raise ReadOnlyFolder(f"{run_dir}: read-only folder, holding no completed run of this configuration: "
+                                 "use a folder odex may write")
+        if previous.elsewhere is not None:        # made (and locked) at commit, not before
+            out_dir = previous.elsewhere
+            tracker.run_dir = out_dir
+            extra["run_dir"] = str(out_dir)
         seed_everything(trainer.seed)
         data = build(cfg.dataset)           # the data check, before the folder is touched
         solver = build(cfg.solver)
@@ -286,7 +274,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         generator = torch.Generator(device=trainer.device).manual_seed(trainer.seed)
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
-                 type(model).__name__, trainer.device, extra["params"], len(data.train), len(data.test), run_dir)
+                 type(model).__name__, trainer.device, extra["params"], len(data.train), len(data.test), out_dir)
         checkpoint = previous.checkpoint
         if checkpoint is not None:
             where = (f"epoch {checkpoint['epoch'] + 1}, batch {checkpoint['progress']['step']}"
@@ -294,13 +282,17 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             log.info("resuming from %s (%s)", resuming.checkpoint_path(run_dir), where)
 
         callbacks = chosen_parts(cfg.get("callbacks"), "callbacks")
-        # every part is built (a value only a built part can check has been checked): now the
-        # folder is ours -- an earlier attempt continued, or moved aside into attempt-N/
+        # every part is built (a value only a built part can check has been checked), and the disk
+        # can take the run: now the folder is ours -- an earlier attempt continued, moved aside into
+        # attempt-N/, or (resume=never beside a completed run) a new attempt-N/
         logger = build(cfg.logger)
+        atomic.require_space(out_dir, _space_needed(model, logger), "this run")
         resuming.commit(run_dir, previous)
+        if out_dir != run_dir:
+            new_lock = resuming.RunLock(out_dir).__enter__()
         committed = True
-        _record_hydra_files(cfg, run_dir)
-        log_file = _log_to_file(run_dir)
+        run_record.write_job_record(out_dir, cfg)
+        log_file = run_record.start_log_file(out_dir)
         if logger is not None:
             tracker.sinks.append(logger)
         if checkpoint is not None and checkpoint.get("tracker", {}).get("wandb_id"):
@@ -308,32 +300,42 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         tracker.start(config, job)
         extra.update(trainer.fit(model=model, data=data, objective=objective, optimizer=optimizer,
                                  schedule=schedule, evaluators=evaluators, tracker=tracker,
-                                 run_dir=run_dir, generator=generator, callbacks=callbacks,
+                                 run_dir=out_dir, generator=generator, callbacks=callbacks,
                                  resume=checkpoint, stop=stop, config=config))
         status = "completed"
     except KeyboardInterrupt:
         status = "failed: interrupted"
         raise
     except Exception as e:  # noqa: BLE001 -- a failed run is recorded, not raised (sweeps go on)
+        if isinstance(e, OSError) and e.errno in atomic.FULL:       # a write outside odex's own (a library's)
+            e = atomic.disk_full(out_dir, 1 << 20, getattr(e, "filename", None) or "")
         status = _status(e)
         usage_error = isinstance(e, ConfigError)
         if lock.held and not committed:
-            earlier = resuming.holds_run(run_dir)
+            earlier = lock.read_only or resuming.holds_run(run_dir)
         elif not lock.held:
             committed, earlier = False, True     # another process's folder: never write into it
         if committed or not earlier:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.log").write_text(traceback.format_exc())
+            try:
+                atomic.makedirs(out_dir)
+                atomic.write_text(out_dir / "error.log", traceback.format_exc())
+                if not committed:       # a new folder: its record, so that a sweep's report lists the failed job
+                    run_record.write_job_record(out_dir, cfg)
+            except (OSError, OdexError) as write_error:
+                log.debug("could not record the failure in %s: %s", out_dir, write_error)
         if not isinstance(e, (OdexError, torch.cuda.OutOfMemoryError)):
-            log.error("unexpected error (traceback also in %s)", run_dir / "error.log", exc_info=True)
+            log.error("unexpected error (traceback also in %s)", out_dir / "error.log", exc_info=True)
     finally:
+        summary = {**extra, "status": status}
         if committed or not earlier:
-            summary = tracker.finish(status, extra)
-        else:       # an earlier run's folder, not ours to write: its files stay as they were
-            summary = {**extra, "status": status}
-        if log_file is not None:
-            logging.getLogger().removeHandler(log_file)
-            log_file.close()
+            try:
+                summary = tracker.finish(status, extra)
+            except (OSError, OdexError) as write_error:    # a full disk: the earlier summary.json stays
+                log.debug("summary not written: %s", write_error)
+        # else: an earlier run's folder, not ours to write: its files stay as they were
+        run_record.stop_log_file(log_file)
+        if new_lock is not None:
+            new_lock.__exit__(None, None, None)
         lock.__exit__(None, None, None)
     return {**summary, "usage_error": True} if usage_error else summary
 
@@ -366,9 +368,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     """`odex-train [overrides]`: compose and validate first (odex.config.preflight: one line and
-    exit status 2 for a mistake, before a run folder exists), then hand over to Hydra."""
+    exit status 2 for a mistake, before a run folder exists), lock the run folder
+    (odex.training.run_record.claim: a second process stops within a second), then hand over to Hydra."""
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = preflight(argv)
+    from odex.training.run_record import claim, sweep_record
+
+    argv = claim(argv)      # the run (or sweep) folder locked, before torch is imported
     sys.argv = [sys.argv[0] if sys.argv else "odex-train", *argv]
     if not ({"-m", "--multirun"} & set(argv)):
         _hydra_main()
@@ -376,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     from odex.sweep.callbacks import LAST_SWEEP
 
     LAST_SWEEP.clear()
-    with SweepParentSignals():
+    with SweepParentSignals(), sweep_record():
         _hydra_main()
     if LAST_SWEEP.get("failed"):
         sys.exit(1)     # after the summary: a sweep with failed jobs says so in its exit status
