@@ -67,16 +67,27 @@ def require_space(folder: str | Path, needed: int, what: str = "") -> None:
         raise disk_full(folder, needed, what)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def _write_all(f, data: bytes) -> None:
+    """Every byte through an unbuffered file (a raw write may take part of them), so that a full
+    disk raises here and not later, when a buffer is flushed on close."""
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view):]
+
+
+def write_bytes(path: str | Path, data: bytes, before_replace=None) -> None:
     """Replace `path` by `data` atomically: temporary file, fsync, rename; on any failure the old
-    file stays and the temporary one is removed (a full disk raises `DiskFull`)."""
+    file stays and the temporary one is removed (a full disk raises `DiskFull`). `before_replace`
+    runs once the new bytes are safely on disk, just before the rename (a checksum file's update:
+    a failure there also leaves the old file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        with open(tmp, "wb", buffering=0) as f:
+            _write_all(f, data)
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -97,11 +108,10 @@ def append_text(path: str | Path, text: str) -> None:
     its earlier lines (a full disk raises `DiskFull`)."""
     path = Path(path)
     data = text.encode("utf-8")
-    with open(path, "ab") as f:
+    with open(path, "ab", buffering=0) as f:
         start = f.tell()
         try:
-            f.write(data)
-            f.flush()
+            _write_all(f, data)
         except OSError as e:
             try:
                 f.truncate(start)

@@ -43,8 +43,9 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     torch.save(obj, buffer)
     data = buffer.getvalue()
     new = checksum.digest(data)
-    checksum.expect(path, new)
-    atomic.write_bytes(path, data)
+    # the checksum file accepts the new file's hash (and the old one's) only once the new bytes are
+    # on disk: a full disk before that leaves both files as they were
+    atomic.write_bytes(path, data, before_replace=lambda: checksum.expect(path, new))
     checksum.settle(path, new)
 
 

@@ -55,7 +55,7 @@ def expect(path: str | Path, new: str) -> None:
     """Before `path` is replaced by a file whose hash is `new`: accept the current file and the new."""
     path = Path(path)
     old = listed(path) if path.exists() else []
-    atomic.write_text(sidecar(path), _lines([*old[:1], new], path.name))
+    atomic.write_text(sidecar(path), _lines([*old[-2:], new], path.name))
 
 
 def settle(path: str | Path, new: str) -> None:
@@ -72,8 +72,7 @@ def verify(path: str | Path, key: str | None = None) -> None:
     if hashes:
         if file_digest(path) not in hashes:
             raise ChangedFile(f"{name}: its bytes changed since odex wrote it (its SHA-256 is not the one in "
-                              f"{sidecar(path).name}): the file is damaged or was edited; use another checkpoint, "
-                              "or start afresh with trainer.resume=never")
+                              f"{sidecar(path).name}): the file is damaged or was edited")
         return
     try:
         with zipfile.ZipFile(path) as z:
@@ -85,4 +84,4 @@ def verify(path: str | Path, key: str | None = None) -> None:
         raise ChangedFile(f"{name}: not a readable checkpoint ({type(e).__name__}): the file is damaged") from None
     if bad is not None:
         raise ChangedFile(f"{name}: its bytes changed (the CRC of its record {bad} does not match): the file is "
-                          "damaged or was edited; use another checkpoint")
+                          "damaged or was edited")

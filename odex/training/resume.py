@@ -23,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odex.errors import ConfigError, ReadOnlyFolder, RunBusy, RunStateError
+from odex.errors import ChangedFile, ConfigError, ReadOnlyFolder, RunBusy, RunStateError
 from odex.training import atomic
 
 log = logging.getLogger("odex")
 
 MODES = ("never", "auto", "must")
+
+# what the error messages say trainer.resume=never does with the earlier files
+KEPT = "the earlier files are kept: a completed run where it is, anything else in attempt-N/"
 
 # Dotted keys that may change between an attempt and its resumption: where the output goes and how
 # it is shown, the device, and the length of the run (a finished run resumed with more epochs goes on).
@@ -77,7 +80,7 @@ def _metrics_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
                 log.warning("%s: dropped a torn last line (the previous attempt was killed while writing it)", path)
                 continue
             raise RunStateError(f"{path} line {i + 1} is not valid JSON: fix or remove that line, or start afresh "
-                                "with trainer.resume=never (the old files are kept in attempt-N/)") from None
+                                f"with trainer.resume=never ({KEPT})") from None
     return out
 
 
@@ -122,7 +125,10 @@ def holds_run(run_dir: str | Path) -> bool:
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     from odex.training.checksum import verify
 
-    verify(path)        # changed bytes: one line naming the file (ChangedFile)
+    try:
+        verify(path)        # changed bytes: one line naming the file
+    except ChangedFile as e:
+        raise ChangedFile(f"{e}; start afresh with trainer.resume=never ({KEPT}), or use another folder") from None
     import odex.training.checkpoint as ckpt
 
     try:
@@ -130,7 +136,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 -- pickle, zip or I/O errors of a damaged file
         raise RunStateError(
             f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]}): start afresh with "
-            "trainer.resume=never (the old attempt is kept in attempt-N/), or use another folder") from None
+            f"trainer.resume=never ({KEPT}), or use another folder") from None
 
 
 def _load_summary(path: Path) -> dict[str, Any] | None:
@@ -139,8 +145,8 @@ def _load_summary(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        raise RunStateError(f"{path} is not valid JSON: start afresh with trainer.resume=never (the old "
-                            "attempt is kept in attempt-N/), or use another folder") from None
+        raise RunStateError(f"{path} is not valid JSON: start afresh with trainer.resume=never ({KEPT}), "
+                            "or use another folder") from None
 
 
 def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: int) -> Previous:
@@ -169,7 +175,7 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
         if saved is not None and saved != fingerprint(config):
             raise ConfigError(
                 f"{run_dir} holds a run with another configuration ({_differences(saved, fingerprint(config))}); "
-                "use a new folder, or trainer.resume=never to start afresh (the old attempt is kept in attempt-N/)")
+                f"use a new folder, or trainer.resume=never to start afresh ({KEPT})")
         previous.checkpoint = state
     if (summary is not None and summary.get("status") == "completed"
             and summary.get("epochs", 0) >= max_epochs):

@@ -141,8 +141,10 @@ def _check_sweep(sweep_dir: Path, given: list[str]) -> None:
         raise ConfigError(f"hydra.sweep.dir={sweep_dir}: its multirun.yaml cannot be read; use a new folder") from None
     diff = _same_sweep(recorded, given)
     if diff is not None:
-        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: holds another sweep (its overrides: {' '.join(diff[0]) or 'none'}; "
-                          f"this one's: {' '.join(diff[1]) or 'none'}): use a new folder, or that sweep's overrides "
+        old = [o for o in diff[0] if o not in diff[1]] or diff[0]
+        new = [o for o in diff[1] if o not in diff[0]] or diff[1]
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: holds another sweep ({' '.join(old) or 'no overrides'}, "
+                          f"not {' '.join(new) or 'no overrides'}): use a new folder, or that sweep's overrides "
                           "to finish it")
 
 
