@@ -427,7 +427,7 @@ def test_a_multirun_into_a_finished_sweep_with_other_values_changes_nothing(fini
     # the same sweep again: every job is done, and its record (multirun.yaml, .hydra/, logs) stays
     same = run_cli(tmp_path, *FAST, "optim.lr=0.01,0.02", multirun=True)
     assert same.returncode == 0, same.stderr[-2000:]
-    assert same.stderr.count("already holds this completed run: skipped") == 2
+    assert (same.stdout + same.stderr).count("already holds this completed run: skipped") == 2
     assert tree_digest(sweep) == before
 
 
