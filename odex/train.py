@@ -196,9 +196,11 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     """Train one configuration; returns the summary (with `status`), never raises for the run.
 
     Order, so that a failing command never changes an earlier result: validate every key
-    (odex/config.py), take the run folder's lock, look at the folder without writing (resume
-    decision, damaged files), read the data, build every part; only then is the folder written (an earlier attempt
-    continued, or moved aside into attempt-N/). A failure before that point writes nothing into a
+    (odex/config.py), take the run folder's lock (already held when odex-train took it at its
+    start: odex/training/run_record.py), look at the folder without writing (resume decision,
+    damaged files), read the data, build every part, check the free disk space; only then is the
+    folder written (an earlier attempt continued, moved aside into attempt-N/, or -- resume=never
+    beside a completed run -- a new attempt-N/), Hydra's record included. A failure before that point writes nothing into a
     folder that holds an earlier run (a fresh folder gets its failed summary.json and error.log).
 
     With trainer.resume=auto|must an earlier attempt in `run_dir` is continued from its checkpoint,
@@ -371,8 +373,10 @@ def main(argv: list[str] | None = None) -> None:
     exit status 2 for a mistake, before a run folder exists), lock the run folder
     (odex.training.run_record.claim: a second process stops within a second), then hand over to Hydra."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from odex.training.run_record import claim, claim_early, sweep_record
+
+    claim_early(argv)       # a named folder that held a run: locked before the config is composed
     argv = preflight(argv)
-    from odex.training.run_record import claim, sweep_record
 
     argv = claim(argv)      # the run (or sweep) folder locked, before torch is imported
     sys.argv = [sys.argv[0] if sys.argv else "odex-train", *argv]

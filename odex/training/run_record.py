@@ -76,6 +76,30 @@ def _same_sweep(recorded: list[str], given: list[str]) -> tuple[list[str], list[
     return None if a == b else (a, b)
 
 
+def claim_early(argv: list[str]) -> None:
+    """Before even composing the config: a command that names its folder outright
+    (`hydra.run.dir=<folder>`, a multirun's `hydra.sweep.dir=<folder>`), where that folder already
+    holds odex's lock file (it held a run), locks it now, so that a second process on it stops
+    within about a second of its start. `claim` takes the same lock again (shared within the process);
+    a new folder or anything unusual is left to it (nothing is created here)."""
+    from odex.errors import RunBusy
+    from odex.training.resume import LOCK_NAME, RunLock
+
+    key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
+    values = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == key]
+    if len(values) != 1 or "$" in values[0] or values[0][:1] in "'\"" or not (Path(values[0]) / LOCK_NAME).is_file():
+        return
+    lock = RunLock(values[0])
+    try:
+        lock.__enter__()
+    except RunBusy as e:
+        print(f"odex: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except (OdexError, OSError):
+        return          # a read-only folder, say: `claim` looks at it with the composed config
+    _CLAIMED.append(lock)
+
+
 def claim(argv: list[str]) -> list[str]:
     """Lock the run (or sweep) folder of the command `argv` before anything else, and return the
     arguments for Hydra: the folder pinned, Hydra's own record turned off (odex writes it). Exits
