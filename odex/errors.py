@@ -56,3 +56,15 @@ class Pruned(RunStopped):
     """Pruning across a sweep (odex/sweep/pruning.py): the job is behind the sweep's other jobs."""
 
     kind = "pruned"
+
+
+class DiskFull(RunStateError):
+    """The disk of a run folder cannot take what a command would write (ENOSPC, a quota)."""
+
+
+class ReadOnlyFolder(RunStateError):
+    """A run folder cannot be written (a read-only mount, no permission)."""
+
+
+class ChangedFile(RunStateError):
+    """A checkpoint's bytes differ from the checksum odex wrote next to it."""

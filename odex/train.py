@@ -259,37 +259,13 @@ def _config(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _record_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
-    """Hydra's .hydra/ record of the run (config, overrides), written here when odex asked Hydra not
-    to write into an existing run folder (odex.config.protect_existing_run) and the checks passed."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return
-    if hc.output_subdir is not None or (run_dir / ".hydra").exists():
-        return
-    out = run_dir / ".hydra"
-    out.mkdir()
-    OmegaConf.save(cfg, out / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
-
-
-def _log_to_file(run_dir: Path) -> logging.Handler | None:
-    """The run's log file, when Hydra was asked not to open one in an existing folder."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return None
-    if hc.output_subdir is not None:
-        return None
-    handler = logging.FileHandler(run_dir / f"{hc.job.name}.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
+def _space_needed(model, trainer_logger) -> int:
+    """About the bytes a run writes at most at one time: a checkpoint (weights and up to two
+    optimizer moments per weight) three times over (the old one, the new one before its rename,
+    best.pt), metrics, summary, record and log, and an offline W&B run when there is a logger."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    checkpoint = 3 * weights + (64 << 10)
+    return 3 * checkpoint + (256 << 10) + ((4 << 20) if trainer_logger is not None else 0)
 
 
 def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None,
@@ -297,9 +273,11 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     """Train one configuration; returns the summary (with `status`), never raises for the run.
 
     Order, so that a failing command never changes an earlier result: validate every key
-    (odex/config.py), take the run folder's lock, look at the folder without writing (resume
-    decision, damaged files), read the data, build every part; only then is the folder written (an earlier attempt
-    continued, or moved aside into attempt-N/). A failure before that point writes nothing into a
+    (odex/config.py), take the run folder's lock (already held when odex-train took it at its
+    start: odex/training/run_record.py), look at the folder without writing (resume decision,
+    damaged files), read the data, build every part, check the free disk space; only then is the
+    folder written (an earlier attempt continued, moved aside into attempt-N/, or -- resume=never
+    beside a completed run -- a new attempt-N/), Hydra's record included. A failure before that point writes nothing into a
     folder that holds an earlier run (a fresh folder gets its failed summary.json and error.log).
 
     With trainer.resume=auto|must an earlier attempt in `run_dir` is continued from its checkpoint,
@@ -310,8 +288,10 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
 
     import odex.training.resume as resuming
     from odex.optim.optimizers import build_optimizer, build_schedule
+    from odex.training import atomic, run_record
 
     run_dir = Path(run_dir)
+    out_dir = run_dir           # where this attempt writes: run_dir, or a new attempt-N/ beside a completed run
     tracker = Tracker(run_dir, [JsonlSink(), ConsoleSink()])
     # wall-clock start (and, from the tracker, end) as Unix times: odex-report marks jobs of a
     # sweep whose runs overlapped, i.e. shared the machine
@@ -320,9 +300,11 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     committed = False           # the folder is ours to write
     earlier = True              # until looked at: assume the folder holds an earlier run
     lock = resuming.RunLock(run_dir)
+    new_lock = None
     log_file = None
     usage_error = False
     job: dict[str, Any] = {}
+    run_record.hold_log_lines()     # for the log file, opened once the folder is ours
     try:
         lock.__enter__()
         job = _job_info()       # before validation: a sweep's job refused by it still gets its W&B run
@@ -340,6 +322,14 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         if previous.completed is not None:
             log.info("%s already holds this completed run: skipped (trainer.resume=never runs it again)", run_dir)
             return previous.completed
+        if lock.read_only:
+            from odex.errors import ReadOnlyFolder
+            raise ReadOnlyFolder(f"{run_dir}: read-only folder, holding no completed run of this configuration: "
+                                 "use a folder odex may write")
+        if previous.elsewhere is not None:        # made (and locked) at commit, not before
+            out_dir = previous.elsewhere
+            tracker.run_dir = out_dir
+            extra["run_dir"] = str(out_dir)
         seed_everything(trainer.seed)
         data = build(cfg.dataset)           # the data check, before the folder is touched
         # the split sizes, for odex-report's uncertainty (one example's share of an accuracy)
@@ -368,7 +358,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         generator = torch.Generator(device=trainer.device).manual_seed(trainer.seed)
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
-                 type(model).__name__, trainer.device, extra["params"], len(data.train), len(data.test), run_dir)
+                 type(model).__name__, trainer.device, extra["params"], len(data.train), len(data.test), out_dir)
         checkpoint = previous.checkpoint
         if checkpoint is not None:
             where = (f"epoch {checkpoint['epoch'] + 1}, batch {checkpoint['progress']['step']}"
@@ -376,13 +366,17 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             log.info("resuming from %s (%s)", resuming.checkpoint_path(run_dir), where)
 
         callbacks = chosen_parts(cfg.get("callbacks"), "callbacks")
-        # every part is built (a value only a built part can check has been checked): now the
-        # folder is ours -- an earlier attempt continued, or moved aside into attempt-N/
+        # every part is built (a value only a built part can check has been checked), and the disk
+        # can take the run: now the folder is ours -- an earlier attempt continued, moved aside into
+        # attempt-N/, or (resume=never beside a completed run) a new attempt-N/
         logger = build(cfg.logger)
+        atomic.require_space(out_dir, _space_needed(model, logger), "this run")
         resuming.commit(run_dir, previous)
+        if out_dir != run_dir:
+            new_lock = resuming.RunLock(out_dir).__enter__()
         committed = True
-        _record_hydra_files(cfg, run_dir)
-        log_file = _log_to_file(run_dir)
+        run_record.write_job_record(out_dir, cfg)
+        log_file = run_record.start_log_file(out_dir)
         if logger is not None:
             tracker.sinks.append(logger)
         if checkpoint is not None and checkpoint.get("tracker", {}).get("wandb_id"):
@@ -390,36 +384,46 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         tracker.start(config, job)
         extra.update(trainer.fit(model=model, data=data, objective=objective, optimizer=optimizer,
                                  schedule=schedule, evaluators=evaluators, tracker=tracker,
-                                 run_dir=run_dir, generator=generator, callbacks=callbacks,
+                                 run_dir=out_dir, generator=generator, callbacks=callbacks,
                                  resume=checkpoint, stop=stop, config=config))
         status = "completed"
     except KeyboardInterrupt:
         status = "failed: interrupted"
         raise
     except Exception as e:  # noqa: BLE001 -- a failed run is recorded, not raised (sweeps go on)
+        if isinstance(e, OSError) and e.errno in atomic.FULL:       # a write outside odex's own (a library's)
+            e = atomic.disk_full(out_dir, 1 << 20, getattr(e, "filename", None) or "")
         status = _status(e)
         if isinstance(e, Preempted):      # the next step: the exact command that continues it
             status += f"; resume with: {resume_command(run_dir)}"
         usage_error = isinstance(e, ConfigError)
         if lock.held and not committed:
-            earlier = resuming.holds_run(run_dir)
+            earlier = lock.read_only or resuming.holds_run(run_dir)
         elif not lock.held:
             committed, earlier = False, True     # another process's folder: never write into it
         if committed or not earlier:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.log").write_text(traceback.format_exc())
+            try:
+                atomic.makedirs(out_dir)
+                atomic.write_text(out_dir / "error.log", traceback.format_exc())
+                if not committed:       # a new folder: its record, so that a sweep's report lists the failed job
+                    run_record.write_job_record(out_dir, cfg)
+            except (OSError, OdexError) as write_error:
+                log.debug("could not record the failure in %s: %s", out_dir, write_error)
         if not isinstance(e, (OdexError, torch.cuda.OutOfMemoryError)):
-            log.error("unexpected error (traceback also in %s)", run_dir / "error.log", exc_info=True)
+            log.error("unexpected error (traceback also in %s)", out_dir / "error.log", exc_info=True)
     finally:
+        summary = {**extra, "status": status}
         if committed or not earlier:
             if not tracker.started and job.get("group"):     # a sweep's job that failed before training
                 tracker.start_late(lambda: build(cfg.logger), _config(cfg), job)
-            summary = tracker.finish(status, extra)
-        else:       # an earlier run's folder, not ours to write: its files stay as they were
-            summary = {**extra, "status": status}
-        if log_file is not None:
-            logging.getLogger().removeHandler(log_file)
-            log_file.close()
+            try:
+                summary = tracker.finish(status, extra)
+            except (OSError, OdexError) as write_error:    # a full disk: the earlier summary.json stays
+                log.debug("summary not written: %s", write_error)
+        # else: an earlier run's folder, not ours to write: its files stay as they were
+        run_record.stop_log_file(log_file)
+        if new_lock is not None:
+            new_lock.__exit__(None, None, None)
         lock.__exit__(None, None, None)
     return {**summary, "usage_error": True} if usage_error else summary
 
@@ -461,10 +465,16 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     """`odex-train [overrides]`: compose and validate first (odex.config.preflight: one line and
-    exit status 2 for a mistake, before a run folder exists), then hand over to Hydra."""
+    exit status 2 for a mistake, before a run folder exists), lock the run folder
+    (odex.training.run_record.claim: a second process stops within a second), then hand over to Hydra."""
     passive_openmp_waits()
     argv = list(sys.argv[1:] if argv is None else argv)
+    from odex.training.run_record import claim, claim_early, sweep_record
+
+    claim_early(argv)       # a named folder that held a run: locked before the config is composed
     argv = preflight(argv)
+
+    argv = claim(argv)      # the run (or sweep) folder locked, before torch is imported
     sys.argv = [sys.argv[0] if sys.argv else "odex-train", *argv]
     if not ({"-m", "--multirun"} & set(argv)):
         _hydra_main()
@@ -472,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     from odex.sweep.callbacks import LAST_SWEEP
 
     LAST_SWEEP.clear()
-    with SweepParentSignals():
+    with SweepParentSignals(), sweep_record():
         _hydra_main()
     if LAST_SWEEP.get("failed"):
         sys.exit(1)     # after the summary: a sweep with failed jobs says so in its exit status

@@ -42,7 +42,7 @@ def test_eval_with_other_evaluators_and_overrides(finished, tmp_path, capsys):
     assert row["test/acc"] == read_metrics(finished)[-1]["test/acc"]
     assert "test/pgd_linf_acc" in row and "test/pgd_l2_acc" not in row, row
     # a folder that holds something is never written into
-    assert eval_run.main([f"ckpt_path={finished / 'checkpoints/last.pt'}", f"out_dir={out}"]) == 1
+    assert eval_run.main([f"ckpt_path={finished / 'checkpoints/last.pt'}", f"out_dir={out}"]) == 2
     assert capsys.readouterr().err.strip().startswith(f"odex: error: out_dir={out}: not empty")
 
 
@@ -50,7 +50,7 @@ def test_eval_of_an_incompatible_checkpoint_is_one_line(finished, tmp_path, caps
     code = eval_run.main([f"ckpt_path={finished / 'checkpoints/last.pt'}", f"out_dir={tmp_path / 'e'}",
                           "model.hidden=24"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and err.count("\n") == 0, err
+    assert code == 2 and err.count("\n") == 0, err
     assert err.startswith(f"odex: error: ckpt_path={finished / 'checkpoints/last.pt'}: the checkpoint's weights "
                           "do not fit this model")
     assert "other shapes" in err

@@ -14,6 +14,9 @@ split (and the validation split, when the run had one), as after a run's last ep
 
 The new folder (`out_dir`, default outputs/evals/<date>/<time>) gets metrics.jsonl, summary.json
 (with the checkpoint's path and epoch) and .hydra/config.yaml; the checkpoint's run is not touched.
+A mistake in the input (a missing or changed checkpoint: its SHA-256 is checked; an output folder
+that is not new or lies inside the run; a bad override or value) is one `odex: error:` line and
+exit status 2, found before torch is imported and the model built.
 """
 from __future__ import annotations
 
@@ -91,31 +94,78 @@ def apply_overrides(cfg, overrides: list[str]):
     return cfg
 
 
-def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: str | Path) -> dict[str, Any]:
-    """Build the run's model, load the checkpoint, run the evaluators; returns the summary."""
-    import torch
+def _new_folder(out_dir: Path) -> None:
+    """out_dir must be new or empty (its lock file aside: an evaluation that failed leaves it)."""
+    from odex.training.resume import LOCK_NAME
+
+    if out_dir.exists() and (not out_dir.is_dir() or any(p.name != LOCK_NAME for p in out_dir.iterdir())):
+        raise ConfigError(f"out_dir={out_dir}: not empty; odex-eval writes to a new folder only")
+
+
+def check_inputs(ckpt_path: str | Path, overrides: list[str], out_dir: str | Path):
+    """Every input checked before torch is imported and the model built: the output folder is new
+    (and not inside the checkpoint's run, which odex-eval never writes), the checkpoint is there and
+    its bytes are the ones odex wrote (its checksum), the run's configuration is readable, and with
+    the overrides it passes odex-train's validation. Returns that configuration; a mistake is a
+    `ConfigError` (one line, exit 2)."""
     from omegaconf import OmegaConf
 
-    import odex.training.checkpoint as ckpt
-    from odex.config import build, check_output_folder, current_config, validate
-    from odex.data.batches import Batches
-    from odex.evaluate.evaluators import evaluate
-    from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
-    from odex.train import _config, chosen_parts, seed_everything
+    from odex.config import check_output_folder, current_config, validate
+    from odex.errors import ChangedFile
+    from odex.training.checksum import verify
 
-    ckpt_path = Path(ckpt_path)
-    out_dir = Path(out_dir)
+    ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
     check_output_folder("out_dir", out_dir)      # a file there, or a folder that cannot be made: one line
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"out_dir={out_dir}: not empty; odex-eval writes to a new folder only")
+    _new_folder(out_dir)
     if not ckpt_path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file")
     config_path = run_config_path(ckpt_path)
-    saved = OmegaConf.to_container(OmegaConf.load(config_path))   # unresolved, as saved
+    run_folder = config_path.parent.parent.resolve()
+    if out_dir.resolve() == run_folder or run_folder in out_dir.resolve().parents:
+        raise ConfigError(f"out_dir={out_dir}: inside the checkpoint's run folder {run_folder}, which odex-eval "
+                          "never writes: use a folder outside it")
+    try:
+        verify(ckpt_path, "ckpt_path")
+    except ChangedFile as e:
+        raise ConfigError(str(e)) from None
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(config_path))   # unresolved, as saved
+    except Exception as e:  # noqa: BLE001 -- YAML or I/O errors of a damaged record
+        raise ConfigError(f"ckpt_path={ckpt_path}: its run's {config_path} cannot be read "
+                          f"({type(e).__name__})") from None
     cfg = apply_overrides(OmegaConf.create(current_config(saved)), overrides)
     validate(cfg, run_choices(config_path, overrides))    # the same checks as odex-train, before any build
     if "init_from" in cfg.trainer:        # the weights are the checkpoint's
         cfg.trainer.init_from = None
+    return cfg
+
+
+def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: str | Path) -> dict[str, Any]:
+    """Check the inputs, build the run's model, load the checkpoint, run the evaluators; returns
+    the summary. The output folder is locked for the whole evaluation and every file in it is
+    written atomically (odex/training/atomic.py)."""
+    cfg = check_inputs(ckpt_path, overrides, out_dir)
+    from odex.training.resume import RunLock
+
+    with RunLock(out_dir) as lock:
+        if lock.read_only:
+            from odex.errors import ReadOnlyFolder
+            raise ReadOnlyFolder(f"out_dir={out_dir}: cannot be written: use a folder odex may write")
+        _new_folder(Path(out_dir))      # again, now that no other process can start writing into it
+        return _evaluate(cfg, Path(ckpt_path), overrides, Path(out_dir))
+
+
+def _evaluate(cfg, ckpt_path: Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    import torch
+    from omegaconf import OmegaConf
+
+    import odex.training.checkpoint as ckpt
+    from odex.config import build
+    from odex.data.batches import Batches
+    from odex.evaluate.evaluators import evaluate
+    from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
+    from odex.train import _config, chosen_parts, seed_everything
+    from odex.training import atomic
 
     trainer = build(cfg.trainer)          # device, threads and the speed settings, as in the run
     from odex.training.cpu_math import map_kernel_constants
@@ -128,10 +178,10 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
     state = ckpt.load_weights(model, ckpt_path, "ckpt_path")
     evaluators = chosen_parts(cfg.eval, "eval")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, out_dir / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create([f"ckpt_path={ckpt_path}", *overrides]), out_dir / ".hydra" / "overrides.yaml")
+    atomic.makedirs(out_dir / ".hydra")
+    atomic.write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic.write_text(out_dir / ".hydra" / "overrides.yaml",
+                      OmegaConf.to_yaml(OmegaConf.create([f"ckpt_path={ckpt_path}", *overrides])))
     tracker = Tracker(out_dir, [JsonlSink(), ConsoleSink(every=True)])     # every figure computed, on the terminal
     tracker.start(_config(cfg), {"name": f"eval {ckpt_path}"})
     epoch = int(state.get("epoch", 0))
@@ -146,6 +196,8 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, 2 for a mistake in the input (checked before torch is imported and the
+    model built, but for weights that do not fit the model), 1 for anything else that fails."""
     passive_openmp_waits()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or any(a in ("-h", "--help") for a in argv):
@@ -161,14 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate_checkpoint(named["ckpt_path"], overrides, out_dir)
     except OdexError as e:
         print(f"odex: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, ConfigError) else 1
     except Exception as e:  # noqa: BLE001 -- a bad override value (Hydra's parser, OmegaConf) is the user's
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
         if isinstance(e, (HydraException, OmegaConfBaseException)):
             print(f"odex: error: {' '.join(str(e).split())}", file=sys.stderr)
-            return 1
+            return 2
         raise
     print(f"odex-eval: metrics in {summary['run_dir']}")
     return 0

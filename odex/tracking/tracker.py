@@ -42,8 +42,10 @@ class JsonlSink(Sink):
         self.path = Path(run_dir) / "metrics.jsonl"
 
     def log(self, metrics, epoch):
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"epoch": epoch, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
+        from odex.training.atomic import append_text
+
+        # a failed append (a full disk) is cut back: the file keeps its earlier lines, whole
+        append_text(self.path, json.dumps({"epoch": epoch, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
 
 
 class ConsoleSink(Sink):
@@ -191,17 +193,21 @@ class Tracker:
         return out
 
     def finish(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write summary.json (final values and status) and close every sink; returns the summary."""
+        """Write summary.json (final values and status; atomically: a full disk leaves the earlier
+        one and raises `DiskFull`, after the sinks are closed) and close every sink; returns the summary."""
+        from odex.training.atomic import write_text
+
         fields: dict[str, Any] = {}
         for s in self.sinks:
             fields.update(s.summary_fields())
         summary = {**self.last, **(extra or {}), **fields, "time/end_unix": time.time(), "status": status}
-        tmp = self.run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
-        os.replace(tmp, self.run_dir / "summary.json")
-        for s in self.sinks:
-            try:
-                s.finish(summary)
-            except Exception as e:  # a sink failing at the end must not hide the run's own status
-                log.warning("could not close %s: %s", type(s).__name__, e)
+        try:
+            write_text(self.run_dir / "summary.json",
+                       json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
+        finally:
+            for s in self.sinks:
+                try:
+                    s.finish(summary)
+                except Exception as e:  # a sink failing at the end must not hide the run's own status
+                    log.warning("could not close %s: %s", type(s).__name__, e)
         return summary

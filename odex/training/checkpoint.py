@@ -1,8 +1,10 @@
-"""Checkpoints: everything needed to continue a run, written atomically (temporary file, then
-rename), so a job killed mid-write leaves the previous checkpoint intact."""
+"""Checkpoints: everything needed to continue a run, written atomically (temporary file, fsync,
+rename: odex/training/atomic.py), so a job killed mid-write or a full disk leaves the previous
+checkpoint intact, with its SHA-256 kept beside it (`<file>.sha256`, odex/training/checksum.py):
+a resume, odex-eval and trainer.init_from refuse a checkpoint whose bytes changed."""
 from __future__ import annotations
 
-import os
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -31,14 +33,28 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` to `path`, atomically, with its checksum beside it. Serialised in memory
+    first: its hash is known before the file is written, and a full disk is told with the exact size."""
+    from odex.training import atomic, checksum
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic.makedirs(path.parent)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    new = checksum.digest(data)
+    # the checksum file accepts the new file's hash (and the old one's) only once the new bytes are
+    # on disk: a full disk before that leaves both files as they were
+    atomic.write_bytes(path, data, before_replace=lambda: checksum.expect(path, new))
+    checksum.settle(path, new)
 
 
-def load(path: str | Path, map_location="cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location="cpu", *, verify: bool = True) -> dict[str, Any]:
+    """The checkpoint at `path`, after checking its bytes against its checksum (`ChangedFile`)."""
+    if verify:
+        from odex.training.checksum import verify as check
+
+        check(path)
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
@@ -51,8 +67,15 @@ def load_weights(model: torch.nn.Module, path: str | Path, key: str) -> dict[str
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}={path}: no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+    from odex.errors import ChangedFile
+    from odex.training.checksum import verify
+
     try:
-        state = load(path)
+        verify(path, key)
+    except ChangedFile as e:        # a file the user named: a usage error, one line naming key=path
+        raise ConfigError(str(e)) from None
+    try:
+        state = load(path, verify=False)
     except Exception as e:  # noqa: BLE001 -- whatever torch.load says, the file is not a checkpoint
         raise ConfigError(f"{key}={path}: not a checkpoint torch can read ({type(e).__name__})") from None
     weights = state.get("model") if isinstance(state, dict) else None

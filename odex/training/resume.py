@@ -1,6 +1,9 @@
 """`trainer.resume`: what a run does when its folder already holds an earlier attempt.
 
-    never  start afresh; an earlier attempt's files are moved into attempt-N/ first (never deleted)
+    never  start afresh. A completed run stays as it is, where reports read it: the new attempt
+           runs in <run>/attempt-N/ (the first free N). An unfinished or failed earlier attempt is
+           moved into attempt-N/ (never deleted) once every check passed, and the new one runs
+           in the folder itself.
     auto   continue from checkpoints/last.pt when there is one; skip a run that already completed
            (its summary is kept); otherwise start afresh. The default: Hydra's run folders are new
            for every run, so only a rerun into the same folder (a requeued SLURM job, a multirun
@@ -20,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import odex.training.checkpoint as ckpt
-from odex.errors import ConfigError, RunBusy, RunStateError
+from odex.errors import ChangedFile, ConfigError, ReadOnlyFolder, RunBusy, RunStateError
+from odex.training import atomic
 
 log = logging.getLogger("odex")
 
 MODES = ("never", "auto", "must")
+
+# what the error messages say trainer.resume=never does with the earlier files
+KEPT = "the earlier files are kept: a completed run where it is, anything else in attempt-N/"
 
 # Dotted keys that may change between an attempt and its resumption: where the output goes and how
 # it is shown, the device, and the length of the run (a finished run resumed with more epochs goes on).
@@ -75,7 +81,7 @@ def _metrics_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
                 log.warning("%s: dropped a torn last line (the previous attempt was killed while writing it)", path)
                 continue
             raise RunStateError(f"{path} line {i + 1} is not valid JSON: fix or remove that line, or start afresh "
-                                "with trainer.resume=never (the old files are kept in attempt-N/)") from None
+                                f"with trainer.resume=never ({KEPT})") from None
     return out
 
 
@@ -90,10 +96,11 @@ def trim_metrics(run_dir: str | Path, last_epoch: int) -> None:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return
-    keep = [line for line, row in _metrics_lines(path) if row.get("epoch", 0) <= last_epoch]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
+    lines = _metrics_lines(path)
+    keep = [line for line, row in lines if row.get("epoch", 0) <= last_epoch]
+    if len(keep) == len(lines) and path.read_text().endswith("\n"):
+        return          # nothing to cut: the file is left as it is
+    atomic.write_text(path, "".join(line + "\n" for line in keep))
 
 
 @dataclass
@@ -104,6 +111,7 @@ class Previous:
     checkpoint: dict[str, Any] | None = None
     completed: dict[str, Any] | None = None
     earlier: bool = False         # the folder holds files of an earlier attempt
+    elsewhere: Path | None = None  # trainer.resume=never on a completed run: the new attempt's folder
 
 
 # what a run writes in its folder (an earlier attempt's files, when there are any)
@@ -116,12 +124,20 @@ def holds_run(run_dir: str | Path) -> bool:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
+    from odex.training.checksum import verify
+
     try:
-        return ckpt.load(path)
+        verify(path)        # changed bytes: one line naming the file
+    except ChangedFile as e:
+        raise ChangedFile(f"{e}; start afresh with trainer.resume=never ({KEPT}), or use another folder") from None
+    import odex.training.checkpoint as ckpt
+
+    try:
+        return ckpt.load(path, verify=False)
     except Exception as e:  # noqa: BLE001 -- pickle, zip or I/O errors of a damaged file
         raise RunStateError(
             f"{path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]}): start afresh with "
-            "trainer.resume=never (the old attempt is kept in attempt-N/), or use another folder") from None
+            f"trainer.resume=never ({KEPT}), or use another folder") from None
 
 
 def _load_summary(path: Path) -> dict[str, Any] | None:
@@ -130,8 +146,8 @@ def _load_summary(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        raise RunStateError(f"{path} is not valid JSON: start afresh with trainer.resume=never (the old "
-                            "attempt is kept in attempt-N/), or use another folder") from None
+        raise RunStateError(f"{path} is not valid JSON: start afresh with trainer.resume=never ({KEPT}), "
+                            "or use another folder") from None
 
 
 def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: int) -> Previous:
@@ -143,6 +159,12 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
     path = checkpoint_path(run_dir)
     previous = Previous(earlier=holds_run(run_dir))
     if mode == "never":
+        try:
+            done = (_load_summary(run_dir / "summary.json") or {}).get("status") == "completed"
+        except RunStateError:       # a torn summary is no completed run: moved aside like any other
+            done = False
+        if done:
+            previous.elsewhere = next_attempt(run_dir)
         return previous
     summary = _load_summary(run_dir / "summary.json")
     if path.exists():
@@ -154,7 +176,7 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
         if saved is not None and saved != fingerprint(config):
             raise ConfigError(
                 f"{run_dir} holds a run with another configuration ({_differences(saved, fingerprint(config))}); "
-                "use a new folder, or trainer.resume=never to start afresh (the old attempt is kept in attempt-N/)")
+                f"use a new folder, or trainer.resume=never to start afresh ({KEPT})")
         previous.checkpoint = state
     if (summary is not None and summary.get("status") == "completed"
             and summary.get("epochs", 0) >= max_epochs):
@@ -169,12 +191,17 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
     return previous
 
 
-def move_aside(run_dir: Path) -> Path:
-    """Move an earlier attempt's files into attempt-N/ (the first free N)."""
+def next_attempt(run_dir: Path) -> Path:
+    """<run>/attempt-N/ for the first N not taken."""
     n = 1
     while (run_dir / f"attempt-{n}").exists():
         n += 1
-    dest = run_dir / f"attempt-{n}"
+    return run_dir / f"attempt-{n}"
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Move an earlier attempt's files into attempt-N/ (the first free N)."""
+    dest = next_attempt(run_dir)
     dest.mkdir()
     for child in sorted(run_dir.iterdir()):
         if child.name in (dest.name, LOCK_NAME) or child.name.startswith("attempt-"):
@@ -185,12 +212,19 @@ def move_aside(run_dir: Path) -> Path:
 
 def commit(run_dir: str | Path, previous: Previous) -> None:
     """Once the configuration and the data are known to be good: continue the earlier attempt
-    (its metrics trimmed to the checkpoint), or move it aside into attempt-N/ and start afresh."""
+    (its metrics trimmed to the checkpoint), start in a new attempt-N/ beside a completed run
+    (trainer.resume=never), or move an unfinished attempt aside into attempt-N/ and start afresh.
+    A continued run's summary.json stays until the new one replaces it (atomically, at the end):
+    a continuation that fails on a full disk leaves the earlier summary in place."""
     run_dir = Path(run_dir)
     if previous.checkpoint is not None:
         trim_metrics(run_dir, previous.checkpoint["epoch"])
-        for stale in (run_dir / "summary.json", run_dir / "error.log"):
-            stale.unlink(missing_ok=True)
+        (run_dir / "error.log").unlink(missing_ok=True)
+        return
+    if previous.elsewhere is not None:
+        atomic.makedirs(previous.elsewhere)
+        log.warning("%s holds a completed run, kept as it is; trainer.resume=never: this attempt runs in %s",
+                    run_dir, previous.elsewhere)
         return
     if previous.earlier:
         dest = move_aside(run_dir)
@@ -214,34 +248,81 @@ LOCK_NAME = ".lock"
 class RunLock:
     """An exclusive `fcntl` lock on <run>/.lock for the life of the run: a second process pointed
     at the same folder stops at once with one line. The kernel drops the lock when the process
-    ends, however it ends (kill -9 included), so a stale lock file never blocks a rerun."""
+    ends, however it ends (kill -9 included), so a stale lock file never blocks a rerun.
+
+    `odex-train` takes it as its first act, before torch is imported (`odex.training.run_record.claim`),
+    and `run` takes it again: within one process the lock is shared (counted), since a second
+    flock of the same file from the same process would refuse itself.
+
+    A folder that cannot be written (a read-only mount, no permission) is locked through a
+    read-only descriptor when its `.lock` is there (flock needs no write access), else not at all;
+    `read_only` is then true and the run only reads: a completed run is reported as done, anything
+    else is one line (`ReadOnlyFolder`)."""
+
+    _held: dict[str, list] = {}       # resolved folder -> [fd, count, read_only], this process's locks
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self._fd: int | None = None
+        self._key: str | None = None
+        self.read_only = False
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._key is not None
+
+    def _open(self) -> int | None:
+        """A descriptor of the lock file; None for a read-only folder without one."""
+        import errno
+
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                from odex.training.atomic import disk_full
+                raise disk_full(self.run_dir, 4096, LOCK_NAME) from None
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            self.read_only = True
+            if not self.run_dir.is_dir():
+                raise ReadOnlyFolder(f"{self.run_dir}: cannot be created ({os.strerror(e.errno)}): "
+                                     "use a folder odex may write") from None
+            try:
+                return os.open(self.run_dir / LOCK_NAME, os.O_RDONLY)
+            except OSError:
+                return None
 
     def __enter__(self) -> "RunLock":
         import fcntl
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunBusy(f"{self.run_dir} is in use by another odex-train process (it holds {self.run_dir / LOCK_NAME}); "
-                          "wait for it, or use another folder") from None
-        self._fd = fd
+        key = str(self.run_dir.resolve())
+        if key in RunLock._held:
+            entry = RunLock._held[key]
+            entry[1] += 1
+            self._key, self.read_only = key, entry[2]
+            return self
+        fd = self._open()
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunBusy(f"{self.run_dir} is in use by another odex-train process (it holds "
+                              f"{self.run_dir / LOCK_NAME}); wait for it, or use another folder") from None
+        RunLock._held[key] = [fd, 1, self.read_only]
+        self._key = key
         return self
 
     def __exit__(self, *exc) -> None:
         import fcntl
 
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._key is None:
+            return
+        entry = RunLock._held[self._key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del RunLock._held[self._key]
+            if entry[0] is not None:
+                fcntl.flock(entry[0], fcntl.LOCK_UN)
+                os.close(entry[0])
+        self._key = None
