@@ -69,7 +69,7 @@ from odex.errors import OdexError  # noqa: E402
 from odex.training.cuda_graph import graph_blockers  # noqa: E402
 from odex.training.fast_paths import FastPaths  # noqa: E402
 from odex.ode.loops.host_reads import HostReads  # noqa: E402
-from odex.ode.loops import stepper  # noqa: E402
+from odex.ode.loops import check as check_loop  # noqa: E402
 from odex.ode.nfe import CountedField, counted_fields, reset_nfe, total_nfe  # noqa: E402
 from odex.objectives.classification import CrossEntropy  # noqa: E402
 from odex.ode.block import ODEBlock  # noqa: E402
@@ -455,7 +455,7 @@ def case_variants(asked: list[tuple[FastPaths, str]], base: nn.Module, solver: S
     out, seen = [], set()
     for fast, loop in asked:
         try:
-            stepper(loop, solver.method)
+            check_loop(loop, solver.method)
         except OdexError:
             loop = "torchdiffeq"
         if fast.cuda_graph and (device.type != "cuda" or graph_blockers(with_loop(copy.deepcopy(base), loop))):

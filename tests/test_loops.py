@@ -1,8 +1,9 @@
 """solver.loop (odex/ode/loops/): odex's loop gives torchdiffeq's loop's outputs, gradients and NFE
 for every gradient method in the registry (a method registered from a test file included), with a
 fixed-step and an adaptive solver, in float64; odex's adjoint is torchdiffeq's `odeint_adjoint`
-step for step; a Runge-Kutta method defined here as a tableau alone runs on both loops to its
-order of accuracy; a block's solve on odex's fixed grid reads nothing back to the host."""
+step for step; the torchdiffeq loop is torchdiffeq.odeint bit for bit; a Runge-Kutta method
+defined here as a tableau alone runs on odex's loop to its order of accuracy (torchdiffeq's loop
+refuses it in one line); a block's solve on odex's fixed grid reads nothing back to the host."""
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ from odex.ode.grad import METHODS, gradient_method
 from odex.ode.loops import LOOPS, integrate
 from odex.ode.loops.host_reads import HostReads
 from odex.ode.solver import Solver
-from odex.ode.tableau import ButcherTableau, register_tableau, tableau
+from odex.ode.tableau import ButcherTableau, register_tableau
 
 # Heun's third-order method (Heun 1900; Hairer-Norsett-Wanner I, Table 1.1), defined only here.
 HEUN3 = ButcherTableau(c=(0.0, 1 / 3, 2 / 3), a=((), (1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75), order=3)
@@ -154,9 +155,8 @@ def order_of_accuracy(method: str, loop: str) -> tuple[float, float]:
     return math.log2(errors[0] / errors[1]), errors[1]
 
 
-@pytest.mark.parametrize("loop", list(LOOPS))
-def test_a_tableau_defined_in_a_test_solves_to_its_order_on_both_loops(loop):
-    order, error = order_of_accuracy("heun3_from_a_test", loop)
+def test_a_tableau_defined_in_a_test_solves_to_its_order_on_the_odex_loop():
+    order, error = order_of_accuracy("heun3_from_a_test", "odex")
     assert abs(order - 3) < 0.15, order
     assert error < 1e-4
     # against an independent implementation: torchdiffeq's own hand-written Heun3 step
@@ -167,28 +167,19 @@ def test_a_tableau_defined_in_a_test_solves_to_its_order_on_both_loops(loop):
             return lam * y * (1 + t)
 
     y0, t = torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.35, 1.0], dtype=torch.float64)
-    ours = integrate(Linear(), y0, t, method="heun3_from_a_test", loop=loop, options={"step_size": 0.1})
+    ours = integrate(Linear(), y0, t, method="heun3_from_a_test", loop="odex", options={"step_size": 0.1})
     theirs = torchdiffeq.odeint(Linear(), y0, t, method="heun3", options={"step_size": 0.1})
     torch.testing.assert_close(ours, theirs, rtol=1e-14, atol=1e-14)
+    # torchdiffeq's loop steps only torchdiffeq's methods: one line, naming the loop that can
+    with pytest.raises(ConfigError, match="solver.method=heun3_from_a_test: solver.loop=torchdiffeq steps only "
+                                          "torchdiffeq's own methods .*; use solver.loop=odex$"):
+        integrate(Linear(), y0, t, method="heun3_from_a_test", loop="torchdiffeq", options={"step_size": 0.1})
 
 
 @pytest.mark.parametrize("method, order", [("euler", 1), ("midpoint", 2), ("heun3", 3), ("rk4", 4)])
 def test_built_in_fixed_tableaux_have_their_order_on_the_odex_loop(method, order):
     observed, _ = order_of_accuracy(method, "odex")
     assert abs(observed - order) < 0.2, observed
-
-
-def test_adaptive_tableaux_are_torchdiffeqs_coefficients():
-    from torchdiffeq._impl.odeint import SOLVERS as TORCHDIFFEQ
-
-    for name in ("dopri5", "bosh3", "fehlberg2", "adaptive_heun", "dopri8"):
-        tab, cls = tableau(name), TORCHDIFFEQ[name]
-        assert tab.order == cls.order and tab.adaptive
-        assert list(tab.c[1:]) == cls.tableau.alpha.tolist()
-        assert list(tab.b) == cls.tableau.c_sol.tolist() and list(tab.b_error) == cls.tableau.c_error.tolist()
-        # an explicit method's nodes are the row sums of a (its stages are consistent)
-        for c, row in zip(tab.c, tab.a):
-            assert c == pytest.approx(sum(row), abs=1e-12)
 
 
 def test_a_block_on_the_odex_fixed_grid_reads_nothing_back():
@@ -208,8 +199,62 @@ def test_a_block_on_the_odex_fixed_grid_reads_nothing_back():
 
 
 def test_a_loop_that_cannot_step_a_method_is_one_line():
+    """A Solver is data; the block asks the loop when it is built."""
     with pytest.raises(ConfigError, match="solver.method=explicit_adams: solver.loop=odex steps"):
-        Solver(method="explicit_adams", steps=4, loop="odex")
+        ODEBlock(MLP(), Solver(method="explicit_adams", steps=4, loop="odex"))
     with pytest.raises(ConfigError, match="solver.loop=fast: must be one of torchdiffeq, odex"):
-        Solver(method="rk4", steps=4, loop="fast")
+        ODEBlock(MLP(), Solver(method="rk4", steps=4, loop="fast"))
+    with pytest.raises(ConfigError, match="solver.method=heun3_from_a_test: solver.loop=torchdiffeq steps only"):
+        ODEBlock(MLP(), Solver(method="heun3_from_a_test", steps=4))
     assert gradient_method("direct").supports.backprop
+
+
+@pytest.mark.parametrize("method, options", [("dopri5", {}), ("rk4", {"step_size": 0.1})])
+def test_the_torchdiffeq_loop_is_torchdiffeqs_odeint_bit_for_bit(method, options):
+    """loop=torchdiffeq is torchdiffeq.odeint (its public API): the same bits, forward and gradients,
+    for a tensor state on increasing times and a tuple state on decreasing ones."""
+    torch.manual_seed(2)
+    func = MLP().double()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    pair = lambda t, s: (func(t, s[0]), -s[1])          # noqa: E731
+    cases = [(func, y0, torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)),
+             (pair, (y0, y0[:, :1]), torch.tensor([1.0, 0.2], dtype=torch.float64))]
+    for f, state, t in cases:
+        results = []
+        for solve in (lambda s: odeint(f, s, t, method=method, rtol=1e-6, atol=1e-6, options=options),
+                      lambda s: torchdiffeq.odeint(f, s, t, method=method, rtol=1e-6, atol=1e-6, options=options)):
+            func.zero_grad()
+            s = tuple(x.clone().requires_grad_(True) for x in state) if isinstance(state, tuple) \
+                else state.clone().requires_grad_(True)
+            ys = solve(s)
+            ys = ys if isinstance(ys, tuple) else (ys,)
+            sum(((y * y).sum() for y in ys)).backward()
+            results.append([*ys, *(x.grad for x in (s if isinstance(s, tuple) else (s,))),
+                            *(p.grad for p in func.parameters())])
+        for a, b in zip(*results):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method, options", [("dopri5", {}), ("bosh3", {}), ("rk4", {"step_size": 0.1}),
+                                             ("midpoint", {"step_size": 0.25, "perturb": True})])
+def test_odex_input_handling_tuple_states_and_decreasing_times(method, options):
+    """odex's loop on the inputs torchdiffeq's odeint normalises (a tuple state, times that
+    decrease, a tuple of tolerances, the time perturbations): torchdiffeq's values and NFE."""
+    torch.manual_seed(3)
+    func = MLP().double()
+
+    def pair(t, s):
+        func.calls += 1
+        return func.net(torch.cat([s[0], t.expand(4, 1)], 1)) * (1 + (t >= 0.5)), s[1] * s[0][:, :1]
+
+    y0 = (torch.randn(4, 3, dtype=torch.float64), torch.ones(4, 1, dtype=torch.float64))
+    t = torch.tensor([1.0, 0.6, 0.5, -0.2], dtype=torch.float64)
+    results = []
+    for loop in ("torchdiffeq", "odex"):
+        func.calls = 0
+        ys = integrate(pair, y0, t, method=method, loop=loop, rtol=(1e-7, 1e-6), atol=1e-7, options=options)
+        results.append((func.calls, ys))
+    (n_ref, ref), (n, ours) = results
+    assert n == n_ref > 0
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

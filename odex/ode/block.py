@@ -2,7 +2,8 @@
 
 It wraps the vector field once in a `CountedField` (forward and backward NFE), keeps the time
 grid as a buffer (so it moves with the model and costs no host-to-device copy per call), checks
-at construction that the gradient method can differentiate this field with this solver, and calls
+at construction that the loop steps the solver's method and that the gradient method can
+differentiate this field with this solver, and calls
 `odex.odeint`, the one place where gradient methods plug in.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from odex.errors import ConfigError
 from odex.ode.grad import GradientMethod, gradient_method
+from odex.ode.loops import check as check_loop
 from odex.ode.nfe import CountedField
 from odex.ode.odeint import odeint
 from odex.ode.solver import Solver
@@ -26,6 +28,7 @@ class ODEBlock(nn.Module):
         self.field = CountedField(field)
         self.solver = solver
         self.grad = gradient_method(grad)
+        check_loop(solver.loop, solver.method)
         self.grad.check(solver, field)
         self.register_buffer("t", torch.tensor([0.0, float(solver.t1)]), persistent=False)
         self.t_host = (0.0, float(self.t[1]))      # the same times on the host: the odex loop reads nothing
@@ -94,6 +97,7 @@ def solver_changed(model: nn.Module, changes: dict | None):
                 solver = replace(b.solver, **changes)
             except TypeError as e:
                 raise ConfigError(f"bad evaluation solver {changes}: {e}") from None
+            check_loop(solver.loop, solver.method)
             b.grad.check(solver, b.field.field)
             b.solver = solver
         yield

@@ -1,7 +1,8 @@
 """Which numerical solver integrates an ODE block, over which interval, stepped by which loop.
 
-A `Solver` only describes (one YAML per choice in conf/solver/); it is handed to every ODE block,
-and the block's gradient method solves with it. The methods are Butcher tableaux
+A `Solver` only describes (one YAML per choice in conf/solver/; plain data, no torch); it is handed
+to every ODE block, which asks the loop whether it steps the method, and the block's gradient
+method solves with it. The methods are Butcher tableaux
 (odex/ode/tableau.py): adaptive `dopri5`, `bosh3`, ... with `rtol`/`atol`, and fixed-step `euler`,
 `midpoint` (RK2), `heun3`, `rk4` (the 3/8 rule, as torchdiffeq's) with either `step_size` or a
 number of `steps` on [0, t1]. `loop` says how the steps are taken: torchdiffeq's loop, or odex's
@@ -32,8 +33,6 @@ class Solver:
     def __post_init__(self) -> None:
         if self.method not in tableau.names():
             raise ConfigError(f"solver.method={self.method}: must be one of {', '.join(tableau.names())}")
-        from odex.ode.loops import stepper
-        stepper(self.loop, self.method)      # a ConfigError where the loop cannot step the method
         if self.t1 <= 0:
             raise ConfigError(f"solver.t1 must be positive, got {self.t1}")
         if self.fixed:

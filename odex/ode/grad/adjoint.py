@@ -23,11 +23,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from torchdiffeq._impl.misc import _check_inputs, _flat_to_shape, _mixed_norm
 
 from odex import schema
 from odex.ode.grad.base import GradientMethod
-from odex.ode.loops import integrate, stepper
+from odex.ode.loops import integrate
+from odex.ode.loops.inputs import mixed_norm, prepare
 
 
 class Adjoint(GradientMethod):
@@ -43,17 +43,15 @@ class Adjoint(GradientMethod):
         params = tuple(p for p in func.parameters() if p.requires_grad)
         backward_options = {k: v for k, v in (options or {}).items() if k != "norm"}
         # A tuple state is flattened into one tensor (and decreasing times negated) once, here, so
-        # the autograd function sees one tensor; the solves inside it see torchdiffeq's usual input.
-        shapes, flat_func, flat_y0, t_, rtol_, atol_, _, options_, _, _ = _check_inputs(
-            func, y0, t, rtol, atol, method, options, None, {method: stepper(loop, method)})
-        setup = SimpleNamespace(method=method, loop=loop, rtol=rtol_, atol=atol_, options=options_,
-                       times=times if t_ is t else None,
-                       backward_rtol=rtol if self.rtol is None else self.rtol,
-                       backward_atol=atol if self.atol is None else self.atol,
-                       backward_options=backward_options,
-                       backward_norm=_augmented_norm(options_["norm"], self.seminorm))
-        ys = _AdjointFn.apply(setup, flat_func, flat_y0, t_, *params)
-        return ys if shapes is None else _flat_to_shape(ys, (len(t),), shapes)
+        # the autograd function sees one tensor; the solves inside it see a plain solve.
+        flat = prepare(func, y0, t, rtol, atol, (options or {}).get("norm"), times)
+        setup = SimpleNamespace(method=method, loop=loop, rtol=flat.rtol, atol=flat.atol,
+                                options={**(options or {}), "norm": flat.norm}, times=flat.times,
+                                backward_rtol=rtol if self.rtol is None else self.rtol,
+                                backward_atol=atol if self.atol is None else self.atol,
+                                backward_options=backward_options,
+                                backward_norm=_augmented_norm(flat.norm, self.seminorm))
+        return flat.solution(_AdjointFn.apply(setup, flat.func, flat.y0, flat.t, *params))
 
 
 class SeminormAdjoint(Adjoint):
@@ -67,7 +65,7 @@ def _augmented_norm(state_norm, seminorm: bool):
     def norm(aug):
         vjp_t, z, a, *vjp_params = aug
         out = max(vjp_t.abs(), state_norm(z), state_norm(a))
-        return out if seminorm else max(out, _mixed_norm(vjp_params))
+        return out if seminorm else max(out, mixed_norm(vjp_params))
     return norm
 
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import torch
 
-from odex.ode.loops.rk_step import rk_increment
+from odex.ode.loops.rk_step import Slopes, stages
 from odex.ode.tableau import ButcherTableau
 
 
@@ -39,29 +39,23 @@ def host_grid(t0: float, t1: float, step_size: float, dtype: torch.dtype) -> tup
 
 
 class FixedGridLoop:
-    """A fixed-step solver stepping `tableau`, with torchdiffeq's solver interface
-    (`cls(func=, y0=, rtol=, atol=, step_size=, interp=)`, then `.integrate(t)`)."""
+    """Steps `tableau` on the grid of `step_size` from t[0] to t[-1] and interpolates the outputs
+    (`interp`: "linear" or "cubic" Hermite). `perturb`: the first stage one ulp after a grid point,
+    a stage at c = 1 one ulp before the next (torchdiffeq's option)."""
 
-    tableau: ButcherTableau
-    order: int
-    reads_times = True          # takes `times`, the host copy of t (odex.ode.loops.integrate)
-
-    def __init__(self, func, y0, rtol=None, atol=None, *, step_size=None, interp="linear", times=None,
-                 norm=None, perturb=False, **unused):
+    def __init__(self, tableau: ButcherTableau, func, y0, *, times: tuple[float, ...], step_size=None,
+                 interp="linear", perturb=False, **unused):
         if unused:
             raise ValueError(f"odex's fixed-grid loop does not take {sorted(unused)} (use solver.loop=torchdiffeq)")
         if step_size is None:
             raise ValueError("odex's fixed-grid loop needs a step size (solver.steps or solver.step_size)")
         if interp not in ("linear", "cubic"):
             raise ValueError(f"Unknown interpolation method {interp}")
-        self.func, self.y0, self.step_size, self.interp, self.times = func, y0, float(step_size), interp, times
-
-    @classmethod
-    def valid_callbacks(cls) -> set[str]:
-        return set()          # torchdiffeq's step callbacks are not called here
+        self.tableau, self.func, self.y0, self.times = tableau, func, y0, times
+        self.step_size, self.interp, self.perturb = float(step_size), interp, bool(perturb)
 
     def integrate(self, t: torch.Tensor) -> torch.Tensor:
-        times = tuple(t.tolist()) if self.times is None else tuple(self.times)   # at most one read per solve
+        times = self.times
         grid_host = host_grid(times[0], times[-1], self.step_size, t.dtype)
         n = len(grid_host)
         grid = torch.arange(0, n, dtype=t.dtype, device=t.device) * self.step_size + t[0]
@@ -72,8 +66,10 @@ class FixedGridLoop:
         solution, j = [y0], 1
         for k in range(n - 1):
             t0, t1, dt = grid[k], grid[k + 1], dts[k]
-            f0 = func(t0, y0)
-            y1 = y0 + rk_increment(func, tab, t0, dt, t1, y0, f0)
+            f0 = func(t0, y0, 1 if self.perturb else 0)
+            slopes = Slopes(f0, tab.stages)
+            stages(func, tab.c, tab.a[1:], t0, dt, t1, y0, slopes, self.perturb)
+            y1 = slopes.combine(tab.b, y0, dt)
             while j < len(times) and grid_host[k + 1] >= times[j]:
                 solution.append(self._interpolate(k, grid_host, times[j], t[j], t0, t1, y0, y1, f0))
                 j += 1
@@ -81,8 +77,8 @@ class FixedGridLoop:
         return torch.stack(solution)
 
     def _interpolate(self, k, grid_host, t_host, t, t0, t1, y0, y1, f0):
-        """y at t in [t0, t1]: torchdiffeq's linear interpolation (the end points exactly, decided on
-        the host copies) or its cubic Hermite one (one more evaluation, at (t1, y1))."""
+        """y at t in [t0, t1]: linear interpolation (the end points exactly, decided on the host
+        copies) or cubic Hermite (one more evaluation, at (t1, y1)), as torchdiffeq's."""
         if self.interp == "cubic":
             f1 = self.func(t1, y1)
             h = (t - t0) / (t1 - t0)
@@ -95,8 +91,3 @@ class FixedGridLoop:
         if t_host == grid_host[k + 1]:
             return y1
         return y0 + (t - t0) / (t1 - t0) * (y1 - y0)
-
-
-@lru_cache(maxsize=None)
-def solver_class(name: str, tab: ButcherTableau) -> type:
-    return type(f"FixedGridLoop_{name}", (FixedGridLoop,), {"tableau": tab, "order": tab.order})
