@@ -789,7 +789,9 @@ def check_output_folder(key: str, path) -> None:
     if not anc.is_dir():
         raise refuse(key, str(path), f"{anc} is a file, so no folder can be made inside it")
     if anc == p:          # an existing folder (an earlier run's, perhaps): looked at, never written
-        if not os.access(p, os.W_OK | os.X_OK):
+        # a finished run there is reported as done without writing (odex.train.run), so only a
+        # folder holding no run is refused here
+        if not os.access(p, os.W_OK | os.X_OK) and not (p / "summary.json").is_file():
             raise refuse(key, str(path), "is a folder you cannot write: choose another")
         return
     try:

@@ -447,7 +447,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if status != "completed":     # one line why: `odex: error: ...`, or `odex: diverged: ...` / `odex: pruned: ...`
         print(f"odex: error: {status[len('failed: '):]}" if status.startswith("failed: ") else f"odex: {status}",
               file=sys.stderr)
-        if not summary.get("usage_error") and "resume with: " not in status:
+        if status.startswith("failed: ") and not summary.get("usage_error") and "resume with: " not in status:
             print(left_behind(hc.runtime.output_dir, status), file=sys.stderr)
     if stop.requested:        # the checkpoint is written: hand the signal on (submitit requeues) and exit
         stop.hand_over()
