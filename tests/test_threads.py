@@ -45,7 +45,7 @@ def test_auto_takes_the_smallest_limit(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     n_affinity = len(os.sched_getaffinity(0))
-    assert threads.resolve("auto")[0] == min(threads.cpu_limits().values()) <= n_affinity
+    assert threads.resolve("auto")[0] <= min(threads.cpu_limits().values()) <= n_affinity
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     n, why = threads.resolve("auto")
     assert n == 1 and "SLURM_CPUS_PER_TASK 1" in why
@@ -56,6 +56,20 @@ def test_auto_takes_the_smallest_limit(monkeypatch):
     assert threads.resolve("auto") == (1, f"auto: affinity {n_affinity}, OMP_NUM_THREADS 1"
                                        + (f", cgroup cpu.max {threads._cgroup_quota()}"
                                           if threads._cgroup_quota() else ""))
+
+
+def test_free_cpus_from_the_idle_share(tmp_path, monkeypatch):
+    """Two samples of /proc/stat's first line: half the time idle on 2 CPUs is 1 free CPU."""
+    stat = tmp_path / "stat"
+    samples = iter(["cpu  100 0 100 200 0 0 0 0 0 0\n", "cpu  150 0 150 300 0 0 0 0 0 0\n"])
+    real = threads._cpu_times
+    monkeypatch.setattr(threads, "_cpu_times", lambda: (stat.write_text(next(samples)), real(stat))[1])
+    assert threads.free_cpus(sample_s=0, cpus=2) == 1
+    samples = iter(["cpu  100 0 100 200 0 0 0 0 0 0\n", "cpu  101 0 101 398 0 0 0 0 0 0\n"])
+    assert threads.free_cpus(sample_s=0, cpus=2) == 2       # 99% idle
+    samples = iter(["cpu  100 0 100 200 0 0 0 0 0 0\n", "cpu  200 0 200 200 0 0 0 0 0 0\n"])
+    assert threads.free_cpus(sample_s=0, cpus=2) == 1       # all busy: still one thread
+    assert real(tmp_path / "missing") is None
 
 
 def test_cgroup_quota(tmp_path):

@@ -7,7 +7,8 @@ with a CPU quota. More threads than CPUs make every operator wait on OpenMP hand
 2-core machine an epoch of the default model took 36-41 s with torch's default threading against
 3.6-3.7 s on one thread.
 
-`auto` is the smallest of the limits this process is given, never more than its affinity mask:
+`auto` is the smallest of the limits this process is given, never more than its affinity mask, nor
+than the CPUs that are free when the run starts (sampled from /proc/stat for 0.2 s):
 
     the affinity mask                       os.sched_getaffinity(0) (taskset, SLURM's task/affinity)
     SLURM_CPUS_PER_TASK                     the CPUs a SLURM task was given, bound or not
@@ -74,10 +75,39 @@ def cpu_limits(environ=None) -> dict[str, int]:
     return limits
 
 
+def _cpu_times(path: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs together, from the first line of /proc/stat."""
+    try:
+        values = [int(v) for v in path.read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return values[3] + (values[4] if len(values) > 4 else 0), sum(values[:8])
+
+
+def free_cpus(sample_s: float = 0.2, cpus: int | None = None) -> int | None:
+    """How many CPUs nobody is using now: the machine's idle share over `sample_s`, times its CPUs,
+    rounded (at least 1); None where /proc/stat cannot say. Threads beyond the free CPUs only wait
+    for the busy ones (an epoch of the default model beside one busy process: 6 s on 2 threads
+    against 3 s on one, docs/benchmarks.md)."""
+    import time
+
+    before = _cpu_times()
+    time.sleep(sample_s)
+    after = _cpu_times()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    idle_share = (after[0] - before[0]) / (after[1] - before[1])
+    return max(1, round(idle_share * (cpus or os.cpu_count() or 1)))
+
+
 def resolve(setting) -> tuple[int, str]:
     """The thread count for `trainer.threads` and a few words on where it comes from."""
     if isinstance(setting, str) and setting.strip().lower() == "auto":
         limits = cpu_limits()
+        if min(limits.values()) > 1:       # only then can busy CPUs lower the count
+            free = free_cpus()
+            if free is not None:
+                limits["free now"] = free
         n = min(limits.values())
         return n, "auto: " + ", ".join(f"{k} {v}" for k, v in limits.items())
     n = None if isinstance(setting, bool) else _positive_int(setting)
