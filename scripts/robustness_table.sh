@@ -18,7 +18,7 @@ common=(logger=none trainer.progress=false)
 declare -A data=([digits]="dataset=digits" [t10k]="dataset=mnist_t10k dataset.root=$root dataset.limit_train=2000")
 declare -A model=(
   [augmented]="trainer.max_epochs=5"
-  [lyanet]="experiment=lyanet_fmnist model.encoder=small model.hidden=32 trainer.max_epochs=4 schedule.scheduler.step_size=2 callbacks.swa.after_epoch=2 eval=[clean]"
+  [lyanet]="experiment=lyanet_fmnist model.encoder=small model.hidden=32 trainer.max_epochs=4 schedule.scheduler.step_size=2 callbacks.swa.after_epoch=2 eval.pgd.limit=10"
   [cpl]="model=cpl model.size=tiny model.channels=16 objective=margin trainer.max_epochs=5")
 evals=("eval.pgd.l2=null" "eval.pgd.limit=$limit" "eval.autoattack.limit=$limit" "eval.autoattack.steps=25"
        "eval.autoattack.queries=500" "eval.square.limit=$limit" "eval.square.queries=500" "eval.transfer.limit=$limit"

@@ -264,3 +264,19 @@ def test_bad_settings_are_refused_in_one_line():
         AutoAttackAccuracy(attacks=["apgd_ce", "fab_t"])
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):     # custom data outside the pixel range, at run time
         SquareAccuracy(queries=1)(nn.Flatten(), Batches(Split(torch.full((2, 1, 4, 4), 2.0), torch.zeros(2, dtype=torch.long)), 2))
+
+
+def test_apgd_takes_no_step_where_the_gradient_is_nan(mlp):
+    """LyaNet's gradients through its solve are NaN: APGD must not turn the images into NaN (which
+    a model may misclassify, counting as a break that is no adversarial image)."""
+    model, _, _, x, y = mlp
+
+    class NaNGrad(nn.Module):
+        def forward(self, inp):
+            return NaNBackward.apply(model(inp))
+
+    with attack_mode(model):
+        adv, correct = apgd(NaNGrad(), x, y, eps=0.1, steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(adv).all() and (adv - x).abs().max() <= 0.1 + 1e-6
+    # the random start alone breaks at most a few images
+    assert correct.float().mean() > 0.9

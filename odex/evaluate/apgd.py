@@ -104,6 +104,9 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
             logits = model(point)
             per_example = loss_fn(logits, y, target)
             g = torch.autograd.grad(per_example.sum(), point)[0].detach()
+        # a non-finite gradient entry gives no direction (an unstable solve's backward pass): no
+        # step for that pixel, as in odex's PGD; else NaN images would count as adversarial
+        g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
         return logits.detach(), per_example.detach(), g
 
     logits, loss_best, grad = loss_and_grad(x_adv)
