@@ -26,6 +26,9 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.installed: $(VENV)/.base
 	$(call pip_logged,-e ".[dev]")
+	@# the tests' reference for eval=autoattack/square (odex's own attacks): torchattacks pins
+	@# requests~=2.25, which would downgrade wandb's stack, and imports without it
+	$(call pip_logged,--no-deps torchattacks==3.5.1)
 	@touch $@
 
 install: $(VENV)/.base

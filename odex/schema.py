@@ -730,6 +730,46 @@ class PGDAccuracy(Eval):
     zero_grad_share: Annotated[float, Range(0, 1)] = 0.1
 
 
+Norm = Literal["linf", "l2"]
+AutoAttackName = Literal["apgd_ce", "apgd_t", "square"]      # FAB-T is not implemented (odex/evaluate/autoattack.py)
+
+
+@dataclass
+class SquareAccuracy(Eval):
+    norm: Norm = "linf"
+    eps: Radius = "8/255"
+    queries: PosInt = 5000
+    p_init: Annotated[float, Range(0, 1, lo_open=True)] = 0.8
+    limit: Optional[PosInt] = 1000
+    seed: NonNegInt = 0
+    solver: Optional[EvalSolver] = None
+    every: Optional[PosInt] = None
+    masking_gap: Annotated[float, Range(0, 1)] = 0.03
+    pixels: ClassVar[bool] = True       # attacks pixels in [0, 1]: the dataset must hold images
+
+
+@dataclass
+class AutoAttackAccuracy(SquareAccuracy):
+    attacks: Annotated[list[AutoAttackName], Length(1)] = field(default_factory=lambda: ["apgd_ce", "apgd_t", "square"])
+    steps: PosInt = 100
+    targets: PosInt = 9
+
+
+@dataclass
+class SolverTransfer(Eval):
+    solvers: dict[str, Optional[EvalSolver]] = field(default_factory=dict)
+    norm: Norm = "linf"
+    eps: Radius = "8/255"
+    alpha: Radius = "2/255"
+    steps: PosInt = 10
+    losses: Union[PgdLoss, Annotated[list[PgdLoss], Length(1)]] = field(default_factory=lambda: ["ce", "dlr"])
+    limit: Optional[PosInt] = 500
+    seed: NonNegInt = 0
+    gap: Annotated[float, Range(0, 1)] = 0.05
+    every: Optional[PosInt] = None
+    pixels: ClassVar[bool] = True
+
+
 @dataclass
 class GradCheck(Eval):
     every: Optional[PosInt] = 1
@@ -923,6 +963,8 @@ TARGETS: dict[str, dict[str, type]] = {
         "odex.evaluate.evaluators.CleanAccuracy": CleanAccuracy, "odex.evaluate.evaluators.PGDAccuracy": PGDAccuracy,
         "odex.evaluate.evaluators.CertifiedAccuracy": CertifiedAccuracy, "odex.objectives.lyapunov.InferenceDynamics": InferenceDynamics,
         "odex.evaluate.grad_check.GradCheck": GradCheck,
+        "odex.evaluate.autoattack.AutoAttackAccuracy": AutoAttackAccuracy,
+        "odex.evaluate.autoattack.SquareAccuracy": SquareAccuracy, "odex.evaluate.transfer.SolverTransfer": SolverTransfer,
     },
     "callbacks": {
         "odex.training.callbacks.BestCheckpoint": BestCheckpoint,

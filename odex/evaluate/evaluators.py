@@ -47,6 +47,19 @@ def parse_eps(value) -> tuple[float, str]:
     return eps, label
 
 
+def first_examples(batches, limit: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches holding the first `limit` examples (all when None), the last one cut to size."""
+    chosen, n = [], 0
+    for x, y in batches:
+        if limit is not None and n >= limit:
+            break
+        if limit is not None and n + len(y) > limit:
+            x, y = x[: limit - n], y[: limit - n]
+        chosen.append((x, y))
+        n += len(y)
+    return chosen
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -87,7 +100,7 @@ class PGDAccuracy:
     `<prefix>/pgd_<norm>_time_s` each norm's wall time (one device synchronisation per attack).
     `linf` / `l2` are {eps, alpha, steps} or null to skip that norm. The random starts come from a
     generator seeded with `seed` at every evaluation, so epochs are compared on the same starts.
-    `limit` attacks only the first N examples (whole batches).
+    `limit` attacks only the first N examples.
 
     Gradient masking (Carlini et al., "On Evaluating Adversarial Robustness", 2019) is checked on
     the same examples, and `<prefix>/pgd_masking_flag` is 1 (with a warning line) when
@@ -145,6 +158,15 @@ class PGDAccuracy:
             except TypeError as e:
                 raise ConfigError(f"eval.pgd.solver: {e}") from None
 
+    def pgd_figure(self, norm: str, eps: float, limit: int | None, prefix: str) -> str | None:
+        """The metric of this evaluator's robust accuracy in `norm` at radius `eps` on the first
+        `limit` examples, for a comparison by another evaluator (eval=square); None if it attacked
+        another norm, radius or set of examples."""
+        spec = self.attacks.get(norm)
+        if spec is None or limit != self.limit or abs(spec["eps"] - eps) > 1e-12:
+            return None
+        return f"{prefix}/pgd_{norm}_acc"
+
     def _survivors(self, model, x, y, spec, generator, losses, restarts) -> dict[str, torch.Tensor]:
         """Per loss, which examples every restart of that loss's attack leaves correctly classified."""
         out = {}
@@ -161,11 +183,7 @@ class PGDAccuracy:
 
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        chosen = []
-        for x, y in batches:
-            if self.limit is not None and sum(len(b[1]) for b in chosen) >= self.limit:
-                break
-            chosen.append((x, y))
+        chosen = first_examples(batches, self.limit)
         if not chosen:
             return out
         n = sum(len(y) for _, y in chosen)
@@ -284,11 +302,18 @@ def _due(evaluator, epoch: int | None, final: bool) -> bool:
 def evaluate(evaluators: dict, model: nn.Module, batches, prefix: str = "test", *,
              epoch: int | None = None, final: bool = True) -> dict[str, torch.Tensor]:
     """Every evaluator that is due at `epoch` (all of them when `final`). Evaluators marked
-    `test_only` (attacks: their cost is a multiple of an evaluation) skip the validation part."""
+    `test_only` (attacks: their cost is a multiple of an evaluation) skip the validation part.
+    Evaluators with a `review(evaluators, metrics, prefix)` method then see every metric of this
+    evaluation (eval=square compares its figure with eval=pgd's and may raise its masking flag)."""
     out: dict[str, torch.Tensor] = {}
+    ran = []
     for ev in evaluators.values():
         if prefix != "test" and getattr(ev, "test_only", False):
             continue
         if _due(ev, epoch, final):
             out.update(ev(model, batches, prefix))
+            ran.append(ev)
+    for ev in ran:
+        if callable(getattr(ev, "review", None)):
+            ev.review(evaluators, out, prefix)
     return out

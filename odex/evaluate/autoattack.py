@@ -1,0 +1,273 @@
+"""eval=autoattack and eval=square: robust accuracy under Croce & Hein's AutoAttack ("Reliable
+evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks", ICML 2020)
+and under the gradient-free Square attack alone (Andriushchenko et al., ECCV 2020).
+
+AutoAttack runs its attacks one after the other, each on the images no earlier one broke; an image
+is robust only if it survives them all. The standard set is APGD-CE, APGD-T (9 target classes),
+FAB-T (9 targets) and Square (5,000 queries). odex runs `apgd_ce`, `apgd_t` and `square`
+(odex/evaluate/apgd.py, square.py): FAB-T (Croce & Hein, "Minimally distorted adversarial examples
+with a fast adaptive boundary attack", ICML 2020) is left out. It is a minimum-norm attack whose
+projection onto the intersection of a hyperplane and the box is a long algorithm of its own; on
+the standard-set leaderboards it breaks almost nothing APGD-T has not (Croce & Hein 2020, Table 2),
+so the figure here is AutoAttack without FAB-T, an upper bound on the standard set's robust
+accuracy, and says so in its config (`attacks`).
+
+The model is attacked in eval mode, in pixel space [0, 1] (data outside it is refused), through its
+own solver or, as in eval=pgd, through `solver` (keys of conf/solver); the adversarial images are
+judged by the model as it is. The Square budget (`queries`) is logged beside the figure
+(`<prefix>/autoattack_square_queries`, `<prefix>/square_queries`): 5,000 is the standard, smaller
+budgets are a weaker attack.
+
+Gradient masking: a gradient-free attack that finds clearly more errors than the gradient attacks
+means the gradients mislead (Carlini et al. 2019; Croce & Hein 2020). `<prefix>/autoattack_<norm>_masking_flag`
+is 1 when Square breaks more than `masking_gap` of the examples after APGD; eval=square compares
+its figure with eval=pgd's on the same examples, norm and radius (`<prefix>/square_<norm>_gap`,
+PGD's accuracy minus Square's) and, past `masking_gap`, raises `<prefix>/pgd_masking_flag` too.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from odex.errors import ConfigError
+from odex.evaluate.apgd import apgd
+from odex.evaluate.attacks import NORMS, attack_mode
+from odex.evaluate.evaluators import first_examples, parse_eps
+from odex.evaluate.square import square
+from odex.ode.block import solver_changed
+from odex.ode.solver import Solver
+
+log = logging.getLogger("odex")
+
+
+def check_solver(solver: dict | None, key: str) -> dict | None:
+    """An evaluation solver (conf/solver keys, t1 excluded), checked now rather than after training."""
+    if solver is None:
+        return None
+    solver = dict(solver)
+    if "t1" in solver:
+        raise ConfigError(f"{key} cannot change t1 (it is part of the model)")
+    try:
+        replace(Solver(), **solver)
+    except TypeError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    return solver
+
+
+def check_pixels(chosen, what: str) -> None:
+    """Refuse data outside [0, 1]: the attacks clip to the pixel range (one read-back)."""
+    lo = torch.stack([x.min() for x, _ in chosen]).min().item()
+    hi = torch.stack([x.max() for x, _ in chosen]).max().item()
+    if lo < 0 or hi > 1:
+        raise ConfigError(f"{what} attacks pixels in [0, 1]; this data ranges over [{lo:.3g}, {hi:.3g}] "
+                          f"(normalise inside the model, not in the data)")
+
+
+def raise_flag(out: dict, prefix: str, reason: str, what: str) -> None:
+    """Set eval=pgd's masking flag (when eval=pgd ran) and say why."""
+    key = f"{prefix}/pgd_masking_flag"
+    if key in out:
+        out[key] = torch.ones_like(out[key])
+    log.warning("%s: possible gradient masking (%s): %s", what, prefix, reason)
+
+
+class _PixelAttack:
+    """What eval=autoattack and eval=square share: the examples, the radius, the attack solver."""
+
+    test_only = True        # thousands of forward passes: not on the validation part
+    name = ""
+
+    def __init__(self, norm: str, eps, limit: int | None, seed: int, solver: dict | None,
+                 every: int | None, masking_gap: float):
+        if norm not in NORMS:
+            raise ConfigError(f"eval.{self.name}.norm must be one of {NORMS}, got {norm!r}")
+        if every is not None and every < 1:
+            raise ConfigError(f"eval.{self.name}.every must be >= 1 or null, got {every}")
+        if not 0 <= masking_gap <= 1:
+            raise ConfigError(f"eval.{self.name}.masking_gap must be in [0, 1], got {masking_gap}")
+        self.norm, (self.eps, self.eps_label) = norm, parse_eps(eps)
+        self.limit, self.seed, self.every, self.masking_gap = limit, seed, every, masking_gap
+        self.solver = check_solver(solver, f"eval.{self.name}.solver")
+
+    def _judge(self, model, adv, y) -> torch.Tensor:
+        """Still classified correctly by the model as it is (its own solver)."""
+        with attack_mode(model), torch.no_grad():
+            return model(adv).argmax(1) == y
+
+    def _prepare(self, model, batches):
+        chosen = first_examples(batches, self.limit)
+        if not chosen:
+            return None, None
+        check_pixels(chosen, f"eval={self.name}")
+        clean = [self._judge(model, x, y) for x, y in chosen]
+        return chosen, clean
+
+
+# The attacks of the ensemble: (evaluator, model, images, labels) -> adversarial images. Each gets
+# the images no earlier attack broke, and a generator seeded with `seed` (as torchattacks seeds each
+# attack's call), so a batch's result does not depend on what ran before it.
+
+def _apgd_ce(ev, model, x, y):
+    g = torch.Generator(device=x.device).manual_seed(ev.seed)
+    return apgd(model, x, y, eps=ev.eps, norm=ev.norm, steps=ev.steps, loss="ce", generator=g)[0]
+
+
+def _apgd_t(ev, model, x, y):
+    """One APGD run per target class (ranks 2..targets + 1 of the clean logits), the generator
+    seeded once for all of them (torchattacks' APGDT); each run attacks the images the earlier
+    targets left correct."""
+    g = torch.Generator(device=x.device).manual_seed(ev.seed)
+    with torch.no_grad():
+        classes = model(x[:1]).shape[1]
+    if classes < 4:
+        raise ConfigError(f"eval.autoattack: apgd_t's targeted DLR loss needs >= 4 classes, the data has {classes}")
+    adv_all = x.clone()
+    alive = torch.ones_like(y, dtype=torch.bool)
+    for rank in range(2, min(ev.targets, classes - 1) + 2):
+        idx = alive.nonzero()[:, 0]              # one read-back per target class
+        if len(idx) == 0:
+            break
+        adv, correct = apgd(model, x[idx], y[idx], eps=ev.eps, norm=ev.norm, steps=ev.steps, loss="dlr_t",
+                            target_rank=rank, generator=g)
+        adv_all[idx[~correct]] = adv[~correct]
+        alive[idx[~correct]] = False
+    return adv_all
+
+
+def _square(ev, model, x, y):
+    return square(model, x, y, eps=ev.eps, norm=ev.norm, queries=ev.queries, p_init=ev.p_init, seed=ev.seed)
+
+
+STAGES = {"apgd_ce": _apgd_ce, "apgd_t": _apgd_t, "square": _square}
+
+
+class AutoAttackAccuracy(_PixelAttack):
+    """Robust accuracy under AutoAttack's attacks in `attacks` (in that order, each on the survivors
+    of the earlier ones): `<prefix>/autoattack_<norm>_acc`, and after each attack
+    `<prefix>/autoattack_<norm>_acc_<attack>` (AutoAttack's per-attack report); the clean accuracy
+    of the attacked examples `<prefix>/autoattack_clean_acc`, their number `<prefix>/autoattack_n`,
+    the wall time, the Square budget, and the masking flag (module docstring). `limit`: the first N
+    test images (null: all)."""
+
+    name = "autoattack"
+
+    def __init__(self, norm: str = "linf", eps="8/255", attacks=("apgd_ce", "apgd_t", "square"),
+                 steps: int = 100, targets: int = 9, queries: int = 5000, p_init: float = 0.8,
+                 limit: int | None = 1000, seed: int = 0, solver: dict | None = None,
+                 every: int | None = None, masking_gap: float = 0.03):
+        super().__init__(norm, eps, limit, seed, solver, every, masking_gap)
+        self.attacks = [attacks] if isinstance(attacks, str) else list(attacks)
+        unknown = [a for a in self.attacks if a not in STAGES]
+        if not self.attacks or unknown or len(set(self.attacks)) < len(self.attacks):
+            raise ConfigError(f"eval.autoattack.attacks must be distinct names from {sorted(STAGES)} "
+                              f"(fab_t is not implemented), got {self.attacks}")
+        for key, value in (("steps", steps), ("targets", targets), ("queries", queries)):
+            if int(value) != value or value < 1:
+                raise ConfigError(f"eval.autoattack.{key} must be an integer >= 1, got {value}")
+        if not 0 < p_init <= 1:
+            raise ConfigError(f"eval.autoattack.p_init must be in (0, 1], got {p_init}")
+        self.steps, self.targets, self.queries, self.p_init = int(steps), int(targets), int(queries), p_init
+        self._reason = ""
+
+    def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
+        chosen, clean = self._prepare(model, batches)
+        if chosen is None:
+            return {}
+        t0 = time.perf_counter()
+        counts = {}
+        alive_all = []
+        for (x, y), alive in zip(chosen, clean):
+            for attack in self.attacks:
+                idx = alive.nonzero()[:, 0]          # one read-back per attack and batch
+                if len(idx):
+                    with solver_changed(model, self.solver), attack_mode(model):
+                        adv = STAGES[attack](self, model, x[idx], y[idx])
+                    alive = alive.clone()
+                    alive[idx] = self._judge(model, adv, y[idx])
+                c = alive.sum()
+                counts[attack] = c if attack not in counts else counts[attack] + c
+            alive_all.append(alive)
+        n = sum(len(y) for _, y in chosen)
+        dev = clean[0].device
+        norm = self.norm
+        out = {f"{prefix}/autoattack_clean_acc": torch.stack([c.sum() for c in clean]).sum().float() / n,
+               f"{prefix}/autoattack_{norm}_acc": torch.stack([a.sum() for a in alive_all]).sum().float() / n}
+        for attack, c in counts.items():
+            out[f"{prefix}/autoattack_{norm}_acc_{attack}"] = c.float() / n
+        out[f"{prefix}/autoattack_{norm}_time_s"] = torch.tensor(time.perf_counter() - t0, device=dev)
+        out[f"{prefix}/autoattack_n"] = torch.tensor(float(n), device=dev)
+        flag = 0.0
+        if "square" in self.attacks:
+            out[f"{prefix}/autoattack_square_queries"] = torch.tensor(float(self.queries), device=dev)
+            i = self.attacks.index("square")
+            if i > 0:
+                before = out[f"{prefix}/autoattack_{norm}_acc_{self.attacks[i - 1]}"].item()
+                after = out[f"{prefix}/autoattack_{norm}_acc_square"].item()
+                if before - after > self.masking_gap:
+                    flag = 1.0
+                    self._reason = (f"Square broke {before - after:.1%} of the examples that {', '.join(self.attacks[:i])} "
+                                    f"left correct (> {self.masking_gap:.0%})")
+        out[f"{prefix}/autoattack_{norm}_masking_flag"] = torch.tensor(flag, device=dev)
+        return out
+
+    def review(self, evaluators: dict, out: dict, prefix: str) -> None:
+        """After all evaluators: a gradient-free break of what APGD left raises eval=pgd's flag too."""
+        if out.get(f"{prefix}/autoattack_{self.norm}_masking_flag", torch.tensor(0.0)).item() == 1.0:
+            raise_flag(out, prefix, self._reason, "eval=autoattack")
+
+
+class SquareAccuracy(_PixelAttack):
+    """Robust accuracy under the Square attack alone (gradient-free): `<prefix>/square_<norm>_acc`,
+    the clean accuracy and number of the attacked examples (`<prefix>/square_clean_acc`,
+    `<prefix>/square_n`), the budget `<prefix>/square_queries` and the wall time; beside eval=pgd
+    on the same examples, norm and radius, `<prefix>/square_<norm>_gap` (PGD's accuracy minus
+    Square's) and the masking flag (module docstring)."""
+
+    name = "square"
+
+    def __init__(self, norm: str = "linf", eps="8/255", queries: int = 5000, p_init: float = 0.8,
+                 limit: int | None = 1000, seed: int = 0, solver: dict | None = None,
+                 every: int | None = None, masking_gap: float = 0.03):
+        super().__init__(norm, eps, limit, seed, solver, every, masking_gap)
+        if int(queries) != queries or queries < 1:
+            raise ConfigError(f"eval.square.queries must be an integer >= 1, got {queries}")
+        if not 0 < p_init <= 1:
+            raise ConfigError(f"eval.square.p_init must be in (0, 1], got {p_init}")
+        self.queries, self.p_init = int(queries), p_init
+
+    def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
+        chosen, clean = self._prepare(model, batches)
+        if chosen is None:
+            return {}
+        t0 = time.perf_counter()
+        robust = []
+        for (x, y), alive in zip(chosen, clean):
+            with solver_changed(model, self.solver), attack_mode(model):
+                adv = square(model, x, y, eps=self.eps, norm=self.norm, queries=self.queries,
+                             p_init=self.p_init, seed=self.seed)
+            robust.append(alive & self._judge(model, adv, y))
+        n = sum(len(y) for _, y in chosen)
+        dev = clean[0].device
+        return {f"{prefix}/square_clean_acc": torch.stack([c.sum() for c in clean]).sum().float() / n,
+                f"{prefix}/square_{self.norm}_acc": torch.stack([r.sum() for r in robust]).sum().float() / n,
+                f"{prefix}/square_{self.norm}_time_s": torch.tensor(time.perf_counter() - t0, device=dev),
+                f"{prefix}/square_queries": torch.tensor(float(self.queries), device=dev),
+                f"{prefix}/square_n": torch.tensor(float(n), device=dev)}
+
+    def review(self, evaluators: dict, out: dict, prefix: str) -> None:
+        """Beside eval=pgd (same examples, norm and radius): the gap, and the flag past masking_gap."""
+        for ev in evaluators.values():
+            figure = getattr(ev, "pgd_figure", None)
+            key = figure(self.norm, self.eps, self.limit, prefix) if callable(figure) else None
+            if key is None or key not in out:
+                continue
+            gap = out[key] - out[f"{prefix}/square_{self.norm}_acc"]
+            out[f"{prefix}/square_{self.norm}_gap"] = gap
+            if gap.item() > self.masking_gap:
+                raise_flag(out, prefix, f"Square's {self.norm} accuracy is {gap.item():.1%} below PGD's "
+                                        f"(> {self.masking_gap:.0%}) on the same examples", "eval=square")
+            return
