@@ -12,77 +12,6 @@ from hydra.utils import instantiate
 from odex.errors import ConfigError, OdexError
 
 
-# Modules that moved when odex/ came to mirror conf/, old -> new. A run saved before
-# names its parts by the old `_target_`s; odex-eval and resuming read them through `current_targets`.
-MOVED: dict[str, str] = {
-    "odex.ode_block": "odex.ode.block", "odex.solver": "odex.ode.solver",
-    "odex.nfe": "odex.ode.nfe", "odex.grad": "odex.ode.grad",
-    "odex.adaptive_loop": "odex.ode.loops.adaptive", "odex.fixed_grid": "odex.ode.loops.fixed_grid",
-    "odex.host_reads": "odex.ode.loops.host_reads", "odex.precision": "odex.ode.precision",
-    "odex.objectives": "odex.objectives.classification", "odex.lyapunov": "odex.objectives.lyapunov",
-    "odex.evaluate": "odex.evaluate.evaluators", "odex.attacks": "odex.evaluate.attacks",
-    "odex.lipschitz": "odex.evaluate.lipschitz", "odex.grad_check": "odex.evaluate.grad_check",
-    "odex.eval_run": "odex.evaluate.run", "odex.optim": "odex.optim.optimizers",
-    "odex.schedules": "odex.optim.schedules", "odex.trainer": "odex.training.trainer",
-    "odex.checkpoint": "odex.training.checkpoint", "odex.resume": "odex.training.resume",
-    "odex.signals": "odex.training.signals", "odex.train_step": "odex.training.train_step",
-    "odex.cuda_graph": "odex.training.cuda_graph", "odex.fast_paths": "odex.training.fast_paths",
-    "odex.threads": "odex.training.threads", "odex.debug": "odex.training.debug",
-    "odex.cpu_math": "odex.training.cpu_math", "odex.compile_choice": "odex.training.compile_choice",
-    "odex.callbacks": "odex.training.callbacks", "odex.tracking": "odex.tracking.tracker",
-    "odex.wandb_offline": "odex.tracking.wandb_offline", "odex.provenance": "odex.tracking.provenance",
-    "odex.sync": "odex.tracking.sync", "odex.sweep_callbacks": "odex.sweep.callbacks",
-    "odex.process_state": "odex.sweep.process_state", "odex.report": "odex.sweep.report",
-    "odex.report_plots": "odex.sweep.report_plots",
-}
-
-
-# Keys that moved: `trainer.fixed_grid=odex` and `trainer.adaptive_loop=odex` are now the
-# solver's `solver.loop=odex`. On the command line the old key is one line saying so; in a run saved
-# before, `current_config` turns either into solver.loop=odex.
-MOVED_KEYS: dict[str, str] = {"trainer.fixed_grid": "solver.loop", "trainer.adaptive_loop": "solver.loop"}
-
-
-def current_config(node):
-    """A saved run's config (plain dicts, nested or flattened to dotted keys) as odex reads it now:
-    every `_target_` of a moved module renamed (`odex.grad.Direct` -> `odex.ode.grad.Direct`), and
-    the moved keys (MOVED_KEYS) turned into their new one; everything current unchanged."""
-    node = current_targets(node)
-    if not isinstance(node, dict):
-        return node
-    flat = any("." in str(k) for k in node)
-    old = [k for k in MOVED_KEYS if (k in node if flat else k.split(".")[1] in (node.get("trainer") or {}))]
-    if not old:
-        return node
-    node = dict(node)
-    if flat:
-        values = [node.pop(k) for k in old]
-        node.setdefault("solver.loop", "odex" if "odex" in values else "torchdiffeq")
-    else:
-        node["trainer"] = dict(node["trainer"])
-        values = [node["trainer"].pop(k.split(".")[1]) for k in old]
-        node["solver"] = dict(node.get("solver") or {})
-        node["solver"].setdefault("loop", "odex" if "odex" in values else "torchdiffeq")
-    return node
-
-
-def current_targets(node):
-    """`node` (plain dicts and lists, nested or flattened to dotted keys) with every `_target_` that
-    names a class or function of a moved module (`odex.grad.Direct`) renamed to where it lives now
-    (`odex.ode.grad.Direct`); everything else, current targets included, unchanged."""
-    if isinstance(node, list):
-        return [current_targets(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for k, v in node.items():
-        if (k == "_target_" or str(k).endswith("._target_")) and isinstance(v, str):
-            module, _, name = v.rpartition(".")
-            v = f"{MOVED[module]}.{name}" if module in MOVED else v
-        out[k] = current_targets(v)
-    return out
-
-
 def config_dir() -> str:
     """conf/ of the source tree, or the copy shipped inside the installed package (odex/conf)."""
     here = Path(__file__).resolve().parent
@@ -651,9 +580,6 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
     value = text.split("=", 1)[1] if "=" in text else ""
     groups = _groups()
     hydra_msg = " ".join(str(error).split())
-    if bare in MOVED_KEYS:
-        return ConfigError(f"{bare}={value}: moved: the loop is the solver's choice now, {MOVED_KEYS[bare]}="
-                           f"{'odex' if value == 'odex' else 'torchdiffeq|odex'}")
     if bare.startswith("hydra"):
         return ConfigError(f"{text}: {hydra_msg}")
     if "@" not in bare and "." not in bare and "/" not in bare:
@@ -919,27 +845,6 @@ def check_composed(config_name: str, overrides: list[str], *, validate_too: bool
     return cfg
 
 
-def protect_existing_run(cfg, argv: list[str]) -> list[str]:
-    """A run into a folder that holds an earlier run (hydra.run.dir=<that folder>): Hydra would
-    rewrite its .hydra/ record and append to its log before odex could check anything. Ask Hydra
-    not to; odex.train writes both once the checks passed (and the earlier attempt is continued or
-    moved aside)."""
-    import os
-
-    from omegaconf import OmegaConf
-
-    try:
-        run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
-    except Exception:  # noqa: BLE001 -- ${now:} and friends: a new folder anyway
-        return argv
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return argv
-    extra = ["hydra.output_subdir=null"]
-    if OmegaConf.select(cfg, "hydra.job_logging.handlers.file") is not None:
-        extra.append(f"hydra.job_logging.handlers.file.filename={os.devnull}")
-    return [*argv, *extra]
-
-
 def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
     """The jobs of a basic-sweeper multirun (the cartesian product of the sweep overrides), or None
     for another sweeper."""
@@ -1012,7 +917,7 @@ def preflight(argv: list[str]) -> list[str]:
                 if args.cfg is None:
                     check_hydra(cfg, multirun=False)
                     check_environment(cfg)
-                return protect_existing_run(cfg, argv) if args.cfg is None else argv
+                return argv
         # a multirun: every job must compose (Hydra would stop the whole sweep at the first that
         # does not); the jobs' values are validated per job, each failing alone (recorded in its
         # folder, the sweep goes on), unless no job at all is valid: then nothing is started.

@@ -195,7 +195,7 @@ def _status(e: BaseException) -> str:
     return f"failed: {type(e).__name__}: {e}"
 
 
-# what odex.config.protect_existing_run adds for a rerun into an existing folder: not the user's
+# what odex.training.run_record.claim adds (Hydra's record and log file, written by odex): not the user's
 _ODEX_ADDED = ("hydra.output_subdir=", "hydra.job_logging.handlers.file.filename=")
 
 

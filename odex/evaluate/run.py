@@ -110,7 +110,7 @@ def check_inputs(ckpt_path: str | Path, overrides: list[str], out_dir: str | Pat
     `ConfigError` (one line, exit 2)."""
     from omegaconf import OmegaConf
 
-    from odex.config import check_output_folder, current_config, validate
+    from odex.config import check_output_folder, validate
     from odex.errors import ChangedFile
     from odex.training.checksum import verify
 
@@ -133,7 +133,7 @@ def check_inputs(ckpt_path: str | Path, overrides: list[str], out_dir: str | Pat
     except Exception as e:  # noqa: BLE001 -- YAML or I/O errors of a damaged record
         raise ConfigError(f"ckpt_path={ckpt_path}: its run's {config_path} cannot be read "
                           f"({type(e).__name__})") from None
-    cfg = apply_overrides(OmegaConf.create(current_config(saved)), overrides)
+    cfg = apply_overrides(OmegaConf.create(saved), overrides)
     validate(cfg, run_choices(config_path, overrides))    # the same checks as odex-train, before any build
     if "init_from" in cfg.trainer:        # the weights are the checkpoint's
         cfg.trainer.init_from = None

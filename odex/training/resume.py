@@ -170,9 +170,6 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
     if path.exists():
         state = _load_checkpoint(path)
         saved = state.get("config")
-        if saved is not None:               # a run saved before a module moved names its old one
-            from odex.config import current_config
-            saved = current_config(saved)
         if saved is not None and saved != fingerprint(config):
             raise ConfigError(
                 f"{run_dir} holds a run with another configuration ({_differences(saved, fingerprint(config))}); "
@@ -229,14 +226,6 @@ def commit(run_dir: str | Path, previous: Previous) -> None:
     if previous.earlier:
         dest = move_aside(run_dir)
         log.warning("%s held an earlier attempt: moved to %s; starting afresh", run_dir, dest)
-
-
-def prepare(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: int) -> Previous:
-    """`inspect` then `commit` (for callers that have nothing to check in between)."""
-    previous = inspect(run_dir, mode, config, max_epochs)
-    if previous.completed is None:
-        commit(run_dir, previous)
-    return previous
 
 
 # ---------------------------------------------------------------------------------------------
