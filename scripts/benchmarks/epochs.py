@@ -1,41 +1,19 @@
-"""CPU benchmark: `odex-train` against a plain torchdiffeq training script of the same
-model and data, per epoch, one thread, in alternating separate processes.
+"""CPU benchmark: `odex-train` against a plain torchdiffeq training script of the same model and
+data, per epoch, one thread, one process per path and round, side by side (ABBA).
 
     python scripts/bench.py epochs --out docs/bench/cpu-epochs            # about 10 minutes on 2 cores
     python scripts/bench.py epochs --cases mlp-direct --rounds 1 --epochs 2 # a quick look
 
-Cases (dopri5, rtol = atol = 1e-3, Adam lr 1e-3, seed 0):
-- conv-direct, conv-adjoint: the GQ paper's MNIST network (model=gq_image, width 50), batch 64, on
-  the MNIST t10k split (dataset=mnist_t10k: --mnist-root holding MNIST/raw/t10k-*; without it,
-  synthetic MNIST-shaped digits, a class template plus noise, written to a temporary folder),
-  the first --conv-train training images, --conv-test test images;
-- mlp-direct, mlp-adjoint: nested spheres in 2-D augmented to 5 dimensions, the field
-  5-64-64-5 softplus (model=augmented augment_dim=3 hidden=64 activation=softplus
-  time_dependent=false), batch 256, 2,000 training points.
-
-For every case and round, one process per path, the order alternating between rounds (ABBA), so
-drift in a shared machine's speed hits both alike:
-- plain: `scripts/bench.py plain` (benchmarks/plain.py: torchdiffeq.odeint / odeint_adjoint, in-memory batches),
-  on the very tensors odex's dataset config yields, from odex's initial weights and in odex's
-  batch order (exported by this script beforehand; odex-train reads the same weights with
-  trainer.init_from), so both paths train the same model: the table's last train loss agrees to
-  the last bit;
-- odex (and each --odex-variant: extra odex-train overrides, default `trainer.compile=auto`):
-  `odex-train` itself (odex.train.main, Hydra), logger=none, progress off; its per-epoch times are
-  the trainer's `time/epoch_s` (the training loop, evaluation excluded), as the plain script's are.
-With --odex-unmapped, also odex-train without its start-up mapping of torch's kernel constants
-(odex/training/cpu_math.py): the control that shows what the mapping changes, and that it changes
-no result; with --plain-warm-up, also the plain script after the reported one-line fix (a float32
-pow). Every process first records the float32 log1p state (median us of torch.log1p on 256x64
-before anything else ran: about 14 us mapped, 140 us in the slow state; odex-train then maps the
-constants inside the process) and again at its end, then its per-epoch times, test
-accuracy, NFE, and for odex the compile decision of trainer.compile=auto. Per case and path: the
-median of the per-epoch times over rounds (wall clock, and the process's CPU seconds, which
-another user's load on a shared machine disturbs much less), leaving out each process's first epoch (one-time
-allocator and autograd set-up, and a compile), the ratio to plain, the median process wall time
-(start-up, a compile and evaluation included), the test accuracy of each process.
-
-Writes <out>.json and <out>.md. Environment: OMP_NUM_THREADS=MKL_NUM_THREADS=1 in every process.
+Cases (dopri5 1e-3, Adam lr 1e-3, seed 0): conv-* is model=gq_image width 50, batch 64, on MNIST
+t10k (--mnist-root; else synthetic MNIST-shaped digits); mlp-* the augmented 5-64-64-5 softplus
+field on nested spheres, batch 256. Paths: `plain` (`scripts/bench.py plain`) on the tensors,
+initial weights and batch order odex-train uses (exported here; odex-train reads the weights with
+trainer.init_from), so both train the same model to the last bit; each --odex-variants entry
+(odex-train itself, `time/epoch_s`); with --odex-unmapped odex-train without its mapping of the
+kernel constants (the control), with --plain-warm-up the plain script after the one-line pow fix.
+Every process records the float32 log1p state at start and end. Per case and path: median wall and
+CPU seconds per epoch (each process's first epoch left out), the ratio to plain, process time,
+NFE, test predictions, last train loss, the compile=auto decision. Details: docs/benchmarks.md.
 """
 from __future__ import annotations
 

@@ -1,43 +1,20 @@
 """Training-iteration speed of odex against plain torchdiffeq fed by a DataLoader, side by side.
 
-For every model, drift width, batch size, gradient method and solver given on the command line,
-the same network (same initial weights) is trained for the same number of iterations along two
-paths, in this one process, in interleaved rounds:
-
-- reference: the ODE block as a torchdiffeq user writes it (torchdiffeq.odeint for direct and
-  anode, odeint_adjoint for adjoint and gq, odeint_adjoint with the seminorm for seminorm), batches
-  from a torch DataLoader over a CPU TensorDataset moved to the device per batch, eager float32;
-- odex: the model as odex-train builds it (ODE block -> odex.odeint -> the gradient method), batches
-  from odex's device-resident `Batches`, the objective and the trainer's per-step arithmetic, and
-  each variant asked for: the trainer's fast paths (--precision, --compile, --channels-last,
-  --cuda-graph; odex/training/fast_paths.py) and the solver's loop (--loop: solver.loop, torchdiffeq's
-  stepping or odex's, odex/ode/loops/), stepping through the trainer's own TrainStep /
-  GraphedTrainStep (odex/training/train_step.py, odex/training/cuda_graph.py).
-
-Per path: median ms per training iteration (data, forward, cross-entropy, backward, Adam step),
-timed between consecutive iterations with CUDA events on a GPU (perf_counter on the CPU) after
-warm-up; forward and backward NFE per iteration; host reads of tensor values per iteration (each a
-host-device sync on a GPU; counted with odex.ode.loops.host_reads.HostReads); median ms of one vector-field evaluation (forward,
-no grad); peak GPU memory of one iteration above what the models hold; images/s; and achieved
-TFLOP/s: the FLOPs of one vector-field call and of its vector-Jacobian product, counted with
-torch.utils.flop_counter.FlopCounterMode, times the evaluations (direct: forward NFE x (call +
-VJP); adjoint-type: forward NFE x call + backward NFE x (call + VJP)); the encoder and readout are
-left out. Every odex figure carries its ratio to the reference's. Adam runs with lr 0 (the same
-arithmetic, weights unchanged), so an adaptive solver's NFE stays that of the initial weights on
-both paths and the rounds are comparable.
+Per model, width, batch, gradient method and solver, the same network from the same weights trains
+along two paths in this process, timed side by side: the reference (common.PlainODEBlock,
+batches from a DataLoader moved to the device per batch, eager float32) and odex as odex-train
+builds it (device-resident `Batches`, the trainer's TrainStep / GraphedTrainStep) in each variant
+asked for: the trainer's fast paths (--precision, --compile, --channels-last, --cuda-graph) and
+the solver's loop (--loop). Per path: median ms per iteration and per field evaluation, NFE, host
+reads (odex.ode.loops.host_reads.HostReads), peak GPU memory, images/s and TFLOP/s (FlopCounterMode
+on one field call and its VJP, times the evaluations), each with its ratio to the reference.
+Adam runs at lr 0 so an adaptive solver's NFE stays that of the initial weights on both paths.
+The model: model=gq_image (or --models, width key --width-key) on random MNIST-shaped images.
+What the figures mean: docs/benchmarks.md.
 
     python scripts/bench.py iteration --device cuda --widths 50 500 --batches 16 128 \\
-        --grads direct adjoint seminorm gq --solvers dopri5 rk4:10 --precision fp32 bf16 \\
-        --out docs/bench-h100
+        --grads direct adjoint seminorm gq --solvers dopri5 rk4:10 --precision fp32 bf16 --out docs/bench/h100
     python scripts/bench.py iteration --device cpu --widths 8 --batches 4 --iters 2 --rounds 1 --warmup 1
-
-Writes <out>.json (every row and the run's settings) and <out>.md (a Markdown table); prints the
-table. Only ratios from one run mean much: absolute GPU times move between machines.
-
-The model is the GQ paper's MNIST network (model=gq_image, odex/models/gq_image.py: encoder to a
-10x11x11 state, drift three 3x3 convs 10 -> w -> w -> 10 with softplus, MLP readout) on random
-MNIST-shaped images, built from its config. Any other model config works with --models, its width
-key given by --width-key (default: `width`, else `hidden`).
 """
 from __future__ import annotations
 
@@ -45,6 +22,7 @@ import argparse
 import copy
 import sys
 from dataclasses import astuple, dataclass, replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -269,8 +247,8 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
         for p in paths:
             for _ in range(3):
                 _field_call(p)(t0, y0)
-        eval_ms = side_by_side(paths, args.rounds,
-                               lambda p: timed_ms(lambda: _field_call(p)(t0, y0), args.eval_calls, device))
+        eval_ms = side_by_side(paths, args.rounds,      # the call looked up before the clock starts
+                               lambda p: timed_ms(partial(_field_call(p), t0, y0), args.eval_calls, device))
 
     peak = {}
     for p in paths:

@@ -1,32 +1,16 @@
-"""The baseline of `scripts/bench.py epochs`: a plain torchdiffeq training script, as a competent user
-writes it without odex, for the two networks the CPU benchmark compares.
+"""The baseline of `scripts/bench.py epochs`: a plain torchdiffeq training script, as a careful
+user writes it without odex (torch, torchdiffeq and the tool's reference block only).
 
     python scripts/bench.py plain --data DATA.pt --model conv --grad direct --epochs 3 --out R.json
 
-- conv: the GQ paper's MNIST network (Norcliffe & Deisenroth 2023; odex's model=gq_image):
-  normalise -> BN -> ReLU -> conv3x3 (1 -> 10) -> maxpool 2 -> ReLU -> conv3x3 (10 -> 10), an
-  autonomous drift conv3x3(softplus(conv3x3(softplus(conv3x3(h))))) 10 -> w -> w -> 10, readout
-  Linear(1210 -> 50) -> ReLU -> Linear(50 -> 10);
-- mlp: a small MLP field on vector data (odex's model=augmented on dataset=spheres with
-  augment_dim 3, hidden 64, softplus, time_dependent false): the 2-D point padded with 3 zeros,
-  f(h) = W3 softplus(W2 softplus(W1 h)) (5-64-64-5), readout Linear(5 -> classes).
-
-The ODE block is the tool's reference block (benchmarks/common.py: `torchdiffeq.odeint` (direct)
-or `odeint_adjoint` (adjoint) called directly) with dopri5 at rtol = atol = --tol on [0, 1]; Adam at lr 1e-3; batches sliced from in-memory tensors with a fresh
-`torch.randperm` per epoch (a DataLoader over a TensorDataset would index and collate every sample,
-which on the MLP's 256-point batches costs a few ms per batch: not what a careful user writes for
-data already in memory); loss cross-entropy. The data (train/test tensors, the normalisation
-constants, the evaluation batch size) and the initial weights come from the file the benchmark
-writes: the same examples and weights odex-train starts from, and the permutation is drawn from a
-generator seeded as odex-train's, so with the same arithmetic both train the same model, to the
-last test image. NFE are counted with Python ints in the field's wrapper (common.HostCounted).
-
-Writes JSON: seconds of each epoch's training loop, test accuracy (and the number of correct test
-examples), forward/backward NFE per batch, and the float32 log1p state of the process (median us of
-torch.log1p on 256x64 at start and end; --warm-up first runs the one-line fix the slow state's
-report found, a float32 torch.pow on a vector, which maps the page of log1p's constants as a side
-effect: what a torchdiffeq user who knows of it can do; odex maps them all,
-odex/training/cpu_math.py).
+- conv: the GQ paper's MNIST network (odex's model=gq_image), drift 10 -> w -> w -> 10 3x3 convs;
+- mlp: odex's model=augmented on dataset=spheres (augment 3, 5-64-64-5 softplus, autonomous).
+The ODE block is common.PlainODEBlock (odeint / odeint_adjoint, dopri5, rtol = atol = --tol on
+[0, 1]); Adam lr 1e-3; batches sliced from in-memory tensors by one randperm per epoch, drawn from a
+generator seeded as odex-train's (a DataLoader would collate every sample: not what a careful user
+writes for data in memory); data and initial weights from the file `epochs` exports. Writes JSON:
+seconds (wall and CPU) per epoch, test accuracy, NFE per batch, the float32 log1p state at start
+and end (--warm-up first runs the one-line fix, a float32 pow).
 """
 from __future__ import annotations
 
