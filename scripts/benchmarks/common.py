@@ -167,9 +167,14 @@ class PlainODEBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # The writer
 
-def command(subcommand: str, argv) -> str:
+def command(subcommand: str, argv=None) -> str:
     """The command line that reproduces a run (printed above its table and written with it)."""
-    return " ".join(["python scripts/bench.py", subcommand, *map(shlex.quote, argv)])
+    return " ".join(["python scripts/bench.py", subcommand, *map(shlex.quote, sys.argv[2:] if argv is None else argv)])
+
+
+def metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of an odex run's metrics.jsonl (one per epoch, then the final evaluation)."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def environment(device: torch.device | str = "cpu", **extra) -> dict:

@@ -12,16 +12,13 @@ GPU memory and the parameter count. Extra Hydra overrides go after `--`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import tempfile
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-from benchmarks.common import command, report, table
+from benchmarks.common import command, metrics, report, table
 from odex.config import build, config_dir
 from odex.data.bundle import make_bundle
 from odex.evaluate.evaluators import CleanAccuracy
@@ -65,7 +62,7 @@ def main(argv=None) -> dict:
         trainer.fit(model=model, data=data, objective=build(cfg.objective), optimizer=optimizer,
                     schedule=schedule, evaluators={"clean": CleanAccuracy()}, tracker=tracker,
                     run_dir=run_dir, generator=torch.Generator(device=trainer.device).manual_seed(0))
-        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+        rows = metrics(run_dir)
     timed = rows[1:] or rows
     epoch_s = sum(r["time/epoch_s"] for r in timed) / len(timed)
     result = {
@@ -76,6 +73,6 @@ def main(argv=None) -> dict:
         "peak_mem_mb": rows[-1].get("mem/peak_mb"), "params": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
     }
-    report(command("cpl-epoch", sys.argv[2:] if argv is None else argv),
+    report(command("cpl-epoch", argv),
            table(list(result), [[str(v) for v in result.values()]]), args.out, result)
     return result

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from benchmarks.common import bench_command, command, report, run_child, table, us_per_call
 STATES = ("fresh", "pow", "mapped")
@@ -81,7 +80,7 @@ def main(argv=None) -> dict:
                 us.setdefault(name, {}).setdefault(dtype, {})[state] = run_child(
                     bench_command("cpu-math", "--child", name, state, dtype), env)
     import torch
-    cmd = command("cpu-math", sys.argv[2:] if argv is None else argv)
+    cmd = command("cpu-math", argv)
     meta = {"command": cmd, "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "kernel": os.uname().release}
     header = ["function", *(f"{d} {s}" for d in args.dtypes for s in STATES)]

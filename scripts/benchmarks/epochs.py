@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import (bench_command, command, environment, log1p_us, median, minor_faults, report,
+from benchmarks.common import (bench_command, command, environment, log1p_us, median, metrics, minor_faults, report,
                                run_child, side_by_side, table)
 
 CASES = {
@@ -139,7 +139,7 @@ def child_odex(args) -> None:
         if e.code not in (0, None):
             raise
     state["log1p_us_end"] = log1p_us()
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = metrics(run_dir)
     rows = [r for r in rows if "time/epoch_s" in r]
     summary = json.loads((run_dir / "summary.json").read_text())
     acc = rows[-1].get("test/acc")
@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
         mnist_root = str(tmp / "synthetic")
         synthetic_mnist(Path(mnist_root))
     import torch
-    cmd = command("epochs", sys.argv[2:] if argv is None else argv)
+    cmd = command("epochs", argv)
     meta = environment("cpu", command=cmd, cpu_capability=torch.backends.cpu.get_cpu_capability(),
                        machine=f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process")
     meta["data"] = "; ".join(

@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
     device = resolve_device(args.device, args.threads, tf32=not args.no_tf32)
     method, steps = args.anode.split("x")
     args.anode_solver = Solver(method=method, steps=int(steps))
-    cmd = command("grad", sys.argv[2:] if argv is None else argv)
+    cmd = command("grad", argv)
     meta = environment(device, command=cmd, iters=args.iters, warmup=args.warmup,
                        tf32=device.type == "cuda" and not args.no_tf32)
     rows = []

@@ -63,5 +63,5 @@ def main(argv=None) -> list:
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     header = ["run", "activation", "method", "rel_err (run's tol, fp32)", "cosine",
               f"rel_err (tol {args.tight:g}, fp64)", "cosine"]
-    report(command("grad-fidelity", sys.argv[2:] if argv is None else argv), table(header, rows), args.out)
+    report(command("grad-fidelity", argv), table(header, rows), args.out)
     return rows

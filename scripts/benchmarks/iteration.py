@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     device = resolve_device(args.device, args.threads, args.tf32)
-    cmd = command("iteration", sys.argv[2:] if argv is None else argv)
+    cmd = command("iteration", argv)
     meta = environment(device, command=cmd, tf32=bool(args.tf32 and device.type == "cuda"),
                        iters=args.iters, rounds=args.rounds, warmup=args.warmup)
     rows = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import torch
@@ -50,6 +49,6 @@ def main(argv=None) -> list:
         model.load_state_dict(state["model"])
         out = ev(model, Batches(data.test, 100))
         rows.append([run.name, *(f"{out[k].item():.4g}" for k in KEYS)])
-    report(command("pgd-masking", sys.argv[2:] if argv is None else argv),
+    report(command("pgd-masking", argv),
            table(["run", *(k.removeprefix("test/") for k in KEYS)], rows), args.out)
     return rows

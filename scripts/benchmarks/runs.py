@@ -4,9 +4,9 @@ the GPU session's summaries, LyaNet against backprop.
     python scripts/bench.py runs outputs/multirun/<date>/<time>   (a sweep folder, or run folders)
     python scripts/bench.py runs RUN... --keys status test/acc test/pgd_linf_acc time/total_s
 
-One row per run (sweep jobs in numeric order): a label from its overrides (model=, grad=,
-experiment=, trainer.seed=; else the folder's name) and each key of its summary.json (default: the
-parameter count, final training loss, test accuracy, forward and backward NFE per batch).
+One row per run (sweep jobs in numeric order): a label, the overrides in which the runs differ
+(else the folder's name), and each key of its summary.json (default: the status, parameter count,
+final training loss, test accuracy, forward and backward NFE per batch, epochs).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 from benchmarks.common import command, report, table
 
 KEYS = ["status", "params", "train/loss", "test/acc", "nfe/forward", "nfe/backward", "epoch"]
-LABEL = ("model=", "grad=", "experiment=", "trainer.seed=")
 
 
 def runs(paths: list[str]) -> list[Path]:
@@ -35,11 +34,13 @@ def _natural(path: Path) -> list[tuple[int, int | str]]:
     return [(0, int(part)) if part.isdigit() else (1, part) for part in path.parts]
 
 
-def row(run: Path, keys: list[str]) -> list[str]:
+def overrides(run: Path) -> list[str]:
+    path = run / ".hydra" / "overrides.yaml"
+    return list(OmegaConf.load(path)) if path.exists() else []
+
+
+def row(run: Path, label: str, keys: list[str]) -> list[str]:
     summary = json.loads((run / "summary.json").read_text())
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
-    label = " ".join(o for o in overrides if o.startswith(LABEL)) or run.name
     return [label, *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in map(summary.get, keys))]
 
 
@@ -49,8 +50,11 @@ def main(argv=None) -> list:
     ap.add_argument("--keys", nargs="+", default=KEYS, help="summary.json keys, one column each")
     ap.add_argument("--out", default=None, help="writes <out>.md")
     args = ap.parse_args(argv)
-    rows = [row(r, args.keys) for r in runs(args.paths)]
-    if not rows:
+    found = runs(args.paths)
+    if not found:
         sys.exit("no summary.json under the given folders")
-    report(command("runs", sys.argv[2:] if argv is None else argv), table(["run", *args.keys], rows), args.out)
+    given = {r: overrides(r) for r in found}
+    shared = set.intersection(*(set(o) for o in given.values()))
+    rows = [row(r, " ".join(o for o in given[r] if o not in shared) or r.name, args.keys) for r in found]
+    report(command("runs", argv), table(["run", *args.keys], rows), args.out)
     return rows

@@ -119,5 +119,5 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(run_sweep(name, args.root, args.grid, args.extra))
         print(markdown(results), file=sys.stderr, flush=True)
     result = {"grid": args.grid, "extra": args.extra, "order": args.order, "results": results}
-    report(command("sweep-health", sys.argv[2:] if argv is None else argv), markdown(results), args.out, result)
+    report(command("sweep-health", argv), markdown(results), args.out, result)
     return result

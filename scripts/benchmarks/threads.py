@@ -19,14 +19,13 @@ of a shared machine: other jobs, a compile, a second training run).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import command, median, report, side_by_side, table
+from benchmarks.common import command, median, metrics, report, side_by_side, table
 
 ODEX_TRAIN = ["-m", "odex.train"]
 # torch (and its OpenMP) loaded before odex's entry point can choose the wait policy
@@ -47,7 +46,7 @@ def epoch_seconds(variant: str, overrides: list[str], folder: Path) -> float:
     cmd = [sys.executable, *entry, f"hydra.run.dir={run}", "logger=none",
            "trainer.max_epochs=1", "trainer.progress=false", *extra, *overrides]
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(run)
     return rows[-1]["time/epoch_s"]
 
 
@@ -79,7 +78,7 @@ def main(argv=None) -> dict:
     rows = [[load, *(f"{median(t):.2f} s ({median(t) / median(times['1']):.2f})" for t in times.values())]
             for load, times in results.items()]
     meta = {"rounds": args.rounds, "busy": args.busy, "overrides": args.overrides, "cpus": os.cpu_count()}
-    report(command("threads", sys.argv[2:] if argv is None else argv),
+    report(command("threads", argv),
            f"Median s per epoch (ratio to threads=1 under the same load), {args.rounds} alternating rounds, "
            "fresh process per cell.\n\n" + table(["load", *(f"threads={v}" for v in VARIANTS)], rows),
            args.out, {"meta": meta, "seconds": results})
