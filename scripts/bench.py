@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "grad-fidelity": ("grad_fidelity", "every gradient method's grad/rel_err on trained runs"),
     "cpl-epoch": ("cpl_epoch", "epoch time of experiment=cpl_cifar10 on CIFAR-shaped random data"),
     "threads": ("threads", "trainer.threads=auto against threads=1, idle and beside busy processes"),
-    "sweep-health": ("sweep_health", "a grid with run health and pruning off and on"),
+    "sweeps": ("sweeps", "one sweep grid under several settings (health off/on, sequential/joblib)"),
     "lock": ("lock", "how soon a second odex-train on a folder in use stops"),
     "pgd-masking": ("pgd_masking", "eval=pgd with both losses and the masking checks on trained runs"),
     "runs": ("runs", "a table of finished runs' summary.json (the momentum papers' comparison)"),
