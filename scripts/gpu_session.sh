@@ -7,10 +7,10 @@
 #
 #   part      issue  what                                                           about
 #   tests     3,8    pytest -m gpu (CUDA graphs vs eager, no host sync, bf16, ...)  2 min
-#   speed     8      scripts/bench.py, batch 16 and 128, every grad/solver/path      8 min
-#   grad      3      scripts/bench_grad.py: gq against odex and torchdiffeq adjoint  5 min
+#   speed     8      bench.py iteration, batch 16 and 128, every grad/solver/path   8 min
+#   grad      3      bench.py grad: gq against odex and torchdiffeq adjoint         5 min
 #   mnist     2,8    3 epochs on real MNIST 8,000/2,000: fp32, bf16, rk4, rk4+graph  4 min
-#   compile   8      scripts/bench.py with torch.compile (inductor) variants          8 min
+#   compile   8      bench.py iteration with torch.compile (inductor) variants      8 min
 #   momentum  4      the five momentum/first-order models, 10 epochs, and the table    8 min
 #   cpl       5      one cpl_cifar10 size S epoch on random CIFAR-shaped images        3 min
 #   lyanet    6      LyaNet against backprop on real MNIST, 10 epochs                  6 min
@@ -48,18 +48,9 @@ train() {  # run folder, overrides...: one odex-train run with its log beside it
     "${small[@]}" "$@" > "$dir.log" 2>&1 || echo "failed: $dir (see $dir.log)"
 }
 
-summary() {  # run folders...: one line each from summary.json
-  "$py" - "$@" <<'EOF'
-import json, sys
-from pathlib import Path
-keys = ["status", "test/acc", "train/loss", "nfe/forward", "nfe/backward", "time/epoch_s", "time/total_s",
-        "mem/peak_mb", "cuda_graph/captures", "test/pgd_linf_acc"]
-for d in sys.argv[1:]:
-    f = Path(d) / "summary.json"
-    s = json.loads(f.read_text()) if f.exists() else {"status": "no summary.json"}
-    print(Path(d).name, " ".join(f"{k}={s[k]:.4g}" if isinstance(s.get(k), float) else f"{k}={s[k]}"
-                                 for k in keys if k in s))
-EOF
+summary() {  # run folders...: a table row each from summary.json
+  "$py" scripts/bench.py runs "$@" --keys status test/acc train/loss nfe/forward nfe/backward time/epoch_s \
+    time/total_s mem/peak_mb cuda_graph/captures test/pgd_linf_acc
 }
 
 case $part in
@@ -67,25 +58,25 @@ case $part in
     "$py" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$out/gpu_tests.txt" | tail -n 30
     ;;
   speed)    # every "Done when" ratio comes from these two runs
-    "$py" scripts/bench.py --device "$device" --widths 50 500 --batches 16 \
+    "$py" scripts/bench.py iteration --device "$device" --widths 50 500 --batches 16 \
       --grads direct adjoint seminorm gq --solvers dopri5 rk4:10 --precision fp32 bf16 \
       --loop torchdiffeq odex --cuda-graph "${bench_size[@]}" \
       --out "$out/bench_b16" > "$out/bench_b16.log" 2>&1
     tail -n 80 "$out/bench_b16.log"
-    "$py" scripts/bench.py --device "$device" --widths 500 --batches 128 --grads direct \
+    "$py" scripts/bench.py iteration --device "$device" --widths 500 --batches 128 --grads direct \
       --solvers rk4:10 dopri5 --precision fp32 bf16 --loop odex --cuda-graph \
       "${bench_size[@]}" \
       --out "$out/bench_b128" > "$out/bench_b128.log" 2>&1
     tail -n 12 "$out/bench_b128.log"
     ;;
   compile)  # does inductor pay, with and without a graph
-    "$py" scripts/bench.py --device "$device" --widths 50 500 --batches 16 --grads direct adjoint \
+    "$py" scripts/bench.py iteration --device "$device" --widths 50 500 --batches 16 --grads direct adjoint \
       --solvers dopri5 rk4:10 --compile none inductor --loop odex --cuda-graph "${bench_size[@]}" \
       --out "$out/bench_compile" > "$out/bench_compile.log" 2>&1
     tail -n 40 "$out/bench_compile.log"
     ;;
   grad)     # gq <= 0.9x odex adjoint time, <= 0.5x its memory, <= 0.85x torchdiffeq adjoint
-    "$py" scripts/bench_grad.py --device "$device" --widths 50 500 --batches 16 128 --tols 1e-3 1e-5 \
+    "$py" scripts/bench.py grad --device "$device" --widths 50 500 --batches 16 128 --tols 1e-3 1e-5 \
       "${grad_size[@]}" --out "$out/bench_grad" > "$out/bench_grad.log" 2>&1
     tail -n 40 "$out/bench_grad.log"
     ;;
@@ -103,11 +94,11 @@ case $part in
       "dataset.root=$mnist" model=pixel_node,pixel_augmented,heavy_ball,ghbnode,adam_node \
       "trainer.max_epochs=${epochs:-10}" "trainer.device=$device" logger=none trainer.progress=false \
       ${quick:+model.preset=tiny} "${small[@]}" > "$out/momentum.log" 2>&1 || echo "failed: see $out/momentum.log"
-    "$py" scripts/momentum_table.py "$out/momentum" | tee "$out/momentum_table.md"
+    "$py" scripts/bench.py runs "$out/momentum" | tee "$out/momentum_table.md"
     ;;
   cpl)      # epoch time of cpl_cifar10 size S (random CIFAR-shaped images)
     if [ -n "$quick" ]; then args=(--size tiny --epochs 1 --train 512); else args=(--size S --epochs 2); fi
-    "$py" scripts/bench_cpl_epoch.py --device "$device" "${args[@]}" 2>&1 | tee "$out/cpl_epoch.txt" | tail -n 20
+    "$py" scripts/bench.py cpl-epoch --device "$device" "${args[@]}" 2>&1 | tee "$out/cpl_epoch.txt" | tail -n 20
     ;;
   lyanet)   # LyaNet vs backprop (clean, PGD, NFE) on real MNIST
     # (no QUICK form: a LyaNet trained on a few hundred images has stiff inference dynamics, tens

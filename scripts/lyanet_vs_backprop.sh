@@ -22,14 +22,5 @@ for exp in lyanet_fmnist backprop_fmnist; do
     "trainer.max_epochs=$epochs" "schedule.scheduler.step_size=$half" "callbacks.swa.after_epoch=$half" \
     logger=none trainer.progress=false "$@"
 done
-"$python" - "$out" <<'EOF'
-import json, sys
-from pathlib import Path
-keys = ["status", "test/acc", "test/pgd_linf_acc", "test/nfe", "test/dynamics_nfe", "test/lyapunov_decay",
-        "best/epoch", "best/test/acc", "time/total_s"]
-rows = {e: json.loads((Path(sys.argv[1]) / e / "summary.json").read_text()) for e in ("lyanet_fmnist", "backprop_fmnist")}
-print(f"{'':22}" + "".join(f"{e:>18}" for e in rows))
-for k in keys:
-    cells = [rows[e].get(k, "-") for e in rows]
-    print(f"{k:22}" + "".join(f"{c:>18.4g}" if isinstance(c, float) else f"{str(c):>18}" for c in cells))
-EOF
+"$python" "$(dirname "$0")/bench.py" runs "$out/lyanet_fmnist" "$out/backprop_fmnist" --keys status test/acc \
+  test/pgd_linf_acc test/nfe test/dynamics_nfe test/lyapunov_decay best/epoch best/test/acc time/total_s

@@ -1,9 +1,11 @@
-"""scripts/bench.py at toy sizes: every figure and ratio is in the JSON and the Markdown, the
-counts agree with the solver's arithmetic, and the FLOPs with the drift's hand-counted ones."""
+"""`scripts/bench.py iteration` and `grad` at toy sizes: every figure and ratio is in the JSON and
+the Markdown, the counts agree with the solver's arithmetic, and the FLOPs with the drift's
+hand-counted ones."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
+import subprocess
 import sys
 
 import pytest
@@ -13,13 +15,16 @@ from conftest import REPO
 from odex.ode.grad import METHODS
 
 
+def subcommand(name: str):
+    """scripts/benchmarks/<name>.py, the module behind `scripts/bench.py <name>`."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    return importlib.import_module(f"benchmarks.{name}")
+
+
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("odex_bench", REPO / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return subcommand("iteration")
 
 
 KEYS = {"model", "width", "batch", "grad", "solver", "path", "label", "precision", "compile",
@@ -64,7 +69,7 @@ def test_bench_smoke_run(bench, tmp_path):
     # three 3x3 convs 10 -> w -> w -> 10 on an 11x11 state: 2 * 9 * (10w + w^2 + 10w) * 121 per image
     assert rows[0]["flops_call"] == 2 * 9 * (10 * w + w * w + w * 10) * 121 * b
     md = (tmp_path / "bench.md").read_text()
-    assert md.startswith("`python scripts/bench.py") and "| odex bf16 |" in md and "x ref" in md
+    assert md.startswith("`python scripts/bench.py iteration --device cpu") and "| odex bf16 |" in md and "x ref" in md
 
 
 def test_cuda_graph_variants_are_skipped_off_cuda(bench, tmp_path):
@@ -101,9 +106,7 @@ def test_cuda_graph_variants_need_a_fixed_step_solver_on_odex_loop_and_grad_dire
 
 
 def test_bench_grad_smoke_run_and_its_cpu_memory_stand_in(tmp_path):
-    spec = importlib.util.spec_from_file_location("odex_bench_grad", REPO / "scripts" / "bench_grad.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = subcommand("grad")
     import torch
 
     # three 1 MiB tensors alive at once, then two freed: the peak is 3 MiB
@@ -127,3 +130,10 @@ def test_bench_grad_smoke_run_and_its_cpu_memory_stand_in(tmp_path):
     assert rows["direct"]["nfe_backward"] == 0 and rows["gq"]["nfe_backward"] > 0
     assert rows["direct"]["peak_mb"] > rows["adjoint"]["peak_mb"]       # direct keeps every stage
     assert "x adjoint memory" in (tmp_path / "grad.md").read_text()
+
+
+def test_the_tool_lists_its_subcommands_and_refuses_an_unknown_one():
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and all(f"  {name} " in out.stdout for name in ("iteration", "epochs", "grad", "threads"))
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "subcommands:" in bad.stderr

@@ -1,9 +1,9 @@
-"""scripts/bench_cpu.py compares like with like: the plain torchdiffeq script's networks have the
+"""`scripts/bench.py epochs` compares like with like: the plain torchdiffeq script's networks have the
 parameters of odex's configs (same shapes, same order), its synthetic MNIST files are what odex's
 mnist_t10k reader reads, and the plain script trains and reports. No timings are checked."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 
@@ -13,17 +13,16 @@ from conftest import REPO, compose_cfg
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"odex_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """scripts/benchmarks/<name>.py, the module behind `scripts/bench.py <subcommand>`."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def _odex_model(tmp_path, model: str, grad: str):
     from odex.config import build
 
-    bench = _load("bench_cpu")
+    bench = _load("epochs")
     args = type("A", (), {"tol": 1e-3, "epochs": 1, "conv_train": 64, "conv_test": 32})()
     root = tmp_path / "mnist"
     if model == "conv":
@@ -34,7 +33,7 @@ def _odex_model(tmp_path, model: str, grad: str):
 
 
 def test_plain_networks_have_odex_configs_parameters(tmp_path):
-    plain = _load("plain_torchdiffeq")
+    plain = _load("plain")
     for model, make in [("conv", lambda info: plain.ConvNet(info.mean, info.std, 50, False, 1e-3)),
                         ("mlp", lambda info: plain.MLPNet(info.mean, info.std, 64, False, 1e-3))]:
         odex_net, data = _odex_model(tmp_path, model, "direct")
@@ -46,8 +45,8 @@ def test_plain_networks_have_odex_configs_parameters(tmp_path):
 
 
 def test_plain_script_trains_and_reports(tmp_path):
-    bench = _load("bench_cpu")
-    plain = _load("plain_torchdiffeq")
+    bench = _load("epochs")
+    plain = _load("plain")
     args = type("A", (), {"tol": 1e-3, "epochs": 1, "conv_train": 64, "conv_test": 32})()
     data_file = tmp_path / "mlp.pt"
     bench.export_data("mlp", args, "", data_file)
@@ -69,7 +68,7 @@ def test_driver_runs_odex_with_and_without_the_mapping_to_the_same_result(tmp_pa
     model: the same train loss to the last bit and the same test predictions (the plain script
     starts from odex's initial weights and draws odex's batch order; the mapping changes no
     result), and the table reports each."""
-    bench = _load("bench_cpu")
+    bench = _load("epochs")
     out = tmp_path / "b"
     result = bench.main(["--cases", "mlp-direct", "--rounds", "1", "--epochs", "1", "--odex-variants",
                          "trainer.compile=false", "--odex-unmapped", "--out", str(out)])

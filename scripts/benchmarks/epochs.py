@@ -1,60 +1,36 @@
-"""CPU benchmark: `odex-train` against a plain torchdiffeq training script of the same
-model and data, per epoch, one thread, in alternating separate processes.
+"""CPU benchmark: `odex-train` against a plain torchdiffeq training script of the same model and
+data, per epoch, one thread, one process per path and round, side by side (ABBA).
 
-    python scripts/bench_cpu.py --out docs/bench/cpu-epochs            # about 10 minutes on 2 cores
-    python scripts/bench_cpu.py --cases mlp-direct --rounds 1 --epochs 2 # a quick look
+    python scripts/bench.py epochs --out docs/bench/cpu-epochs            # about 10 minutes on 2 cores
+    python scripts/bench.py epochs --cases mlp-direct --rounds 1 --epochs 2 # a quick look
 
-Cases (dopri5, rtol = atol = 1e-3, Adam lr 1e-3, seed 0):
-- conv-direct, conv-adjoint: the GQ paper's MNIST network (model=gq_image, width 50), batch 64, on
-  the MNIST t10k split (dataset=mnist_t10k: --mnist-root holding MNIST/raw/t10k-*; without it,
-  synthetic MNIST-shaped digits, a class template plus noise, written to a temporary folder),
-  the first --conv-train training images, --conv-test test images;
-- mlp-direct, mlp-adjoint: nested spheres in 2-D augmented to 5 dimensions, the field
-  5-64-64-5 softplus (model=augmented augment_dim=3 hidden=64 activation=softplus
-  time_dependent=false), batch 256, 2,000 training points.
-
-For every case and round, one process per path, the order alternating between rounds (ABBA), so
-drift in a shared machine's speed hits both alike:
-- plain: scripts/plain_torchdiffeq.py (torchdiffeq.odeint / odeint_adjoint, in-memory batches),
-  on the very tensors odex's dataset config yields, from odex's initial weights and in odex's
-  batch order (exported by this script beforehand; odex-train reads the same weights with
-  trainer.init_from), so both paths train the same model: the table's last train loss agrees to
-  the last bit;
-- odex (and each --odex-variant: extra odex-train overrides, default `trainer.compile=auto`):
-  `odex-train` itself (odex.train.main, Hydra), logger=none, progress off; its per-epoch times are
-  the trainer's `time/epoch_s` (the training loop, evaluation excluded), as the plain script's are.
-With --odex-unmapped, also odex-train without its start-up mapping of torch's kernel constants
-(odex/training/cpu_math.py): the control that shows what the mapping changes, and that it changes
-no result; with --plain-warm-up, also the plain script after the reported one-line fix (a float32
-pow). Every process first records the float32 log1p state (median us of torch.log1p on 256x64
-before anything else ran: about 14 us mapped, 140 us in the slow state; odex-train then maps the
-constants inside the process) and again at its end, then its per-epoch times, test
-accuracy, NFE, and for odex the compile decision of trainer.compile=auto. Per case and path: the
-median of the per-epoch times over rounds (wall clock, and the process's CPU seconds, which
-another user's load on a shared machine disturbs much less), leaving out each process's first epoch (one-time
-allocator and autograd set-up, and a compile), the ratio to plain, the median process wall time
-(start-up, a compile and evaluation included), the test accuracy of each process.
-
-Writes <out>.json and <out>.md. Environment: OMP_NUM_THREADS=MKL_NUM_THREADS=1 in every process.
+Cases (dopri5 1e-3, Adam lr 1e-3, seed 0): conv-* is model=gq_image width 50, batch 64, on MNIST
+t10k (--mnist-root; else synthetic MNIST-shaped digits); mlp-* the augmented 5-64-64-5 softplus
+field on nested spheres, batch 256. Paths: `plain` (`scripts/bench.py plain`) on the tensors,
+initial weights and batch order odex-train uses (exported here; odex-train reads the weights with
+trainer.init_from), so both train the same model to the last bit; each --odex-variants entry
+(odex-train itself, `time/epoch_s`); with --odex-unmapped odex-train without its mapping of the
+kernel constants (the control), with --plain-warm-up the plain script after the one-line pow fix.
+Every process records the float32 log1p state at start and end. Per case and path: median wall and
+CPU seconds per epoch (each process's first epoch left out), the ratio to plain, process time,
+NFE, test predictions, last train loss, the compile=auto decision. Details: docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import argparse
-import gzip
+import itertools
 import json
 import os
 import platform
 import re
-import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import (bench_command, command, environment, log1p_us, median, metrics, minor_faults, report,
+                               run_child, side_by_side, table)
 
 CASES = {
     "conv-direct": ("conv", "direct"), "conv-adjoint": ("conv", "adjoint"),
@@ -105,7 +81,6 @@ def export_data(model: str, args, mnist_root: str, path: Path) -> None:
     """The tensors odex-train's dataset config yields, for the plain script, and the model's initial
     weights: in `path` (with the plain model's parameters in odex's order) and as an odex checkpoint
     (`init_path(path)`) for odex-train's `trainer.init_from`, so both paths start from the same weights."""
-    sys.path.insert(0, str(REPO))
     import torch
     from hydra import compose, initialize_config_dir
     from odex.config import build, config_dir
@@ -126,16 +101,9 @@ def export_data(model: str, args, mnist_root: str, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # child: odex-train in this process, with the log1p state recorded around it
 
-def minor_faults() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def child_odex(args) -> None:
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, str(REPO))
-    from odex.training.cpu_math import log1p_us
 
     state = {"log1p_us_start": log1p_us()}
     if args.unmapped:
@@ -171,7 +139,7 @@ def child_odex(args) -> None:
         if e.code not in (0, None):
             raise
     state["log1p_us_end"] = log1p_us()
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = metrics(run_dir)
     rows = [r for r in rows if "time/epoch_s" in r]
     summary = json.loads((run_dir / "summary.json").read_text())
     acc = rows[-1].get("test/acc")
@@ -188,23 +156,12 @@ def child_odex(args) -> None:
 # ---------------------------------------------------------------------------------------------
 # driver
 
-def run_process(cmd: list[str], result: Path, env: dict) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0 or not result.exists():
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    out = json.loads(result.read_text())
-    out["process_wall_s"] = wall
-    return out
-
-
 def steady(epoch_s: list[float]) -> list[float]:
     return epoch_s[1:] if len(epoch_s) > 1 else epoch_s
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="scripts/bench.py epochs", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--rounds", type=int, default=3, help="processes per path and case")
@@ -233,25 +190,20 @@ def main(argv=None) -> dict:
     if args.child:
         return child_odex(args)
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     tmp = Path(tempfile.mkdtemp(prefix="odex-bench-cpu-"))
     mnist_root = args.mnist_root
     if mnist_root is None:
         mnist_root = str(tmp / "synthetic")
         synthetic_mnist(Path(mnist_root))
-    meta = {"command": "python scripts/bench_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": "; ".join(
+    import torch
+    cmd = command("epochs", argv)
+    meta = environment("cpu", command=cmd, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                       machine=f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process")
+    meta["data"] = "; ".join(
                 ([("conv: MNIST t10k" if args.mnist_root else "conv: synthetic MNIST-shaped digits")]
                  if any(CASES[c][0] == "conv" for c in args.cases) else [])
-                + (["mlp: nested spheres (dataset=spheres)"] if any(CASES[c][0] == "mlp" for c in args.cases) else [])),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process",
-            "python": platform.python_version()}
-    import torch
-    import torchdiffeq
-    meta.update(torch=torch.__version__, torchdiffeq=torchdiffeq.__version__,
-                cpu_capability=torch.backends.cpu.get_cpu_capability())
+                + (["mlp: nested spheres (dataset=spheres)"] if any(CASES[c][0] == "mlp" for c in args.cases) else []))
 
     rows, raw = [], {}
     for case in args.cases:
@@ -261,90 +213,72 @@ def main(argv=None) -> dict:
         data_file = tmp / f"{model}.pt"
         if not data_file.exists():
             export_data(model, case_args, mnist_root, data_file)
-        import torch as _t
-        d = _t.load(data_file)
+        d = torch.load(data_file)
         n_test = len(d["y_test"])
         batch = d["batch"]
         width = 50 if model == "conv" else 64
-        paths = {"plain": [sys.executable, str(REPO / "scripts" / "plain_torchdiffeq.py"), "--data", str(data_file),
-                           "--model", model, "--grad", grad, "--epochs", str(epochs), "--batch", str(batch),
+        paths = {"plain": [*bench_command("plain"), "--data", str(data_file), "--model", model, "--grad", grad, "--epochs", str(epochs), "--batch", str(batch),
                            "--width", str(width), "--tol", str(args.tol)]}
         if args.plain_warm_up:
             paths["plain + warm-up"] = paths["plain"] + ["--warm-up"]
         for variant in args.odex_variants:
             extra = [v for v in variant.split(",") if v]
-            paths["odex " + " ".join(extra)] = [sys.executable, str(REPO / "scripts" / "bench_cpu.py"), "--child", "odex",
-                                                "--test-n", str(n_test), "--",
+            paths["odex " + " ".join(extra)] = [*bench_command("epochs"), "--child", "odex", "--test-n", str(n_test), "--",
                                                 *odex_overrides(model, grad, case_args, mnist_root),
                                                 f"trainer.init_from={init_path(data_file)}", *extra]
         if args.odex_unmapped:
             first = next(name for name in paths if name.startswith("odex"))
             child = paths[first]
             paths[first + " (constants not mapped)"] = child[:child.index("--")] + ["--unmapped"] + child[child.index("--"):]
-        results = {name: [] for name in paths}
-        for r in range(args.rounds):
-            order = list(paths) if r % 2 == 0 else list(reversed(paths))
-            for name in order:
-                res = tmp / f"{case}-{r}-{len(results[name])}-{re.sub(r'[^A-Za-z0-9.]+', '_', name)}.json"
-                cmd = list(paths[name])
-                if name.startswith("odex"):
-                    i = cmd.index("--child")
-                    cmd[i + 2:i + 2] = ["--run-dir", str(tmp / "runs" / res.stem), "--result", str(res)]
-                else:
-                    cmd += ["--out", str(res)]
-                print(f"bench_cpu: {case} round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
-                results[name].append(run_process(cmd, res, env))
+        runs = itertools.count()
+
+        def measure(name):          # one process of one path
+            res = tmp / f"{case}-{next(runs)}-{re.sub(r'[^A-Za-z0-9.]+', '_', name)}.json"
+            cmd = list(paths[name])
+            if name.startswith("odex"):
+                i = cmd.index("--child")
+                cmd[i + 2:i + 2] = ["--run-dir", str(tmp / "runs" / res.stem), "--result", str(res)]
+            else:
+                cmd += ["--out", str(res)]
+            print(f"bench epochs: {case}: {name}", file=sys.stderr, flush=True)
+            return run_child(cmd, env, res)
+
+        results = side_by_side(list(paths), args.rounds, measure)
         raw[case] = results
-        ref = statistics.median(e for res in results["plain"] for e in steady(res["epoch_s"]))
-        ref_cpu = statistics.median(e for res in results["plain"] for e in steady(res["epoch_cpu_s"]))
+        ref = median(steady(x["epoch_s"]) for x in results["plain"])
+        ref_cpu = median(steady(x["epoch_cpu_s"]) for x in results["plain"])
         for name, res in results.items():
-            per_epoch = statistics.median(e for x in res for e in steady(x["epoch_s"]))
-            per_epoch_cpu = statistics.median(e for x in res for e in steady(x["epoch_cpu_s"]))
+            per_epoch = median(steady(x["epoch_s"]) for x in res)
+            per_epoch_cpu = median(steady(x["epoch_cpu_s"]) for x in res)
             rows.append({
                 "case": case, "path": name, "epoch_s": per_epoch, "ratio": per_epoch / ref,
                 "epoch_cpu_s": per_epoch_cpu, "ratio_cpu": per_epoch_cpu / ref_cpu,
                 "epochs_timed": sum(len(steady(x["epoch_s"])) for x in res),
-                "process_wall_s": statistics.median(x["process_wall_s"] for x in res),
+                "process_wall_s": median(x["process_wall_s"] for x in res),
                 "log1p_us_start": [round(x["log1p_us_start"], 1) for x in res],
                 "log1p_us_end": [round(x["log1p_us_end"], 1) for x in res],
                 "test_correct": [x.get("test_correct") for x in res], "test_n": n_test,
                 "train_loss": sorted({x["train_loss"][-1] for x in res}),
-                "nfe": f"{statistics.median(x['nfe_forward'][-1] for x in res):.1f}/"
-                       f"{statistics.median(x['nfe_backward'][-1] for x in res):.1f}",
+                "nfe": f"{median(x['nfe_forward'][-1] for x in res):.1f}/{median(x['nfe_backward'][-1] for x in res):.1f}",
                 "compile": sorted({x.get("compile", "-") for x in res}),
                 "compile_reason": sorted({x.get("compile_reason", "") for x in res}),
             })
-    table = markdown(rows, meta)
-    print(table)
     result = {"meta": meta, "rows": rows, "raw": raw}
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text(f"`{meta['command']}`\n\n{table}")
+    report(cmd, markdown(rows, meta), args.out, result)
     return result
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"CPU: {meta['machine']}, torch {meta['torch']} (capability {meta['cpu_capability']}), "
-             f"torchdiffeq {meta['torchdiffeq']}, data: {meta['data']}, {meta['date']}.", "",
-             "| case | path | s/epoch (wall, median) | x plain | CPU s/epoch (median) | x plain | epochs timed "
-             "| process s | NFE f/b | log1p us start -> end | test correct | last train loss | compile |",
-             "|" + " --- |" * 13]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['path']} | {r['epoch_s']:.3f} | {r['ratio']:.2f} | {r['epoch_cpu_s']:.3f} "
-            f"| {r['ratio_cpu']:.2f} | {r['epochs_timed']} "
-            f"| {r['process_wall_s']:.1f} | {r['nfe']} "
-            f"| {', '.join(f'{a:.0f}->{b:.0f}' for a, b in zip(r['log1p_us_start'], r['log1p_us_end']))} "
-            f"| {', '.join(str(c) for c in r['test_correct'])} / {r['test_n']} "
-            f"| {', '.join(repr(v) for v in r['train_loss'])} "
-            f"| {', '.join(r['compile'])} |")
-    reasons = sorted({(r['case'], why) for r in rows for why in r['compile_reason'] if why})
+    header = ["case", "path", "s/epoch (wall, median)", "x plain", "CPU s/epoch (median)", "x plain", "epochs timed",
+              "process s", "NFE f/b", "log1p us start -> end", "test correct", "last train loss", "compile"]
+    cells = [[r["case"], r["path"], f"{r['epoch_s']:.3f}", f"{r['ratio']:.2f}", f"{r['epoch_cpu_s']:.3f}",
+              f"{r['ratio_cpu']:.2f}", r["epochs_timed"], f"{r['process_wall_s']:.1f}", r["nfe"],
+              ", ".join(f"{a:.0f}->{b:.0f}" for a, b in zip(r["log1p_us_start"], r["log1p_us_end"])),
+              ", ".join(str(c) for c in r["test_correct"]) + f" / {r['test_n']}",
+              ", ".join(repr(v) for v in r["train_loss"]), ", ".join(r["compile"])] for r in rows]
+    text = (f"CPU: {meta['machine']}, torch {meta['torch']} (capability {meta['cpu_capability']}), "
+            f"torchdiffeq {meta['torchdiffeq']}, data: {meta['data']}, {meta['date']}.\n\n" + table(header, cells))
+    reasons = sorted({(r["case"], why) for r in rows for why in r["compile_reason"] if why})
     if reasons:
-        lines += ["", "trainer.compile=auto decisions:"] + [f"- {c}: {why}" for c, why in reasons]
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    main()
+        text += "\ntrainer.compile=auto decisions:\n" + "".join(f"- {c}: {why}\n" for c, why in reasons)
+    return text

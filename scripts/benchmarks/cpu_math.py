@@ -2,7 +2,7 @@
 mapped (odex/training/cpu_math.py): every function a field may use, float32 and float64,
 forward and the activations' backward, each timed in its own fresh process in three states.
 
-    python scripts/bench_cpu_math.py --out docs/bench/cpu-math      # about 7 minutes, 2 cores
+    python scripts/bench.py cpu-math --out docs/bench/cpu-math      # about 7 minutes, 2 cores
 
 - fresh: nothing run before the timing (the state a plain torch script starts in);
 - pow: after one float32 `torch.pow(v, 0.2)` on a vector, the one-line fix the report found;
@@ -16,12 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import bench_command, command, report, run_child, table, us_per_call
 STATES = ("fresh", "pow", "mapped")
 FORWARD = ("exp", "expm1", "log", "log1p", "log2", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "elu",
            "selu", "gelu", "gelu_tanh", "silu", "mish", "logsigmoid", "erf", "erfc", "atan", "sinh", "cosh",
@@ -60,22 +56,13 @@ def child(name: str, state: str, dtype: str) -> float:
     if state == "pow":
         torch.pow(torch.linspace(0.5, 1.5, 256, dtype=torch.float32), 0.2)
     elif state == "mapped":
-        sys.path.insert(0, str(REPO))
         from odex.training.cpu_math import map_kernel_constants
         map_kernel_constants()
-    for _ in range(10):
-        fn(x)
-    times = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2] * 1e6
+    return us_per_call(lambda: fn(x), repeats=200, warmup=10)
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="scripts/bench.py cpu-math", description=__doc__.splitlines()[0])
     p.add_argument("--functions", nargs="+", default=list(NAMES), choices=NAMES)
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     p.add_argument("--out", default=None)
@@ -90,29 +77,15 @@ def main(argv=None) -> dict:
     for name in args.functions:
         for dtype in args.dtypes:
             for state in STATES:
-                out = subprocess.run([sys.executable, __file__, "--child", name, state, dtype], env=env,
-                                     check=True, capture_output=True, text=True).stdout
-                us.setdefault(name, {}).setdefault(dtype, {})[state] = json.loads(out.splitlines()[-1])
+                us.setdefault(name, {}).setdefault(dtype, {})[state] = run_child(
+                    bench_command("cpu-math", "--child", name, state, dtype), env)
     import torch
-    meta = {"command": "python scripts/bench_cpu_math.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    cmd = command("cpu-math", argv)
+    meta = {"command": cmd, "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "kernel": os.uname().release}
-    header = "| function | " + " | ".join(f"{d} {s}" for d in args.dtypes for s in STATES) + " |"
-    lines = [f"CPU, 1 thread, torch {meta['torch']} ({meta['cpu_capability']}), Linux {meta['kernel']}: "
-             "median us per call on 256x64, each cell a fresh process.", "", header,
-             "|" + " --- |" * (1 + len(args.dtypes) * len(STATES))]
-    for name, by_dtype in us.items():
-        lines.append(f"| {name} | " + " | ".join(f"{by_dtype[d][s]:.1f}" for d in args.dtypes for s in STATES) + " |")
-    table = "\n".join(lines) + "\n"
-    print(table)
+    header = ["function", *(f"{d} {s}" for d in args.dtypes for s in STATES)]
+    rows = [[name, *(f"{by_dtype[d][s]:.1f}" for d in args.dtypes for s in STATES)] for name, by_dtype in us.items()]
     result = {"meta": meta, "us": us}
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text(f"`{meta['command']}`\n\n{table}")
+    report(cmd, f"CPU, 1 thread, torch {meta['torch']} ({meta['cpu_capability']}), Linux {meta['kernel']}: "
+                "median us per call on 256x64, each cell a fresh process.\n\n" + table(header, rows), args.out, result)
     return result
-
-
-if __name__ == "__main__":
-    main()

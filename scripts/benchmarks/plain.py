@@ -1,32 +1,16 @@
-"""The baseline of scripts/bench_cpu.py: a plain torchdiffeq training script, as a competent user
-writes it without odex, for the two networks the CPU benchmark compares.
+"""The baseline of `scripts/bench.py epochs`: a plain torchdiffeq training script, as a careful
+user writes it without odex (torch, torchdiffeq and the tool's reference block only).
 
-    python scripts/plain_torchdiffeq.py --data DATA.pt --model conv --grad direct --epochs 3 --out R.json
+    python scripts/bench.py plain --data DATA.pt --model conv --grad direct --epochs 3 --out R.json
 
-- conv: the GQ paper's MNIST network (Norcliffe & Deisenroth 2023; odex's model=gq_image):
-  normalise -> BN -> ReLU -> conv3x3 (1 -> 10) -> maxpool 2 -> ReLU -> conv3x3 (10 -> 10), an
-  autonomous drift conv3x3(softplus(conv3x3(softplus(conv3x3(h))))) 10 -> w -> w -> 10, readout
-  Linear(1210 -> 50) -> ReLU -> Linear(50 -> 10);
-- mlp: a small MLP field on vector data (odex's model=augmented on dataset=spheres with
-  augment_dim 3, hidden 64, softplus, time_dependent false): the 2-D point padded with 3 zeros,
-  f(h) = W3 softplus(W2 softplus(W1 h)) (5-64-64-5), readout Linear(5 -> classes).
-
-The ODE block is `torchdiffeq.odeint` (direct) or `odeint_adjoint` (adjoint) with dopri5 at
-rtol = atol = --tol on [0, 1]; Adam at lr 1e-3; batches sliced from in-memory tensors with a fresh
-`torch.randperm` per epoch (a DataLoader over a TensorDataset would index and collate every sample,
-which on the MLP's 256-point batches costs a few ms per batch: not what a careful user writes for
-data already in memory); loss cross-entropy. The data (train/test tensors, the normalisation
-constants, the evaluation batch size) and the initial weights come from the file the benchmark
-writes: the same examples and weights odex-train starts from, and the permutation is drawn from a
-generator seeded as odex-train's, so with the same arithmetic both train the same model, to the
-last test image. NFE are counted with a Python int in the field's wrapper.
-
-Writes JSON: seconds of each epoch's training loop, test accuracy (and the number of correct test
-examples), forward/backward NFE per batch, and the float32 log1p state of the process (median us of
-torch.log1p on 256x64 at start and end; --warm-up first runs the one-line fix the slow state's
-report found, a float32 torch.pow on a vector, which maps the page of log1p's constants as a side
-effect: what a torchdiffeq user who knows of it can do; odex maps them all,
-odex/training/cpu_math.py).
+- conv: the GQ paper's MNIST network (odex's model=gq_image), drift 10 -> w -> w -> 10 3x3 convs;
+- mlp: odex's model=augmented on dataset=spheres (augment 3, 5-64-64-5 softplus, autonomous).
+The ODE block is common.PlainODEBlock (odeint / odeint_adjoint, dopri5, rtol = atol = --tol on
+[0, 1]); Adam lr 1e-3; batches sliced from in-memory tensors by one randperm per epoch, drawn from a
+generator seeded as odex-train's (a DataLoader would collate every sample: not what a careful user
+writes for data in memory); data and initial weights from the file `epochs` exports. Writes JSON:
+seconds (wall and CPU) per epoch, test accuracy, NFE per batch, the float32 log1p state at start
+and end (--warm-up first runs the one-line fix, a float32 pow).
 """
 from __future__ import annotations
 
@@ -36,40 +20,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-import torchdiffeq
 from torch import nn
 
-
-def log1p_us(repeats: int = 200) -> float:
-    x = torch.linspace(-3.0, 3.0, 256 * 64, dtype=torch.float32).view(256, 64)
-    for _ in range(10):
-        torch.log1p(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.log1p(x)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2] * 1e6
-
-
-def minor_faults() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-class Counted(nn.Module):
-    def __init__(self, f: nn.Module):
-        super().__init__()
-        self.f = f
-        self.forward_calls = self.backward_calls = 0
-        self.backward = False
-
-    def forward(self, t, h):
-        if self.backward:
-            self.backward_calls += 1
-        else:
-            self.forward_calls += 1
-        return self.f(t, h)
+from benchmarks.common import PlainODEBlock, log1p_us, minor_faults
 
 
 class ConvDrift(nn.Module):
@@ -92,21 +45,6 @@ class MLPDrift(nn.Module):
         return self.fc3(F.softplus(self.fc2(F.softplus(self.fc1(h)))))
 
 
-class ODEBlock(nn.Module):
-    def __init__(self, field: nn.Module, adjoint: bool, tol: float):
-        super().__init__()
-        self.field = Counted(field)
-        self.adjoint, self.tol = adjoint, tol
-        self.register_buffer("t", torch.tensor([0.0, 1.0]))
-
-    def forward(self, h):
-        self.field.backward = False
-        solve = torchdiffeq.odeint_adjoint if self.adjoint else torchdiffeq.odeint
-        out = solve(self.field, h, self.t, rtol=self.tol, atol=self.tol, method="dopri5")[-1]
-        self.field.backward = True
-        return out
-
-
 class ConvNet(nn.Module):
     def __init__(self, mean, std, width, adjoint, tol, classes=10):
         super().__init__()
@@ -114,7 +52,7 @@ class ConvNet(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
         self.encoder = nn.Sequential(nn.BatchNorm2d(1), nn.ReLU(), nn.Conv2d(1, 10, 3), nn.MaxPool2d(2),
                                      nn.ReLU(), nn.Conv2d(10, 10, 3))
-        self.ode = ODEBlock(ConvDrift(width), adjoint, tol)
+        self.ode = PlainODEBlock(ConvDrift(width), rtol=tol, atol=tol, adjoint=adjoint)
         self.readout = nn.Sequential(nn.Linear(1210, 50), nn.ReLU(), nn.Linear(50, classes))
 
     def forward(self, x):
@@ -127,7 +65,7 @@ class MLPNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1))
         self.register_buffer("std", torch.tensor(std).view(1, -1))
         self.augment = augment
-        self.ode = ODEBlock(MLPDrift(dim + augment, hidden), adjoint, tol)
+        self.ode = PlainODEBlock(MLPDrift(dim + augment, hidden), rtol=tol, atol=tol, adjoint=adjoint)
         self.readout = nn.Linear(dim + augment, classes)
 
     def forward(self, x):
@@ -137,7 +75,7 @@ class MLPNet(nn.Module):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="scripts/bench.py plain", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
     p.add_argument("--model", choices=["conv", "mlp"], required=True)
     p.add_argument("--grad", choices=["direct", "adjoint"], required=True)
@@ -179,7 +117,7 @@ def main(argv=None) -> dict:
     n = len(x_train)
     for _ in range(args.epochs):
         model.train()
-        model.ode.field.forward_calls = model.ode.field.backward_calls = 0
+        model.ode.field.reset()
         t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
         perm = torch.randperm(n, generator=batch_order)
         loss_sum = torch.zeros(())
@@ -195,8 +133,8 @@ def main(argv=None) -> dict:
         epochs_cpu.append(time.process_time() - c0)
         faults.append(minor_faults() - f0)
         batches = -(-n // args.batch)
-        nfe_f.append(model.ode.field.forward_calls / batches)
-        nfe_b.append(model.ode.field.backward_calls / batches)
+        nfe_f.append(model.ode.field.nfe_forward / batches)
+        nfe_b.append(model.ode.field.nfe_backward / batches)
     model.eval()
     correct = 0
     with torch.no_grad():
@@ -211,7 +149,3 @@ def main(argv=None) -> dict:
     with open(args.out, "w") as f:
         json.dump(result, f)
     return result
-
-
-if __name__ == "__main__":
-    main()

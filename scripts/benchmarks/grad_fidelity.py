@@ -4,18 +4,20 @@ odex.ode.grad.METHODS switched into the model's ODE blocks, at the run's own sol
 and at tight tolerances in float64 (the method's error without the tolerance's). A method that
 refuses the run's solver (anode needs a fixed-step one) is listed as refused.
 
-    python scripts/grad_fidelity.py outputs/runs/<date>/<time> [more runs] [--examples 64] [--tight 1e-8]
+    python scripts/bench.py grad-fidelity outputs/runs/<date>/<time> [more runs] [--examples 64] [--tight 1e-8]
 
 Used for docs/activation.md (the default activation of the ODE fields). Runs on one thread.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from benchmarks.common import command, report, table
 from odex.config import build
 from odex.data.batches import Batches
 from odex.errors import ConfigError
@@ -33,15 +35,15 @@ def trained_model(run: Path):
     return cfg, model, data
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> list:
+    ap = argparse.ArgumentParser(prog="scripts/bench.py grad-fidelity", description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--examples", type=int, default=64)
     ap.add_argument("--tight", type=float, default=1e-8, help="rtol = atol of the float64 check")
-    args = ap.parse_args()
+    ap.add_argument("--out", default=None, help="writes <out>.md")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"| run | activation | method | rel_err (run's tol, fp32) | cosine | rel_err (tol {args.tight:g}, fp64) | cosine |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
     for run in args.runs:
         cfg, model, data = trained_model(run)
         batches = Batches(data.test, args.examples)
@@ -57,9 +59,9 @@ def main() -> None:
                         cells += [f"{out['grad/rel_err'].item():.3g}", f"{out['grad/cosine'].item():.7f}"]
             except ConfigError as e:
                 cells = [f"refused: {str(e)[:60]}", "", "", ""]
-            act = cfg.model.get("activation", "-")
-            print(f"| {run.name} | {act} | {name} | " + " | ".join(cells) + " |", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+            rows.append([run.name, cfg.model.get("activation", "-"), name, *cells])
+            print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    header = ["run", "activation", "method", "rel_err (run's tol, fp32)", "cosine",
+              f"rel_err (tol {args.tight:g}, fp64)", "cosine"]
+    report(command("grad-fidelity", argv), table(header, rows), args.out)
+    return rows

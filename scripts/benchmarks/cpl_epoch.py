@@ -2,44 +2,41 @@
 piecewise-linear lr, reflect-pad crop + flip, batch 256) on CIFAR-shaped random data, through the
 real training loop (odex.training.trainer.Trainer.fit), so no dataset is needed.
 
-    python scripts/bench_cpl_epoch.py --device cuda --size S            # 50,000 images, 2 epochs
-    python scripts/bench_cpl_epoch.py --device cpu --size tiny --train 1024 --epochs 1
+    python scripts/bench.py cpl-epoch --device cuda --size S            # 50,000 images, 2 epochs
+    python scripts/bench.py cpl-epoch --device cpu --size tiny --train 1024 --epochs 1
 
-Prints one JSON line: the mean of time/epoch_s over the epochs after the first (the first pays for
+Prints a one-row table (and with --out writes it and its JSON): the mean of time/epoch_s over the epochs after the first (the first pays for
 cuDNN autotuning and allocator warm-up; with --epochs 1 it is that one), images per second, peak
 GPU memory and the parameter count. Extra Hydra overrides go after `--`.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import tempfile
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import command, metrics, report, table
+from odex.config import build, config_dir
+from odex.data.bundle import make_bundle
+from odex.evaluate.evaluators import CleanAccuracy
+from odex.optim.optimizers import build_optimizer, build_schedule
+from odex.tracking.tracker import JsonlSink, Tracker
+from odex.training.trainer import Trainer
 
-from odex.config import build, config_dir  # noqa: E402
-from odex.data.bundle import make_bundle  # noqa: E402
-from odex.evaluate.evaluators import CleanAccuracy  # noqa: E402
-from odex.optim.optimizers import build_optimizer, build_schedule  # noqa: E402
-from odex.tracking.tracker import JsonlSink, Tracker  # noqa: E402
-from odex.training.trainer import Trainer  # noqa: E402
 
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="scripts/bench.py cpl-epoch", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", default="S")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train", type=int, default=50_000, help="random training images")
     p.add_argument("--experiment", default="cpl_cifar10")
+    p.add_argument("--out", default=None, help="writes <out>.md and <out>.json")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -65,18 +62,17 @@ def main() -> None:
         trainer.fit(model=model, data=data, objective=build(cfg.objective), optimizer=optimizer,
                     schedule=schedule, evaluators={"clean": CleanAccuracy()}, tracker=tracker,
                     run_dir=run_dir, generator=torch.Generator(device=trainer.device).manual_seed(0))
-        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+        rows = metrics(run_dir)
     timed = rows[1:] or rows
     epoch_s = sum(r["time/epoch_s"] for r in timed) / len(timed)
-    print(json.dumps({
+    result = {
         "experiment": args.experiment, "size": args.size, "device": str(trainer.device),
         "gpu": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else None,
         "train_images": args.train, "batch_size": data.batch_size, "epochs_timed": len(timed),
         "epoch_s": round(epoch_s, 3), "images_per_s": round(args.train / epoch_s, 1),
         "peak_mem_mb": rows[-1].get("mem/peak_mb"), "params": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
-    }))
-
-
-if __name__ == "__main__":
-    main()
+    }
+    report(command("cpl-epoch", argv),
+           table(list(result), [[str(v) for v in result.values()]]), args.out, result)
+    return result

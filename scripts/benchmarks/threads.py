@@ -14,18 +14,18 @@ its ratio to `threads=1` under the same load:
 "loaded" starts `--busy` processes that each spin one core for the whole measurement (the situation
 of a shared machine: other jobs, a compile, a second training run).
 
-    python scripts/bench_threads.py --rounds 3 --busy 2 --out docs/bench/threads
+    python scripts/bench.py threads --rounds 3 --busy 2 --out docs/bench/threads
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.common import command, median, metrics, report, side_by_side, table
 
 ODEX_TRAIN = ["-m", "odex.train"]
 # torch (and its OpenMP) loaded before odex's entry point can choose the wait policy
@@ -46,12 +46,12 @@ def epoch_seconds(variant: str, overrides: list[str], folder: Path) -> float:
     cmd = [sys.executable, *entry, f"hydra.run.dir={run}", "logger=none",
            "trainer.max_epochs=1", "trainer.progress=false", *extra, *overrides]
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(run)
     return rows[-1]["time/epoch_s"]
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="scripts/bench.py threads", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--busy", type=int, default=2, help="spinning processes in the loaded case")
     ap.add_argument("--loads", nargs="+", default=["idle", "loaded"], choices=["idle", "loaded"])
@@ -59,40 +59,27 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, help="writes <out>.json and <out>.md")
     args = ap.parse_args(argv)
 
+    def measure(variant):
+        seconds = epoch_seconds(variant, args.overrides, Path(tmp))
+        print(f"{load:6s} {variant:20s} {seconds:8.2f} s", file=sys.stderr, flush=True)
+        return seconds
+
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for load in args.loads:
             busy = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy if load == "loaded" else 0)]
             try:
-                times = results.setdefault(load, {v: [] for v in VARIANTS})
-                for r in range(args.rounds):
-                    order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
-                    for variant in order:
-                        times[variant].append(epoch_seconds(variant, args.overrides, Path(tmp)))
-                        print(f"{load:6s} {variant:18s} {times[variant][-1]:8.2f} s", flush=True)
+                results[load] = side_by_side(list(VARIANTS), args.rounds, measure)
             finally:
                 for p in busy:
                     p.kill()
                     p.wait()
 
-    lines = ["| load | " + " | ".join(f"threads={v}" for v in VARIANTS) + " |",
-             "| --- |" + " --- |" * len(VARIANTS)]
-    for load, times in results.items():
-        one = statistics.median(times["1"])
-        cells = [f"{statistics.median(t):.2f} s ({statistics.median(t) / one:.2f})" for t in times.values()]
-        lines.append(f"| {load} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    rows = [[load, *(f"{median(t):.2f} s ({median(t) / median(times['1']):.2f})" for t in times.values())]
+            for load, times in results.items()]
     meta = {"rounds": args.rounds, "busy": args.busy, "overrides": args.overrides, "cpus": os.cpu_count()}
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "seconds": results}, indent=1))
-        cmd = "python scripts/bench_threads.py " + " ".join(sys.argv[1:])
-        args.out.with_suffix(".md").write_text(
-            f"Median s per epoch (ratio to threads=1 under the same load), {args.rounds} alternating "
-            f"rounds, fresh process per cell.\n\n`{cmd}`\n\n{table}\n")
+    report(command("threads", argv),
+           f"Median s per epoch (ratio to threads=1 under the same load), {args.rounds} alternating rounds, "
+           "fresh process per cell.\n\n" + table(["load", *(f"threads={v}" for v in VARIANTS)], rows),
+           args.out, {"meta": meta, "seconds": results})
     return results
-
-
-if __name__ == "__main__":
-    main()

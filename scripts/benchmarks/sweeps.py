@@ -1,37 +1,40 @@
-"""What run health and pruning save on a grid with a too-large learning rate, and whether they
-change its answer.
+"""One sweep grid run under several settings, one sweep after another: wall-clock, where the jobs'
+time went, and whether the settings change the answer.
 
-Runs the same grid (issue 24's: 18 digits jobs, lr 0.1 / 0.01 / 0.001 x batch 32 / 128 x 3 seeds,
-10% validation split, 3 epochs) twice, one job after another, with run health and pruning off
-(`trainer.health.enabled=false`, no pruning) and on (the default run health and `callbacks=[prune]`),
-in the order given (alternate it between runs of this script: the machine's load drifts). Writes:
-wall-clock of each sweep, the share of its jobs' time spent on jobs that ended diverged, pruned or
-failed, each job's status, the worst train/loss and NFE per batch relative to the job's first epoch
-among jobs that ended `completed`, and the best configuration each selects with odex-report's own
-selection (odex.sweep.report.configurations / select, on val/acc over seed means).
+Settings: `off` / `on` (run health and pruning off, `trainer.health.enabled=false`, and on, the
+default health and `callbacks=[prune]`: what they save on a grid with a too-large learning rate,
+by default 18 digits jobs, lr 0.1 / 0.01 / 0.001 x batch 32 / 128 x 3 seeds, 10% validation
+split, 3 epochs), `sequential` / `joblib3` (the jobs one after another, or 3 at once sharing one
+GPU with hydra/launcher=shared_gpu). Run in the order given (alternate it between runs: the
+machine's load drifts). Per sweep: wall-clock, its ratio to the first, jobs completed / diverged /
+pruned / failed, the share of job time on stopped jobs, the worst train/loss and NFE growth of a
+completed job over its first epoch, and the best configuration by odex-report's own selection
+(odex.sweep.report.configurations / select, val/acc over seed means).
 
-    OMP_NUM_THREADS=1 python scripts/bench_sweep_health.py --order off on --root /tmp/bench_health \\
+    OMP_NUM_THREADS=1 python scripts/bench.py sweeps --order off on --root /tmp/bench_health \\
         --out docs/bench_sweep_health
-    python scripts/bench_sweep_health.py --grid optim.lr=1e-1,1e-3 trainer.seed=0,1 \\
+    python scripts/bench.py sweeps --order sequential joblib3 --grid sweep=lr_bs_grid dataset=mnist_t10k \\
+        dataset.root=/tmp/mn --root /tmp/grid_timing --out /tmp/grid_timing/result    # the GPU check
+    python scripts/bench.py sweeps --grid optim.lr=1e-1,1e-3 trainer.seed=0,1 \\
         dataset.val_fraction=0.1 trainer.max_epochs=2 --root /tmp/b --out /tmp/b/result    # a quick look
 
-<out>.json holds everything; <out>.md the table. A timing, not a test: the figures depend on the
-machine and its load.
+(/tmp/mn holds MNIST/raw/t10k-*.) <out>.json holds every job; <out>.md the table.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import command, report, table
 from odex.sweep.report import collect, configurations, select
 
 GRID = ["optim.lr=1e-1,1e-2,1e-3", "dataset.batch_size=32,128", "trainer.seed=0,1,2",
         "dataset.val_fraction=0.1", "trainer.max_epochs=3"]
-SETTINGS = {"off": ["trainer.health.enabled=false"], "on": ["callbacks=[prune]"]}
+SETTINGS = {"off": ["trainer.health.enabled=false"], "on": ["callbacks=[prune]"],
+            "sequential": [], "joblib3": ["hydra/launcher=shared_gpu", "hydra.launcher.n_jobs=3"]}
 STOPPED = ("diverged", "pruned", "failed")
 
 
@@ -55,11 +58,13 @@ def run_sweep(name: str, root: Path, grid: list[str], extra: list[str]) -> dict:
     sweep_dir = root / name
     cmd = [sys.executable, "-m", "odex.train", "-m", *grid, *SETTINGS[name], *extra,
            f"hydra.sweep.dir={sweep_dir}", "trainer.progress=false"]
-    print("$", " ".join(cmd), flush=True)
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     (root / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    if not sweep_dir.is_dir():
+        sys.exit(f"sweep {name} started no job (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
     jobs = collect(sweep_dir)
     seconds = {j.name: job_seconds(j) for j in jobs}
     total = sum(seconds.values()) or 1.0
@@ -86,29 +91,29 @@ def run_sweep(name: str, root: Path, grid: list[str], extra: list[str]) -> dict:
     }
 
 
-def table(results: list[dict]) -> str:
-    rows = ["| grid | wall-clock s | ratio to off | jobs completed / diverged / pruned / failed | "
-            "share of job time on stopped jobs | worst loss / NFE growth of a completed job | best (val/acc mean ± std, n) |",
-            "|---|---|---|---|---|---|---|"]
-    off = next((r["wall_s"] for r in results if r["name"] == "off"), None)
+def markdown(results: list[dict]) -> str:
+    rows = []
+    first = results[0]["wall_s"] if results else None
     for r in results:
         b = r["best"]
         best = "none" if b is None else (f"`{b['label']}` {b['mean']:.4f}"
                                          + (f" ± {b['std']:.4f}" if b["std"] is not None else "") + f", n={b['n']}")
-        ratio = f"{r['wall_s'] / off:.2f}x" if off else "-"
         lg, ng = r["max_loss_growth_completed"], r["max_nfe_growth_completed"]
-        rows.append(f"| {r['name']} | {r['wall_s']:.0f} | {ratio} | {r['completed']} / {r['diverged']} / "
-                    f"{r['pruned']} / {r['failed']} | {100 * r['stopped_share']:.0f}% | "
-                    f"{'-' if lg is None else f'{lg:.3g}x'} / {'-' if ng is None else f'{ng:.3g}x'} | {best} |")
-    return "\n".join(rows) + "\n"
+        rows.append([r["name"], f"{r['wall_s']:.0f}", f"{r['wall_s'] / first:.2f}x" if first else "-",
+                     f"{r['completed']} / {r['diverged']} / {r['pruned']} / {r['failed']}",
+                     f"{100 * r['stopped_share']:.0f}%",
+                     f"{'-' if lg is None else f'{lg:.3g}x'} / {'-' if ng is None else f'{ng:.3g}x'}", best])
+    return table(["grid", "wall-clock s", "ratio to first", "jobs completed / diverged / pruned / failed",
+                  "share of job time on stopped jobs", "worst loss / NFE growth of a completed job",
+                  "best (val/acc mean ± std, n)"], rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="scripts/bench.py sweeps", description=__doc__.split("\n\n")[0])
     ap.add_argument("--order", nargs="+", choices=sorted(SETTINGS), default=["off", "on"])
     ap.add_argument("--root", type=Path, required=True, help="folder for the sweeps (made; must not hold them)")
     ap.add_argument("--out", type=Path, required=True, help="<out>.json and <out>.md")
-    ap.add_argument("--grid", nargs="+", default=GRID, help="the sweep's overrides (default: issue 24's grid)")
+    ap.add_argument("--grid", nargs="+", default=GRID, help="the sweep's overrides (default: GRID)")
     ap.add_argument("--extra", nargs="*", default=[], help="overrides added to both sweeps")
     args = ap.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
@@ -117,13 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         if (args.root / name).exists():
             sys.exit(f"{args.root / name} exists: give another --root")
         results.append(run_sweep(name, args.root, args.grid, args.extra))
-        print(table(results), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"grid": args.grid, "extra": args.extra, "order": args.order, "results": results}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table(results))
-    print(f"written: {args.out.with_suffix('.json')}, {args.out.with_suffix('.md')}")
-
-
-if __name__ == "__main__":
-    main()
+        print(markdown(results), file=sys.stderr, flush=True)
+    result = {"grid": args.grid, "extra": args.extra, "order": args.order, "results": results}
+    report(command("sweeps", argv), markdown(results), args.out, result)
+    return result
