@@ -5,6 +5,8 @@ Hydra's basic launcher runs a sweep's jobs), each give the numbers of that job r
 process, to the bit, and leave the process's settings as they found them."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -26,16 +28,21 @@ def process_settings() -> dict:
 
 @pytest.mark.slow
 def test_two_jobs_in_one_process_each_get_their_own_numbers(tmp_path):
-    before = process_settings()
-    in_process = {name: train_in_process(tmp_path / name, [*TINY, "solver=euler", *overrides])
-                  for name, overrides in JOBS.items()}          # bf16 + compiled first, then fp32 eager
-    assert process_settings() == before
-    for name, overrides in JOBS.items():
+    def alone(name):        # the job alone in a fresh process (the CLI), beside the in-process jobs
         (tmp_path / f"alone_{name}").mkdir()
-        proc = run_cli(tmp_path / f"alone_{name}", *TINY, "solver=euler", *overrides)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        alone = read_summary(tmp_path / f"alone_{name}" / "run")
+        return run_cli(tmp_path / f"alone_{name}", *TINY, "solver=euler", *JOBS[name])
+
+    with ThreadPoolExecutor(len(JOBS)) as pool:
+        fresh = {name: pool.submit(alone, name) for name in JOBS}
+        before = process_settings()
+        in_process = {name: train_in_process(tmp_path / name, [*TINY, "solver=euler", *overrides])
+                      for name, overrides in JOBS.items()}          # bf16 + compiled first, then fp32 eager
+        assert process_settings() == before
+        for name, proc in fresh.items():
+            assert proc.result().returncode == 0, proc.result().stderr[-2000:]
+    for name in JOBS:
+        ref = read_summary(tmp_path / f"alone_{name}" / "run")
         assert in_process[name]["status"] == "completed"
-        assert {k: in_process[name][k] for k in NUMBERS} == {k: alone[k] for k in NUMBERS}, name
+        assert {k: in_process[name][k] for k in NUMBERS} == {k: ref[k] for k in NUMBERS}, name
     # each job really ran with its own settings
     assert in_process["bf16_compiled"]["train/loss"] != in_process["fp32_eager"]["train/loss"]
