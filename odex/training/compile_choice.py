@@ -156,7 +156,8 @@ def choose_compile(model: nn.Module, x: torch.Tensor, *, iterations: int, backen
                    measure: Callable = measure, repeats: int = REPEATS,
                    prior_compile_s: float = PRIOR_COMPILE_S) -> CompileChoice:
     """Probe and decide whether the vector fields of `model` are to be compiled (with `backend`);
-    `model` itself is left as it was (its fields, statistics and counters). `measure(fn, repeats, device, label) -> (first_s, median_s)` times a probe (label "eager" or
+    `model` itself is left as it was (its fields, statistics and counters).
+    `measure(fn, repeats, device, label) -> (first_s, median_s)` times a probe (label "eager" or
     "compiled"); tests pass one with scripted timings, the compile itself stays real."""
     fields = counted_fields(model)
     if not fields:
