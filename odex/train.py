@@ -17,7 +17,6 @@ Sweeps (conf/sweep/, hydra/launcher=joblib|submitit_*): every job runs inside `i
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import time
 import traceback
@@ -28,6 +27,7 @@ from typing import Any, Iterator
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from odex.build import chosen_parts
 from odex.config import USAGE_ERROR, build, config_dir, preflight, validate
 from odex.errors import ConfigError, OdexError, RunStopped
 from odex.training.signals import Preempted, StopSignals, SweepParentSignals
@@ -39,15 +39,6 @@ from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
 # (tests/test_startup.py).
 
 log = logging.getLogger("odex")
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _swept_keys(hc) -> set[str]:
@@ -163,21 +154,6 @@ def labelled_logs(label: str | None) -> Iterator[None]:
         logging.setLogRecordFactory(previous)
 
 
-def chosen_parts(node, group: str) -> dict[str, Any]:
-    """Build a list-valued group (eval=[clean,pgd], callbacks=[swa]): one object per entry. An entry
-    with settings but no `_target_` is a choice an experiment configured and the command line left
-    out (experiment=lyanet_fmnist eval=[clean]): it is skipped, with a note."""
-    out: dict[str, Any] = {}
-    for name, sub in (node or {}).items():
-        if sub is None:
-            continue
-        if not (hasattr(sub, "get") and sub.get("_target_")):
-            log.info("%s.%s has settings but %s is not among the chosen %s: not used", group, name, name, group)
-            continue
-        out[name] = build(sub)
-    return out
-
-
 def checkpoint_epoch(checkpoint: dict | None) -> int:
     """Epochs a resumed run has already completed (0 for a new run)."""
     return 0 if checkpoint is None else int(checkpoint.get("epoch", 0))
@@ -284,10 +260,13 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.training.signals)
     ends training at a batch boundary with a checkpoint; the status then says how to resume.
     """
+    from contextlib import ExitStack
+
     import torch
 
     import odex.training.resume as resuming
-    from odex.optim.optimizers import build_optimizer, build_schedule
+    from odex.build import build_run
+    from odex.sweep.process_state import job_settings
     from odex.training import atomic, run_record
 
     run_dir = Path(run_dir)
@@ -304,17 +283,16 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     log_file = None
     usage_error = False
     job: dict[str, Any] = {}
+    settings = ExitStack()      # the process-wide settings of this run, put back at its end
     run_record.hold_log_lines()     # for the log file, opened once the folder is ours
     try:
         lock.__enter__()
         job = _job_info()       # before validation: a sweep's job refused by it still gets its W&B run
         extra.update(run_provenance(job))
         validate(cfg, choices)
-        # torch's CPU-kernel constants mapped up front, or a masked vector load of an unmapped page
-        # slows log1p/softplus tenfold for the whole run; changes no result (odex/training/cpu_math.py)
-        from odex.training.cpu_math import map_kernel_constants
-        map_kernel_constants()
         trainer = build(cfg.trainer)
+        settings.enter_context(job_settings(threads=trainer.threads, tf32=trainer.tf32, device=trainer.device,
+                                            compiles=trainer.fast_paths.compiles))
         trainer.job_label, trainer.parallel = job.get("label"), job.get("parallel", False)
         config = _config(cfg)
         previous = resuming.inspect(run_dir, trainer.resume, config, trainer.max_epochs)
@@ -330,31 +308,13 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             out_dir = previous.elsewhere
             tracker.run_dir = out_dir
             extra["run_dir"] = str(out_dir)
-        seed_everything(trainer.seed)
-        data = build(cfg.dataset)           # the data check, before the folder is touched
+        built = build_run(cfg, trainer=trainer, epochs_done=checkpoint_epoch(previous.checkpoint))
+        data, model = built.data, built.model
         # the split sizes, for odex-report's uncertainty (one example's share of an accuracy)
         extra.update({"data/train_size": len(data.train), "data/test_size": len(data.test),
                       "data/val_size": 0 if data.val is None else len(data.val)})
-        solver = build(cfg.solver)
-        grad = build(cfg.grad)
-        model = build(cfg.model, info=data.info, solver=solver, grad=grad).to(trainer.device)
-        trainer.fast_paths.apply(model)     # trainer.precision / compile / channels_last
-        data = data.to(trainer.device)
-        objective = build(cfg.objective)
-        evaluators = chosen_parts(cfg.eval, "eval")
-        optimizer = build_optimizer(cfg.optim, model)
-        steps_per_epoch = -(-len(data.train) // data.batch_size)
-        schedule = build_schedule(cfg.schedule, optimizer, steps_per_epoch=steps_per_epoch,
-                                  max_epochs=trainer.max_epochs)
-        if trainer.fast_paths.auto_compile:
-            from odex.training.compile_choice import choose_compile
-            from odex.data.batches import to_unit_float
-            done = checkpoint_epoch(previous.checkpoint)
-            choice = choose_compile(model, to_unit_float(data.train.x[:data.batch_size]),
-                                    iterations=steps_per_epoch * max(trainer.max_epochs - done, 0))
-            log.info("trainer.compile=auto: %s (%s)", "compiled (" + choice.backend + ")" if choice.compile
-                     else "eager", choice.reason)
-            extra.update(choice.summary())
+        if built.compile_choice is not None:
+            extra.update(built.compile_choice.summary())
         generator = torch.Generator(device=trainer.device).manual_seed(trainer.seed)
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
@@ -382,8 +342,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         if checkpoint is not None and checkpoint.get("tracker", {}).get("wandb_id"):
             job["wandb_id"] = checkpoint["tracker"]["wandb_id"]     # the same wandb run goes on
         tracker.start(config, job)
-        extra.update(trainer.fit(model=model, data=data, objective=objective, optimizer=optimizer,
-                                 schedule=schedule, evaluators=evaluators, tracker=tracker,
+        extra.update(trainer.fit(model=model, data=data, objective=built.objective, optimizer=built.optimizer,
+                                 schedule=built.schedule, evaluators=built.evaluators, tracker=tracker,
                                  run_dir=out_dir, generator=generator, callbacks=callbacks,
                                  resume=checkpoint, stop=stop, config=config))
         status = "completed"
@@ -421,6 +381,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             except (OSError, OdexError) as write_error:    # a full disk: the earlier summary.json stays
                 log.debug("summary not written: %s", write_error)
         # else: an earlier run's folder, not ours to write: its files stay as they were
+        settings.close()
         run_record.stop_log_file(log_file)
         if new_lock is not None:
             new_lock.__exit__(None, None, None)

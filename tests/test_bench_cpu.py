@@ -20,16 +20,16 @@ def _load(name: str):
 
 
 def _odex_model(tmp_path, model: str, grad: str):
-    from odex.config import build
+    from odex.build import build_run
 
     bench = _load("epochs")
     args = type("A", (), {"tol": 1e-3, "epochs": 1, "conv_train": 64, "conv_test": 32})()
     root = tmp_path / "mnist"
     if model == "conv":
         bench.synthetic_mnist(root, n=8100)        # mnist_t10k trains on the first 8,000
-    cfg = compose_cfg(["logger=none", *bench.odex_overrides(model, grad, args, str(root))])
-    data = build(cfg.dataset)
-    return build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad)), data
+    built = build_run(compose_cfg(["logger=none", *bench.odex_overrides(model, grad, args, str(root))]),
+                      training=False)
+    return built.model, built.data
 
 
 def test_plain_networks_have_odex_configs_parameters(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from conftest import TINY, compose_cfg, read_metrics, train_in_process
 import odex.training.checkpoint as ckpt
-from odex.config import build
+from odex.build import build_run
 from odex.data.batches import Batches
 from odex.evaluate.evaluators import CleanAccuracy
 from odex.training.signals import StopSignals
@@ -35,9 +35,8 @@ SWA = [*LYANET, "trainer.max_epochs=3", "callbacks=[swa]", "callbacks.swa.after_
 
 
 def model_and_data(overrides, run_dir):
-    cfg = compose_cfg(["logger=none", *overrides])
-    data = build(cfg.dataset)
-    model = build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad))
+    built = build_run(compose_cfg(["logger=none", *overrides]), training=False)
+    model, data = built.model, built.data
     model.load_state_dict(ckpt.load(run_dir / "checkpoints" / "last.pt")["model"])
     return model.eval(), data
 
@@ -87,9 +86,8 @@ def test_best_checkpoint_keeps_the_best_validation_epoch(tmp_path):
     for k, r in enumerate(rows, 1):       # a running best
         assert r["best/val/acc"] == max(val[:k])
     # the weights are that epoch's: they give its validation accuracy again
-    cfg = compose_cfg(["logger=none", *BEST])
-    data = build(cfg.dataset)
-    model = build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad))
+    built = build_run(compose_cfg(["logger=none", *BEST]), training=False)
+    model, data = built.model, built.data
     model.load_state_dict(saved["model"])
     again = CleanAccuracy()(model, Batches(data.val, data.eval_batch_size), "val")
     assert again["val/acc"].item() == pytest.approx(max(val))

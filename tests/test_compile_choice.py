@@ -13,6 +13,7 @@ from odex.training.compile_choice import COMPILES_PER_RUN, MARGIN, choose_compil
 from odex.errors import ConfigError
 from odex.training.fast_paths import FastPaths
 from odex.models.layers import MLPField
+from odex.ode.field_options import FieldOptions, building
 from odex.ode.nfe import counted_fields
 from odex.ode.block import ODEBlock
 from odex.ode.solver import Solver
@@ -81,29 +82,35 @@ def _net():
     return Net(), torch.randn(16, 3)
 
 
-def test_probe_compiles_when_it_pays_and_the_model_computes_what_eager_does():
+def test_probe_compiles_when_it_pays_and_leaves_the_model_as_it_was():
     net, x = _net()
-    eager_net = copy.deepcopy(net)
     state, rng = copy.deepcopy(net.state_dict()), torch.get_rng_state()
     m = scripted()
     choice = choose_compile(net, x, iterations=10_000, backend="aot_eager", measure=m, prior_compile_s=1.0)
     assert choice.compile and m.calls == ["eager", "compiled"]
     assert choice.evaluations == 8 * 10_000               # rk4 x 2 steps: 8 forward evaluations
     field = counted_fields(net)[0]
-    assert field.field._compiled_call_impl is not None
+    assert field.options == FieldOptions() and field.field._compiled_call_impl is None     # not touched
     assert int(field.nfe_forward) == 0                      # the probe's evaluations are not counted
     torch.testing.assert_close(net.state_dict(), state, rtol=0, atol=0)   # BN statistics untouched
     assert torch.equal(torch.get_rng_state(), rng)
-    net.train(), eager_net.train()
-    out_c, out_e = net(x), eager_net(x)
-    out_c.sum().backward(), out_e.sum().backward()
-    torch.testing.assert_close(out_c, out_e)
-    for a, b in zip(net.parameters(), eager_net.parameters()):
-        torch.testing.assert_close(a.grad, b.grad)
     assert choice.summary() == {"compile": "aot_eager", "compile_reason": choice.reason}
 
 
-def test_probe_puts_the_field_back_to_eager_when_compiled_is_slower():
+def test_a_model_built_with_the_choice_computes_what_eager_does():
+    net, x = _net()
+    with building(FieldOptions(backend="aot_eager")):
+        compiled, _ = _net()                               # the same seed: the same weights
+    assert counted_fields(compiled)[0].field._compiled_call_impl is not None
+    net.train(), compiled.train()
+    out_c, out_e = compiled(x), net(x)
+    out_c.sum().backward(), out_e.sum().backward()
+    torch.testing.assert_close(out_c, out_e)
+    for a, b in zip(compiled.parameters(), net.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_probe_stays_eager_when_compiled_is_slower():
     net, x = _net()
     choice = choose_compile(net, x, iterations=10_000, backend="aot_eager",
                             measure=scripted(compiled=(2.0, 0.0112)), prior_compile_s=1.0)

@@ -62,7 +62,7 @@ def test_list_groups_skip_entries_left_out_of_the_choice():
     """experiment=lyanet_fmnist eval=[clean]: the experiment's eval.pgd settings stay in the
     config without a _target_; only the chosen evaluators are built."""
     from odex.evaluate.evaluators import CleanAccuracy
-    from odex.train import chosen_parts
+    from odex.build import chosen_parts
 
     cfg = compose_cfg(["experiment=lyanet_fmnist", "eval=[clean]", "callbacks=[swa]"])
     assert "pgd" in cfg.eval and "_target_" not in cfg.eval.pgd

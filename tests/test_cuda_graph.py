@@ -124,7 +124,7 @@ def test_graphed_steps_give_the_eager_steps(exact_cuda, optim, captures):
     runs = {}
     for graphed in (False, True):
         model = copy.deepcopy(base)
-        # capturable on both sides: the graph switches Adam to it, whose arithmetic differs in rounding
+        # capturable on both sides, as build_optimizer makes Adam for trainer.cuda_graph (its rounding differs)
         opt = (torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True) if optim == "adam"
                else torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
         # the lr changes every 4 steps: Adam's graph reads it from a tensor, SGD's is re-captured
@@ -208,7 +208,8 @@ class Syncing(CrossEntropy):
         return step
 
 model = Net().cuda()
-step = GraphedTrainStep(model, Syncing(), torch.optim.Adam(model.parameters()), device=torch.device("cuda"))
+step = GraphedTrainStep(model, Syncing(), torch.optim.Adam(model.parameters(), capturable=True),
+                        device=torch.device("cuda"))
 batches = _batches()
 for x, y in batches[:3]:                            # eager warm-up: a sync is merely slow there
     step(x, y)

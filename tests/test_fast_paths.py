@@ -1,4 +1,5 @@
-"""The vector fields' fast paths (odex/training/fast_paths.py): bf16 autocast keeps the solver in float32
+"""The vector fields' fast paths (odex/training/fast_paths.py), given to each ODE block when it is built
+(odex/ode/field_options.py): bf16 autocast keeps the solver in float32
 and stays close to float32 gradients; compile and channels_last compute what eager does; bad
 values are one-line ConfigErrors; on CUDA, a fixed-step training epoch makes no host sync of
 odex's own (torchdiffeq's are listed)."""
@@ -16,16 +17,37 @@ import torch
 from odex.errors import ConfigError
 from odex.training.fast_paths import FastPaths
 from odex.models.layers import ConvField
+from odex.ode.field_options import FieldOptions, building
 from odex.ode.block import ODEBlock
 from odex.ode.solver import Solver
 
 from conftest import TINY, train_in_process
 
 
-def conv_block(grad="direct", method="rk4", steps=4, seed=0) -> ODEBlock:
+def conv_block(grad="direct", method="rk4", steps=4, seed=0, fast: FastPaths | None = None) -> ODEBlock:
+    """A block whose weights depend on `seed` alone, built with `fast`'s field options."""
     torch.manual_seed(seed)
     solver = Solver(method=method, steps=steps, max_num_steps=None) if method == "rk4" else Solver(method=method)
-    return ODEBlock(ConvField(4, 8, act="softplus"), solver, grad)
+    return ODEBlock(ConvField(4, 8, act="softplus"), solver, grad,
+                    options=None if fast is None else fast.field_options())
+
+
+def test_blocks_built_inside_building_get_its_options_and_others_do_not():
+    bf16 = FieldOptions(dtype=torch.bfloat16)
+    with building(bf16):
+        inside = conv_block()
+    assert inside.field.options == bf16
+    assert conv_block().field.options == FieldOptions()
+
+
+@pytest.fixture
+def compiling():
+    """The process as a run with compiled fields sets it (functorch's donated buffers off, which
+    the adjoint's retained graphs need), put back afterwards."""
+    from odex.sweep.process_state import job_settings
+
+    with job_settings(threads=1, tf32=False, device=torch.device("cpu"), compiles=True):
+        yield
 
 
 def loss_and_grads(block: ODEBlock, y0: torch.Tensor):
@@ -43,7 +65,7 @@ def rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 def test_bf16_runs_the_field_in_bf16_and_the_solver_in_fp32():
-    block = FastPaths(precision="bf16").apply(conv_block())
+    block = conv_block(fast=FastPaths(precision="bf16"))
     seen = []
     block.field.field.conv3.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     y0 = torch.randn(2, 4, 5, 5)
@@ -57,7 +79,7 @@ def test_bf16_runs_the_field_in_bf16_and_the_solver_in_fp32():
 def test_bf16_gradients_stay_close_to_fp32(grad):
     y0 = torch.randn(3, 4, 6, 6)
     fp32 = conv_block(grad)
-    bf16 = FastPaths(precision="bf16").apply(copy.deepcopy(fp32))
+    bf16 = conv_block(grad, fast=FastPaths(precision="bf16"))      # the same weights (same seed)
     out32, g32 = loss_and_grads(fp32, y0)
     out16, g16 = loss_and_grads(bf16, y0)
     err = rel_err(g16, g32)
@@ -68,7 +90,7 @@ def test_bf16_gradients_stay_close_to_fp32(grad):
 
 
 def test_bf16_adjoint_keeps_its_backward_state_in_fp32():
-    block = FastPaths(precision="bf16").apply(conv_block("adjoint"))
+    block = conv_block("adjoint", fast=FastPaths(precision="bf16"))
     dtypes = []
     block.field.register_forward_hook(lambda m, i, o: dtypes.append((i[1].dtype, o.dtype)))
     loss_and_grads(block, torch.randn(2, 4, 5, 5))
@@ -87,15 +109,16 @@ def test_bf16_trains_like_fp32(tmp_path):
 
 
 @pytest.mark.parametrize("grad", ["direct", "adjoint", "gq"])
-def test_compile_gives_the_eager_outputs_and_gradients(grad):
+def test_compile_gives_the_eager_outputs_and_gradients(grad, compiling):
     torch._dynamo.reset()
     y0 = torch.randn(2, 4, 5, 5)
     eager = conv_block(grad)
-    compiled = FastPaths(compile="aot_eager").apply(copy.deepcopy(eager))
+    compiled = conv_block(grad, fast=FastPaths(compile="aot_eager"))
     assert compiled.state_dict().keys() == eager.state_dict().keys()     # checkpoints stay compatible
     out_e, g_e = loss_and_grads(eager, y0)
     out_c, g_c = loss_and_grads(compiled, y0)
-    assert compiled.field.field._compiled_call_impl is not None
+    assert compiled.field.options.backend == "aot_eager"
+    assert compiled.field.field._compiled_call_impl is not None        # torch really compiled it
     torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_c, g_e):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -104,7 +127,7 @@ def test_compile_gives_the_eager_outputs_and_gradients(grad):
 def test_channels_last_gives_the_same_outputs():
     y0 = torch.randn(2, 4, 5, 5)
     plain = conv_block()
-    cl = FastPaths(channels_last=True).apply(copy.deepcopy(plain))
+    cl = FastPaths(channels_last=True).to_device(conv_block(), torch.device("cpu"))
     assert cl.field.field.conv2.weight.is_contiguous(memory_format=torch.channels_last)
     out_p, g_p = loss_and_grads(plain, y0)
     out_c, g_c = loss_and_grads(cl, y0)
@@ -129,8 +152,8 @@ def test_defaults_are_off():
     t = compose_cfg().trainer
     assert (t.precision, t.compile, t.channels_last) == ("fp32", False, False)
     fast = FastPaths(t.precision, t.compile, t.channels_last)
-    block = fast.apply(conv_block())
-    assert block.field.autocast_dtype is None and fast.backend is None
+    block = conv_block(fast=fast)
+    assert block.field.options == FieldOptions() and fast.backend is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +226,7 @@ def test_fixed_step_training_epoch_has_no_host_sync_of_odex(tmp_path):
 def test_bf16_on_cuda_stays_close_to_fp32(grad):
     y0 = torch.randn(3, 4, 6, 6, device="cuda")
     fp32 = conv_block(grad).cuda()
-    bf16 = FastPaths(precision="bf16").apply(copy.deepcopy(fp32))
+    bf16 = conv_block(grad, fast=FastPaths(precision="bf16")).cuda()
     torch.backends.cudnn.allow_tf32 = False
     out32, g32 = loss_and_grads(fp32, y0)
     out16, g16 = loss_and_grads(bf16, y0)
@@ -212,11 +235,11 @@ def test_bf16_on_cuda_stays_close_to_fp32(grad):
 
 
 @pytest.mark.gpu
-def test_inductor_compile_on_cuda_gives_the_eager_outputs():
+def test_inductor_compile_on_cuda_gives_the_eager_outputs(compiling):
     torch._dynamo.reset()
     y0 = torch.randn(2, 4, 5, 5, device="cuda")
     eager = conv_block("adjoint").cuda()
-    compiled = FastPaths(compile=True).apply(copy.deepcopy(eager))
+    compiled = conv_block("adjoint", fast=FastPaths(compile=True)).cuda()
     out_e, g_e = loss_and_grads(eager, y0)
     out_c, g_c = loss_and_grads(compiled, y0)
     torch.testing.assert_close(out_c, out_e, rtol=1e-3, atol=1e-4)

@@ -27,17 +27,18 @@ def _in_subprocess(code: str, env: dict) -> dict:
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
 def test_auto_with_an_affinity_mask_of_one_cpu_gives_one_thread():
     """A process pinned to one CPU before torch starts (as `taskset -c 0` or SLURM's task/affinity
-    would), with no other limit in its environment: the Trainer sets and reports 1 thread."""
+    would), with no other limit in its environment: a run's settings give torch 1 thread."""
     code = (
         "import os, json, logging\n"
         "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
         "import torch\n"
-        "from odex.training.trainer import Trainer\n"
-        "t = Trainer(threads='auto', device='cpu')\n"
-        "print(json.dumps({'trainer': t.threads, 'torch': torch.get_num_threads(),"
+        "from odex.sweep.process_state import job_settings\n"
+        "with job_settings(threads='auto', tf32=True, device=torch.device('cpu'), compiles=False) as n:\n"
+        "    inside = torch.get_num_threads()\n"
+        "print(json.dumps({'job': n, 'torch': inside,"
         " 'limits': __import__('odex.training.threads').training.threads.cpu_limits()}))\n")
     out = _in_subprocess(code, CLEAN)
-    assert out["trainer"] == out["torch"] == 1
+    assert out["job"] == out["torch"] == 1
     assert out["limits"]["affinity"] == 1
 
 

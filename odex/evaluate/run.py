@@ -156,27 +156,30 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
 
 
 def _evaluate(cfg, ckpt_path: Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    import odex.training.checkpoint as ckpt
+    from odex.build import build_run
+    from odex.config import build
+    from odex.sweep.process_state import job_settings
+
+    trainer = build(cfg.trainer)          # device, threads and the speed settings, as in the run
+    with job_settings(threads=trainer.threads, tf32=trainer.tf32, device=trainer.device,
+                      compiles=trainer.fast_paths.compiles):
+        built = build_run(cfg, trainer=trainer, training=False)
+        model, data = built.model, built.data
+        state = ckpt.load_weights(model, ckpt_path, "ckpt_path")
+        return _evaluate_built(cfg, model, data, built.evaluators, state, ckpt_path, overrides, out_dir)
+
+
+def _evaluate_built(cfg, model, data, evaluators, state, ckpt_path: Path, overrides: list[str],
+                    out_dir: Path) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
-    import odex.training.checkpoint as ckpt
-    from odex.config import build
     from odex.data.batches import Batches
     from odex.evaluate.evaluators import evaluate
     from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
-    from odex.train import _config, chosen_parts, seed_everything
+    from odex.train import _config
     from odex.training import atomic
-
-    trainer = build(cfg.trainer)          # device, threads and the speed settings, as in the run
-    from odex.training.cpu_math import map_kernel_constants
-    map_kernel_constants()                # the math kernels' fast state, as in odex-train (changes no result)
-    seed_everything(trainer.seed)
-    data = build(cfg.dataset)
-    model = build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad)).to(trainer.device)
-    trainer.fast_paths.apply(model)
-    data = data.to(trainer.device)
-    state = ckpt.load_weights(model, ckpt_path, "ckpt_path")
-    evaluators = chosen_parts(cfg.eval, "eval")
 
     atomic.makedirs(out_dir / ".hydra")
     atomic.write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))

@@ -1,6 +1,7 @@
 """The ODE block every model uses: y(t1) = y0 + integral_0^t1 f(t, y) dt.
 
-It wraps the vector field once in a `CountedField` (forward and backward NFE), keeps the time
+It wraps the vector field once in a `CountedField` (forward and backward NFE, and the field
+options it is built with: precision and compile, odex/ode/field_options.py), keeps the time
 grid as a buffer (so it moves with the model and costs no host-to-device copy per call), checks
 at construction that the loop steps the solver's method and that the gradient method can
 differentiate this field with this solver, and calls
@@ -17,15 +18,19 @@ from torch import nn
 from odex.errors import ConfigError
 from odex.ode.grad import GradientMethod, gradient_method
 from odex.ode.loops import check as check_loop
+from odex.ode import field_options
 from odex.ode.nfe import CountedField
 from odex.ode.odeint import odeint
 from odex.ode.solver import Solver
 
 
 class ODEBlock(nn.Module):
-    def __init__(self, field: nn.Module, solver: Solver, grad: GradientMethod | str = "direct"):
+    def __init__(self, field: nn.Module, solver: Solver, grad: GradientMethod | str = "direct", *,
+                 options: field_options.FieldOptions | None = None):
+        """`options`: how the field is evaluated; None takes those in force where the model is
+        built (`field_options.building`, eager float32 elsewhere)."""
         super().__init__()
-        self.field = CountedField(field)
+        self.field = CountedField(field, field_options.current() if options is None else options)
         self.solver = solver
         self.grad = gradient_method(grad)
         check_loop(solver.loop, solver.method)

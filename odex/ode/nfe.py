@@ -9,33 +9,39 @@ block's forward solve runs count as forward; evaluations after it returned (an a
 recomputing gradient method calling the field during `loss.backward()`) count as backward.
 Plain backprop through the solver's operations calls no vector field, so its backward NFE is 0.
 
-Every field evaluation passes through here, so this is also where `trainer.precision=bf16`
-(odex.training.fast_paths) acts: the field runs under autocast and its output is cast back to the state's
-dtype, so the solver never sees a bf16 tensor.
+Every field evaluation passes through here, so this is also where the block's field options
+(odex/ode/field_options.py) act, fixed when the wrapper is built: with a dtype (trainer.precision=bf16)
+the field runs under autocast and its output is cast back to the state's dtype, so the solver never
+sees a bf16 tensor; with a backend (trainer.compile) the field is compiled in place by
+`nn.Module.compile`, so the state_dict keys and checkpoints stay those of the eager model.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from odex.ode.field_options import EAGER, FieldOptions
+
 
 class CountedField(nn.Module):
     """`field(t, y)` with device-side counters `nfe_forward` and `nfe_backward`."""
 
-    def __init__(self, field: nn.Module):
+    def __init__(self, field: nn.Module, options: FieldOptions = EAGER):
         super().__init__()
+        if options.backend is not None:
+            field.compile(backend=options.backend)      # the field's own forward stays as it is
         self.field = field
+        self.options = options
         self.register_buffer("nfe_forward", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("nfe_backward", torch.zeros((), dtype=torch.long), persistent=False)
         self.backward_phase = False
-        self.autocast_dtype: torch.dtype | None = None     # set by odex.training.fast_paths (bf16)
 
     def forward(self, t: torch.Tensor, y):
         (self.nfe_backward if self.backward_phase else self.nfe_forward).add_(1)
-        if self.autocast_dtype is None:
+        if self.options.dtype is None:
             return self.field(t, y)
         device = (y[0] if isinstance(y, (tuple, list)) else y).device.type
-        with torch.autocast(device, dtype=self.autocast_dtype):
+        with torch.autocast(device, dtype=self.options.dtype):
             out = self.field(t, y)
         return _cast_like(out, y)
 

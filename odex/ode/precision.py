@@ -1,5 +1,5 @@
 """Arithmetic precision: full float32 where a bound is at stake, and the vector field's dtype
-(`trainer.precision`, applied by odex.training.fast_paths).
+(`trainer.precision`, given to each ODE block when it is built: odex/ode/field_options.py).
 
 On CUDA the trainer allows TF32 (about 10 mantissa bits) for matmuls and cuDNN convolutions, which
 is fine for training but too coarse for a spectral-norm estimate behind a Lipschitz bound or for

@@ -59,11 +59,18 @@ def nero(params, *, lr: float = 0.01, beta: float = 0.999, constrain: str = "con
     return Nero(groups, lr=float(lr), beta=float(beta), eps=float(eps))
 
 
-def build_optimizer(cfg_optim, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg_optim, model: nn.Module, *, capturable: bool = False) -> torch.optim.Optimizer:
+    """The optimizer over the model's parameter groups. `capturable` (trainer.cuda_graph): an
+    optimizer that has a capturable mode (Adam, AdamW, NAdam, RAdam, ...) is built in it, its state
+    on the device and its learning rate readable from a device tensor inside a CUDA graph
+    (odex/training/cuda_graph.py); one without (SGD, Nero) is built as configured."""
     make = build(cfg_optim)
     if not callable(make):
         raise ConfigError("optim must be a partial (`_partial_: true`) of an optimizer class")
-    return make(param_groups(model))
+    options = {}
+    if capturable and "capturable" in inspect.signature(getattr(make, "func", make)).parameters:
+        options["capturable"] = True
+    return make(param_groups(model), **options)
 
 
 class Schedule:

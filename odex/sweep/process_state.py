@@ -5,10 +5,17 @@ workers are reused across jobs, so whatever a job changes globally -- random sta
 flags, functorch's donated-buffer switch (turned off for compiled fields), the default dtype, deterministic mode, an unfinished wandb run, cached CUDA memory, compiled
 graphs -- would otherwise change the jobs after it. `isolated_job()` snapshots that state and puts it
 back in a `finally`, whatever the job did.
+
+`job_settings()` is the one place where a run sets process-wide state for itself: torch's thread
+count (trainer.threads), TF32 (trainer.tf32), functorch's donated buffers (off where a field may be
+compiled) and the CPU kernels' constants mapped (odex/training/cpu_math.py); it puts the settings
+back when the run ends, so two runs in one process (a sweep's jobs, or odex.train.run called twice)
+each get their own.
 """
 from __future__ import annotations
 
 import gc
+import logging
 import random
 import sys
 from contextlib import contextmanager
@@ -16,6 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+log = logging.getLogger("odex")
 
 
 def _torch_settings() -> dict[str, Any]:
@@ -36,7 +45,7 @@ def _torch_settings() -> dict[str, Any]:
 
 
 def _functorch_config():
-    import torch._functorch.config as functorch_config   # no public setter: fast_paths sets it too
+    import torch._functorch.config as functorch_config   # no public setter
 
     return functorch_config
 
@@ -108,3 +117,32 @@ def isolated_job() -> Iterator[None]:
                 step()
             except Exception as e:  # noqa: BLE001 -- cleanup must not hide the job's own outcome
                 print(f"odex: warning: cleanup after the job failed: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+@contextmanager
+def job_settings(*, threads: int | str, tf32: bool, device: torch.device, compiles: bool) -> Iterator[int]:
+    """Inside the block, the process runs as the job asks: `threads` (trainer.threads: auto or a
+    count, odex/training/threads.py) intra-op threads, TF32 matmuls and convolutions as `tf32` says
+    on a CUDA `device`, functorch's donated buffers off when `compiles` (torchdiffeq's adjoint takes
+    each field's VJP with retain_graph=True, which a compiled backward that donates its saved
+    buffers refuses; donation only saves memory), and torch's CPU-kernel constants mapped (a masked
+    load of an unmapped page slows log1p/softplus tenfold; changes no result: cpu_math.py). Yields
+    the thread count; the previous settings come back afterwards."""
+    from odex.training import threads as cpu_threads
+    from odex.training.cpu_math import map_kernel_constants
+
+    saved = _torch_settings()
+    try:
+        map_kernel_constants()      # nothing to undo: it only maps pages of torch's own library
+        n, why = cpu_threads.resolve(threads)
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        log.info("torch threads: %d (%s)", n, why)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        if compiles:
+            _functorch_config().donated_buffer = False
+        yield n
+    finally:
+        _restore_torch_settings(saved)

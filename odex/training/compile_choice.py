@@ -1,5 +1,6 @@
 """`trainer.compile: auto`: compile the vector fields only where a start-up probe says it repays
-its cold compile within this run.
+its cold compile within this run. The probe measures a model and changes nothing in it; the run's
+model is then built with the choice (odex.build.build_run).
 
 Why a probe and not a rule: on the development CPU (torch 2.14.1, inductor, one thread) compiling
 the field gave 0.81-0.86x per evaluation on the GQ conv field but 1.08-1.13x (slower) on a small
@@ -16,15 +17,16 @@ all known only at start-up, so odex measures:
 3. The run's expected field work is W = e * n_f * iterations (iterations = batches per epoch x
    epochs still to run). If even a compile that halved it (MAX_GAIN) could not repay a typical
    cold compile (PRIOR_COMPILE_S), the field stays eager without compiling anything.
-4. Otherwise the field is compiled for real (`nn.Module.compile`, the default backend), the first
+4. Otherwise a copy of each field, wrapped as a compiled field (`CountedField` built with the
+   backend, as the run would build it), is compiled for real (the default backend), the first
    compiled evaluation (with its VJP: the forward and backward graphs) is timed as the cold-compile
    cost c, and the median of the next ones as the compiled time k.
 5. Compile iff k <= MARGIN * e (a clear gain, not noise) and (e - k) * n_f * iterations >
    COMPILES_PER_RUN * c: the cold compiles, counted against the run's expected length, are repaid.
    A run compiles the field more than once: the probe's graph (training batch, grad mode), a
    dynamic-shape recompile for a partial last batch, and evaluation's no-grad graph at the
-   evaluation batch size, hence COMPILES_PER_RUN = 3. Otherwise the fields are put back to eager
-   (the compile was the probe's cost; it is reported).
+   evaluation batch size, hence COMPILES_PER_RUN = 3. Otherwise the run stays eager (the compile
+   was the probe's cost; it is reported).
 
 The choice, its figures and its reason are logged and recorded in the run's summary
 (`compile`, `compile_reason`). The saving counts forward evaluations with one VJP each; an
@@ -42,6 +44,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from odex.ode.field_options import FieldOptions
 from odex.ode.nfe import CountedField, counted_fields
 
 log = logging.getLogger("odex")
@@ -152,7 +155,8 @@ def measure(fn: Callable[[], None], repeats: int, device: torch.device, label: s
 def choose_compile(model: nn.Module, x: torch.Tensor, *, iterations: int, backend: str = "inductor",
                    measure: Callable = measure, repeats: int = REPEATS,
                    prior_compile_s: float = PRIOR_COMPILE_S) -> CompileChoice:
-    """Probe, decide, and leave every vector field of `model` compiled (with `backend`) or eager.
+    """Probe and decide whether the vector fields of `model` are to be compiled (with `backend`);
+    `model` itself is left as it was (its fields, statistics and counters).
     `measure(fn, repeats, device, label) -> (first_s, median_s)` times a probe (label "eager" or
     "compiled"); tests pass one with scripted timings, the compile itself stays real."""
     fields = counted_fields(model)
@@ -161,35 +165,27 @@ def choose_compile(model: nn.Module, x: torch.Tensor, *, iterations: int, backen
     inputs, nfe = _field_inputs(model, x)
     n_f = sum(nfe)
     evaluations = n_f * iterations
-    # through CountedField, so a bf16 field is timed under its autocast; counters reset at the end
-    eager = [measure(_eval_and_vjp(f, *inp), repeats, x.device, "eager")[1]
+    # through CountedField (a copy of each, as the run builds it), so a bf16 field is timed under
+    # its autocast and the model's own counters are not touched
+    eager = [measure(_eval_and_vjp(_built_as(f, f.options.backend), *inp), repeats, x.device, "eager")[1]
              for f, inp in zip(fields, inputs) if inp is not None]
     eager_s = sum(eager) / len(eager) if eager else 0.0     # per evaluation, averaged over the fields
     ok, reason = decide(eager_s, evaluations, prior_compile_s=prior_compile_s)
     if ok is not None:
-        for f in fields:
-            f.reset()
         return CompileChoice(ok, reason, eager_s, None, None, evaluations, backend)
 
-    import torch._functorch.config as functorch_config
-    functorch_config.donated_buffer = False      # as FastPaths.apply: torchdiffeq's VJPs retain graphs
     compile_s, compiled = 0.0, []
     for f, inp in zip(fields, inputs):
-        f.field.compile(backend=backend)
         if inp is not None:
-            first, med = measure(_eval_and_vjp(f, *inp), repeats, x.device, "compiled")
+            first, med = measure(_eval_and_vjp(_built_as(f, backend), *inp), repeats, x.device, "compiled")
             compile_s += max(first - med, 0.0)
             compiled.append(med)
     compiled_s = sum(compiled) / len(compiled) if compiled else eager_s
     ok, reason = decide(eager_s, evaluations, compiled_s, compile_s, prior_compile_s=prior_compile_s)
-    if not ok:
-        for f in fields:
-            _uncompile(f)
-    for f in fields:
-        f.reset()
     return CompileChoice(bool(ok), reason, eager_s, compiled_s, compile_s, evaluations, backend)
 
 
-def _uncompile(counted: CountedField) -> None:
-    """Undo `nn.Module.compile` (it only sets this attribute; the module's own forward is intact)."""
-    counted.field._compiled_call_impl = None
+def _built_as(counted: CountedField, backend: str | None) -> CountedField:
+    """A copy of `counted`'s field wrapped as a block built with `backend` (None: eager) would
+    wrap it, with the same dtype."""
+    return CountedField(copy.deepcopy(counted.field), FieldOptions(counted.options.dtype, backend))

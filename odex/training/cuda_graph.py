@@ -21,7 +21,7 @@ How (PyTorch's "whole network capture", torch.cuda.graphs):
 
 Host values a capture bakes in, and how they stay right:
 - The learning rate. An optimizer with a `capturable` mode (Adam, AdamW, NAdam, RAdam, ...) is
-  switched to it and reads its learning rate from a device tensor while captured; before each
+  built in it (odex.optim.optimizers.build_optimizer) and reads its learning rate from a device tensor while captured; before each
   replay the tensor is refreshed (`fill_`, no sync) if the schedule changed the group's float.
   The param groups themselves keep Python floats, so schedules, checkpoints and logs see floats.
 - Every other hyperparameter of the param groups, and the learning rate of an optimizer without a
@@ -42,6 +42,7 @@ The NFE counters (odex/ode/nfe.py) are in-place device adds, so a replay counts 
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -95,6 +96,15 @@ def hyperparameters(optimizer: torch.optim.Optimizer, skip_lr: list[bool]) -> li
     return out
 
 
+@contextmanager
+def _stepping_uncaptured():
+    """torch warns when a capturable optimizer steps outside a capture; the warm-up and partial
+    batches do so on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+        yield
+
+
 class GraphedTrainStep(TrainStep):
     """A TrainStep that replays one CUDA graph per batch shape (see the module docstring)."""
 
@@ -106,18 +116,10 @@ class GraphedTrainStep(TrainStep):
         self.warmup = warmup
         self.calls = 0
         self.captures = 0
-        # Optimizers with a capturable mode read the learning rate from a device tensor in a graph.
-        self.tensor_lr = ["capturable" in optimizer.defaults for _ in optimizer.param_groups]
-        for group, tensor_lr in zip(optimizer.param_groups, self.tensor_lr):
-            if tensor_lr:
-                group["capturable"] = True     # state (step counts) on the device, no host reads
-                for p in group["params"]:      # state loaded from a non-capturable checkpoint
-                    state = optimizer.state.get(p, {})
-                    if torch.is_tensor(state.get("step")) and state["step"].device != p.device:
-                        state["step"] = state["step"].to(p.device, torch.float32)
-        # torch warns when a capturable optimizer steps outside a capture; here the warm-up and
-        # partial batches do so on purpose
-        optimizer._warned_capturable_if_run_uncaptured = True
+        # An optimizer built capturable (odex.optim.optimizers.build_optimizer; its state, loaded
+        # from any checkpoint, is on the device) reads the learning rate from a device tensor in a
+        # graph.
+        self.tensor_lr = [bool(group.get("capturable")) for group in optimizer.param_groups]
         self._lr: list[torch.Tensor | None] = [None] * len(optimizer.param_groups)
         self._lr_value: list[float | None] = [None] * len(optimizer.param_groups)
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -129,9 +131,11 @@ class GraphedTrainStep(TrainStep):
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> Step:
         if self.calls < self.warmup:
             self.calls += 1
-            return self._warm_up(x, y)
+            with _stepping_uncaptured():
+                return self._warm_up(x, y)
         if self._graph is not None and not self._fits(x, y):
-            return super().__call__(x, y)          # another shape: eager, into the same gradients
+            with _stepping_uncaptured():
+                return super().__call__(x, y)      # another shape: eager, into the same gradients
         if self._graph is None or hyperparameters(self.optimizer, self.tensor_lr) != self._captured_with:
             return self._capture(x, y)
         return self._replay(x, y)

@@ -1,18 +1,24 @@
 """Speed settings (`trainer.precision`, `trainer.compile`, `trainer.channels_last`,
-`trainer.cuda_graph`): the vector fields' are applied once to a built model by
-`FastPaths.apply(model)`; the training step is built by `FastPaths.train_step(...)`. How a solve is
-stepped is not here: it is the solver's choice (`solver.loop`, odex/ode/loops/).
+`trainer.cuda_graph`), given to the parts when they are built, never switched on afterwards: the
+vector fields' options by `FastPaths.field_options()` (each ODE block is built with them, see
+odex.build.build_run and odex/ode/field_options.py), channels_last where the model is moved to its
+device, the training step by `FastPaths.train_step(...)`. How a solve is stepped is not here: it is
+the solver's choice (`solver.loop`, odex/ode/loops/).
 
 - precision=bf16: every vector-field evaluation runs under `torch.autocast(bfloat16)` and its
   output is cast back to the state's dtype (odex.ode.nfe.CountedField), so the solver's state, its
   stage combinations, its error control and an adjoint's state all stay in float32; only the
   field's own arithmetic (convolutions, matmuls) drops to bf16.
-- compile: `torch.compile` of each ODE block's vector field in place (`nn.Module.compile`, so
-  the state_dict keys and checkpoints stay those of the eager model). `true` means the default
+- compile: `torch.compile` of each ODE block's vector field when the block is built
+  (`nn.Module.compile` in odex.ode.nfe.CountedField, so the state_dict keys and checkpoints stay
+  those of the eager model). `true` means the default
   backend (inductor); a string names a backend ("aot_eager" is a cheap one for testing).
   The solver's Python stepping (torchdiffeq) stays eager. `auto` compiles (inductor) only where
   a start-up probe of the field, eager against compiled, says the cold compile is repaid within
-  the run (odex/training/compile_choice.py; decided in odex.train.run once the data is there).
+  the run (odex/training/compile_choice.py: a throwaway build is probed once the data is there,
+  then the model is built with the choice, odex.build.build_run). Compiled fields need functorch's
+  donated buffers off, a process-wide switch set with the job's other settings
+  (odex.sweep.process_state.job_settings).
 - cuda_graph: the whole training step captured once as a CUDA graph and replayed per batch
   (odex/training/cuda_graph.py); needs every block on odex's sync-free fixed grid (a fixed-step
   solver with solver.loop=odex and a gradient method that supports it), refused (ConfigError,
@@ -32,7 +38,7 @@ from torch import nn
 
 from odex.training.cuda_graph import GraphedTrainStep
 from odex.errors import ConfigError
-from odex.ode.nfe import counted_fields
+from odex.ode.field_options import FieldOptions
 from odex.ode.precision import field_dtype
 from odex.training.train_step import TrainStep
 
@@ -68,7 +74,7 @@ class FastPaths:
 
     @property
     def auto_compile(self) -> bool:
-        """trainer.compile=auto: `apply` leaves the fields eager; odex.training.compile_choice decides."""
+        """trainer.compile=auto: odex.training.compile_choice decides before the model is built."""
         return self.compile == "auto"
 
     @property
@@ -78,21 +84,22 @@ class FastPaths:
             return None
         return "inductor" if self.compile is True else self.compile
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        """Switch the settings on for every ODE block of `model` (in place; returns it)."""
-        dtype = field_dtype(self.precision)
-        if self.backend is not None:
-            # torchdiffeq's adjoint takes each field's VJP with retain_graph=True, which a compiled
-            # backward that donates its saved buffers refuses; donation only saves memory.
-            import torch._functorch.config as functorch_config
-            functorch_config.donated_buffer = False
-        for counted in counted_fields(model):
-            counted.autocast_dtype = dtype
-            if self.backend is not None:
-                counted.field.compile(backend=self.backend)
+    @property
+    def compiles(self) -> bool:
+        """Whether a field may be compiled in this run (a backend, or auto)."""
+        return bool(self.compile)
+
+    def field_options(self, backend: str | None = None) -> FieldOptions:
+        """The options every ODE block is built with: this precision, and `backend` (auto's
+        choice) or the configured backend."""
+        return FieldOptions(field_dtype(self.precision), backend if backend is not None else self.backend)
+
+    def to_device(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """`model` moved to `device`, its 4-d weights in channels-last format with channels_last
+        (cuDNN then picks NHWC kernels; the inputs follow the weights)."""
         if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return model
+            return model.to(device, memory_format=torch.channels_last)
+        return model.to(device)
 
     def train_step(self, model: nn.Module, objective, optimizer: torch.optim.Optimizer, *,
                    grad_clip: float | None = None, device: torch.device) -> TrainStep:

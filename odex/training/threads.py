@@ -116,11 +116,8 @@ def resolve(setting) -> tuple[int, str]:
     return n, "trainer.threads"
 
 
-def apply(setting) -> tuple[int, str]:
-    """Set torch's intra-op thread count from `trainer.threads`; returns (count, where from)."""
-    import torch
-
-    n, why = resolve(setting)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n, why
+def check(setting) -> None:
+    """A ConfigError for a value that is neither auto nor a whole number >= 1 (the count itself is
+    resolved when the run starts: odex.sweep.process_state.job_settings)."""
+    if not (isinstance(setting, str) and setting.strip().lower() == "auto"):
+        resolve(setting)

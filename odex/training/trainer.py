@@ -102,10 +102,10 @@ class Trainer:
             raise ConfigError(f"trainer.init_from={init_from}: no such file "
                               "(an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
         self.init_from = init_from        # a new run starts from these weights (fit)
-        # before anything is built or trained (odex/training/threads.py); isolated_job puts it back after the job
-        self.threads, why = cpu_threads.apply(threads)
-        log.info("torch threads: %d (%s)", self.threads, why)
-        # the vector fields' speed settings, applied by odex.train.run once the model is built
+        # process-wide: set by odex.sweep.process_state.job_settings around the run, not here
+        cpu_threads.check(threads)
+        self.threads, self.tf32 = threads, tf32
+        # the speed settings the parts are built with (odex.build.build_run)
         self.fast_paths = FastPaths(precision, compile, channels_last, cuda_graph)
         self.max_epochs = max_epochs
         self.health = health if health is not None else RunHealth(enabled=False)
@@ -119,9 +119,6 @@ class Trainer:
         # other on one terminal line: there the default is no bar (the per-epoch log lines remain)
         self.job_label: str | None = None
         self.parallel = False
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
 
     def _bar_disabled(self) -> bool | None:
         """tqdm's `disable`: None (a bar only on a terminal) by default, no bar by default when jobs

@@ -44,6 +44,7 @@ from odex.ode.solver import Solver
 from odex.objectives.classification import CrossEntropy
 from odex.training.cuda_graph import graph_blockers
 from odex.training.fast_paths import FastPaths
+from odex.ode.field_options import building
 
 MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
 
@@ -145,11 +146,10 @@ def with_loop(model: nn.Module, loop: str) -> nn.Module:
     return model
 
 
-def _odex_path(base: nn.Module, fast: FastPaths, loop: str, x, y, batch: int, device) -> TrainPath:
+def _odex_path(model: nn.Module, fast: FastPaths, loop: str, x, y, batch: int, device) -> TrainPath:
     """The trainer's iteration (odex/training/trainer.py, Trainer.fit) on odex's device-resident
-    batches, every ODE block's solver stepped by `loop`."""
-    model = with_loop(copy.deepcopy(base), loop).to(device).train()
-    fast.apply(model)
+    batches, with `model` built as a run with `fast` and solver.loop=`loop` builds it."""
+    model = fast.to_device(model, device).train()
     split = Split(x.to(device), y.to(device))
     gen = torch.Generator(device=device).manual_seed(0)
     loader = Batches(split, batch, shuffle=True, generator=gen, drop_last=True)
@@ -233,9 +233,16 @@ def bench_case(args, model_name, width, batch, grad, solver_spec, device) -> lis
     f_call, f_vjp = field_flops(bare, y0)
     del bare
 
+    def built(fast: FastPaths, loop: str) -> nn.Module:
+        """The model as a run with these settings builds it (odex.build.build_run), base's weights."""
+        with torch.random.fork_rng(devices=[]), building(fast.field_options()):
+            model, _ = build_model(model_name, width, replace(solver, loop=loop), grad, args.width_key)
+        model.load_state_dict(base.state_dict())
+        return model
+
     paths = [_reference_path(base, solver, grad, x, y, batch, device)]
     for fast, loop in case_variants(variants(args), base, solver, device):
-        paths.append(_odex_path(base, fast, loop, x, y, batch, device))
+        paths.append(_odex_path(built(fast, loop), fast, loop, x, y, batch, device))
 
     for p in paths:                    # warm-up: allocator, cuDNN choice, compilation
         for _ in range(args.warmup if p.warmup_calls is None else p.warmup_calls):

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmarks.common import command, report, table
-from odex.config import build
+from odex.build import build_run
 from odex.data.batches import Batches
 from odex.evaluate.evaluators import PGDAccuracy
 
@@ -43,8 +43,9 @@ def main(argv=None) -> list:
     rows = []
     for run in args.runs:
         cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-        data = build(cfg.dataset)
-        model = build(cfg.model, info=data.info, solver=build(cfg.solver), grad=build(cfg.grad))
+        cfg.trainer.device = "cpu"
+        built = build_run(cfg, training=False)
+        model, data = built.model, built.data
         state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         out = ev(model, Batches(data.test, 100))

@@ -1,0 +1,45 @@
+"""How an ODE block evaluates its vector field: the autocast dtype (`trainer.precision`) and the
+torch.compile backend (`trainer.compile`), given to the block when it is built.
+
+Every model passes its solver and gradient method to its blocks, but not these: a model (a user's
+own too) is built by `instantiate(cfg.model, info=..., solver=..., grad=...)` and need not know
+about speed settings. The options reach each `ODEBlock` built inside `building(options)` (a
+context variable, as `torch.device(...)` is a context for where tensors are made), or are given to
+the block directly; the block hands them to its `CountedField`, which applies them from its
+constructor on. Nothing is switched on an object after it was built.
+"""
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class FieldOptions:
+    """dtype: the field's autocast dtype (None: the state's own, float32); backend: the
+    torch.compile backend the field is compiled with (None: eager)."""
+    dtype: torch.dtype | None = None
+    backend: str | None = None
+
+
+EAGER = FieldOptions()
+_current: contextvars.ContextVar[FieldOptions] = contextvars.ContextVar("odex_field_options", default=EAGER)
+
+
+def current() -> FieldOptions:
+    """The options an ODE block built now gets (EAGER outside `building`)."""
+    return _current.get()
+
+
+@contextmanager
+def building(options: FieldOptions) -> Iterator[FieldOptions]:
+    """Every ODE block built inside the block evaluates its field with `options`."""
+    token = _current.set(options)
+    try:
+        yield options
+    finally:
+        _current.reset(token)
