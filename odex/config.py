@@ -185,7 +185,7 @@ def describe(ann) -> str:
         return "a radius >= 0 (a number, or a fraction such as 8/255)"
     if ann is schema.SolverMethod:
         from odex.ode import tableau
-        return "one of " + ", ".join(tableau.names())
+        return "one of " + ", ".join(tableau.names()) + ", or the path <module>.<NAME> of a ButcherTableau of your own"
     if is_dataclass(ann):
         return "{" + ", ".join(f.name for f in fields(ann)) + "}"
     return str(ann)
@@ -283,8 +283,15 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         return
     if ann is schema.SolverMethod:
         from odex.ode import tableau
-        if value not in tableau.names():
-            raise bad()
+        if not isinstance(value, str) or "." not in value:
+            if value not in tableau.names():
+                raise bad()
+            return
+        try:
+            tableau.of_user(value)         # a tableau of the user's own: its module is imported
+        except LookupError as e:
+            raise refuse(key, value, f"{e} (solver.method is one of {', '.join(tableau.names())}, or the "
+                                     "path <module>.<NAME> of a ButcherTableau of your own)") from None
         return
     if ann is schema.Radius:
         r = _radius(value)
@@ -333,19 +340,59 @@ def _choice(choices: dict, group: str, target: str) -> str:
     return f"{group}={name or target.rsplit('.', 1)[-1]}"
 
 
-def _schema_for(group: str, node, key: str, choices: dict):
-    from odex.schema import TARGETS
+def _schema_for(group: str, node, key: str, choices: dict, where: str = ""):
+    """The schema dataclass of the node `key`: odex's own, stated by its `_target_` (odex/schema.py),
+    or the one a part of the user's own declares (odex/plugins.py: its module is imported). None for
+    a part of the user's own without one: then its signature says which keys it takes."""
+    from odex import plugins
+    from odex.schema import by_target
 
     if not isinstance(node, dict):
         raise refuse(key, node, f"must be a config group: choose {group}=<name> (see conf/{group.split('.')[0]}/)")
     target = node.get("_target_")
     if target is None:
         raise refuse(f"{key}._target_", None, "every part names the class that builds it")
-    table = TARGETS[group]
-    if target not in table:
-        # a class of the user's own (a plugin): its constructor's signature is the only schema
-        return None
-    return table[target]
+    if target in by_target():
+        return by_target()[target]
+    try:
+        obj = plugins.locate(target)
+    except LookupError as e:
+        raise refuse(f"{key}._target_", target, f"{e}") from None
+    cls = plugins.schema_of(obj)
+    if cls is None:
+        _check_signature(node, obj, key, where or _choice(choices, group.split(".")[0], target))
+    return cls
+
+
+def _check_signature(node: dict, obj, key: str, where: str) -> None:
+    """A part of the user's own without a schema: every key is a parameter of its constructor (or
+    function), unless it takes **kwargs. Hydra's own keys (_target_, _partial_, ...) aside."""
+    import inspect
+
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return          # a builtin without a readable signature: its own call says what is wrong
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name, value in node.items():
+        if not name.startswith("_") and name not in known:
+            raise refuse(f"{key}.{name}", value, f"{where} has no key {name!r}{_suggest(name, known)}; "
+                                                 f"its keys: {', '.join(known)}")
+
+
+def _searchpath(cfg) -> list:
+    """hydra.searchpath of the composed config (with its hydra node), or of the running Hydra job."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig) and "hydra" in cfg:
+        return list(OmegaConf.select(cfg, "hydra.searchpath", default=None) or [])
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    except Exception:  # noqa: BLE001 -- no Hydra run (the Python API): nothing to add
+        return []
 
 
 def validate(cfg, choices: dict | None = None) -> None:
@@ -355,8 +402,9 @@ def validate(cfg, choices: dict | None = None) -> None:
     imports no torch."""
     from omegaconf import DictConfig, OmegaConf
 
-    from odex import schema
+    from odex import plugins, schema
 
+    plugins.on_path(plugins.folders(_searchpath(cfg)))       # the .py files of the user's own parts, beside their YAMLs
     if isinstance(cfg, DictConfig):
         tree = {}
         for name in cfg:
@@ -430,7 +478,7 @@ def validate(cfg, choices: dict | None = None) -> None:
                                  f"({', '.join(_groups().get(group, []))}){_suggest(name, _groups().get(group, []))}; "
                                  f"an entry of your own needs a _target_")
                 continue       # an experiment's settings for an entry the command line left out (not built)
-            cls = _schema_for(group, node, key, {})
+            cls = _schema_for(group, node, key, {}, f"{group}={name}")
             if cls is not None:
                 check_node(node, cls, key, f"{group}={name}")
             parts[key] = cls

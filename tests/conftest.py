@@ -14,13 +14,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import sixth_gradient  # noqa: F401 -- registers a sixth gradient method, defined in tests/ only
 from odex.config import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-# configs of the parts defined in tests/ (conf/grad/checkpointed.yaml), added to odex's own
-SEARCHPATH = f"hydra.searchpath=[file://{TESTS / 'conf'}]"
+# parts defined outside odex, one YAML and one .py each (grad/checkpointed.yaml + sixth_gradient.py,
+# ...), added to odex's own as a user adds theirs; nothing here imports them (validation does)
+PLUGINS = TESTS / "plugins"
+SEARCHPATH = f"hydra.searchpath=[file://{PLUGINS}]"
 
 # A run small enough for a 2-core CPU: 256 digits, 1 epoch, a narrow model.
 TINY = [
