@@ -1065,7 +1065,8 @@ TOP_LEVEL = ("dataset", "model", "solver", "grad", "objective", "optim", "schedu
 
 def schema_fields(cls: type) -> dict[str, Any]:
     """name -> annotation of a schema dataclass (ClassVars excluded, string annotations resolved)."""
-    hints = typing.get_type_hints(cls, globalns=globals(), include_extras=True)
+    # each class's own module resolves its string annotations (a plugin's schema names its imports)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
