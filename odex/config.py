@@ -523,6 +523,44 @@ def _part_problems(tree: dict, parts: dict) -> None:
             raise refuse(f"{key}.{p.key}" if p.key else key, p.value, p.allowed)
 
 
+def _part_of(group: str, name: str):
+    """The schema of odex's choice conf/<group>/<name>.yaml, by its `_target_` (following the
+    YAML's defaults list to the choice it extends); None for a choice without one."""
+    import yaml
+
+    from odex.schema import by_target
+
+    node = yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}
+    if "_target_" not in node:
+        bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        return _part_of(group, bases[0]) if bases else None
+    return by_target().get(node["_target_"])
+
+
+def _yaml_key(group: str, name: str, key: str):
+    """One key of odex's choice conf/<group>/<name>.yaml, as written there."""
+    import yaml
+
+    return (yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}).get(key)
+
+
+def _choices_where(group: str, test) -> str:
+    """Advice named from the parts' declarations: odex's choices of `group` whose schema passes
+    `test`, as `a, b or c`."""
+    names = [n for n in _groups().get(group, []) if (cls := _part_of(group, n)) is not None and test(cls)]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _use_instead(needs) -> str:
+    """What satisfies `needs` (an objective's or evaluator's): its own words, else the models and
+    gradient methods whose declarations have every flag it asks."""
+    if needs.use_instead:
+        return needs.use_instead
+    models = _choices_where("model", lambda c: all(getattr(c.traits, f) for f in needs.model)).replace(", ", "|")
+    grads = _choices_where("grad", lambda c: all(getattr(c.supports, f) for f in needs.grad)).replace(", ", "|")
+    return f"model={models.replace(' or ', '|')}" + (f" with grad={grads.replace(' or ', '|')}" if needs.grad else "")
+
+
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     """Values that are fine alone but not together, and the combinations of parts that cannot work,
     each asked of what the parts declare (odex/schema.py)."""
@@ -605,7 +643,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     traits = model_cls.traits
     if traits.images and not parts["dataset"].images:
         raise refuse("model", c("model").split("=", 1)[1], f"needs image data; {c('dataset')} has vectors "
-                                                            "(use model=augmented or node)")
+                     f"(use model={_choices_where('model', lambda m: not m.traits.images)})")
     # what the objective and the evaluators ask of the model and the gradient method
     asked = []
     if obj_cls is not None:
@@ -618,25 +656,27 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
         for flag in needs.model:
             if not getattr(traits, flag):
                 raise refuse(group, name, f"{needs.why}; {c('model')} does not have that "
-                                          f"(use {needs.use_instead})")
+                                          f"(use {_use_instead(needs)})")
         for flag in needs.grad:
             if supports is not None and traits.ode and not getattr(supports, flag):
                 raise refuse("grad", c("grad").split("=", 1)[1],
                              f"{group}={name} {needs.why}, which {c('grad')} does not support "
-                             f"(use {needs.use_instead})")
+                             f"(use {_use_instead(needs)})")
     if supports is None or not traits.ode:
         return
     g = c("grad")
     solves = obj_cls is None or obj_cls.solves_in_training
     if not supports.adaptive_solvers and not fixed:
+        fixed_solvers = [n for n in _groups().get("solver", [])
+                         if schema.is_fixed_step(_yaml_key("solver", n, "method"))]
         raise refuse("grad", g.split("=", 1)[1], f"{g} recomputes a fixed-step solve, but solver.method={method} "
-                                                 "is adaptive: use solver=euler, midpoint or rk4 with solver.steps=N")
+                     f"is adaptive: use solver={', '.join(fixed_solvers[:-1])} or {fixed_solvers[-1]} with solver.steps=N")
     if traits.tuple_state and not supports.tuple_states:
         raise refuse("grad", g.split("=", 1)[1], f"{g} takes a tensor state, and {c('model')}'s state is a tuple: "
-                                                 "use grad=direct, adjoint, seminorm or anode")
+                     f"use grad={_choices_where('grad', lambda m: m.supports.tuple_states)}")
     if traits.field_batchnorm and not supports.train_batchnorm:
         raise refuse("grad", g.split("=", 1)[1], f"{g} is not valid with BatchNorm in training mode inside "
-                                                 f"{c('model')}'s vector field: use grad=adjoint, anode or direct")
+                     f"{c('model')}'s vector field: use grad={_choices_where('grad', lambda m: m.supports.train_batchnorm)}")
     if solves and model_cls.random_field(model) and not (supports.random_field and fixed):
         raise refuse("model.dropout", model.get("dropout"),
                      f"makes {c('model')}'s vector field random in training, which needs a fixed-step solver "

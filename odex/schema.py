@@ -151,7 +151,7 @@ class Needs:
     model: tuple[str, ...] = ()       # ModelTraits flags that must be true
     grad: tuple[str, ...] = ()        # GradSupports flags that must be true
     why: str = ""
-    use_instead: str = ""
+    use_instead: str = ""             # advice in words; "" = the models and methods that have the flags (odex.config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,8 +634,7 @@ class LyapunovPath(Objective):
     _target_: str = "odex.objectives.lyapunov.LyapunovPath"
     kappa: Optional[NonNegFloat] = None
     needs: ClassVar = Needs(model=("lyapunov_parts", "ode"), grad=("tuple_states",),
-                            why="integrates the violation as an extra state component (a tuple state)",
-                            use_instead="model=lyanet|augmented|node with grad=direct|adjoint|seminorm|anode")
+                            why="integrates the violation as an extra state component (a tuple state)")
 
 
 # optimizers and schedules ----------------------------------------------------------------------
@@ -827,15 +826,14 @@ class GradCheck(Eval):
     threshold: PosFloat = 1e-2
     solver: Optional[EvalSolver] = None
     needs: ClassVar = Needs(model=("ode",), why="compares the ODE gradient method with direct backprop, so it "
-                            "needs a model with ODE blocks", use_instead="an ODE model: model=augmented, node, ...")
+                            "needs a model with ODE blocks")
 
 
 @dataclass
 class CertifiedAccuracy(Eval):
     _target_: str = "odex.evaluate.evaluators.CertifiedAccuracy"
     eps: Annotated[list[Radius], Length(1)] = field(default_factory=list)
-    needs: ClassVar = Needs(model=("certificate",), why="needs a model with a Lipschitz certificate",
-                            use_instead="model=cpl")
+    needs: ClassVar = Needs(model=("certificate",), why="needs a model with a Lipschitz certificate")
 
 
 @dataclass
@@ -844,8 +842,7 @@ class InferenceDynamics(Eval):
     kappa: Optional[NonNegFloat] = None
     times: PosInt = 10
     solver: Optional[EvalSolver] = None
-    needs: ClassVar = Needs(model=("lyapunov_parts",), why="solves the model's ODE from its initial state",
-                            use_instead="model=lyanet|augmented|node")
+    needs: ClassVar = Needs(model=("lyapunov_parts",), why="solves the model's ODE from its initial state")
 
 
 OWN_CHECKPOINTS = ("last.pt",)       # odex/training/resume.py's checkpoint_path, in <run>/checkpoints/
