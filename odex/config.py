@@ -399,12 +399,12 @@ def validate(cfg, choices: dict | None = None) -> None:
     """Check every key of the composed config `cfg` (a DictConfig or dict, `hydra` node ignored)
     against odex/schema.py, then every combination of the chosen parts. Raises one `ConfigError`
     (`<full.key>=<value>: <what is allowed>`) at the first problem. Touches nothing on disk and
-    imports no torch."""
+    imports no torch (a part of the user's own is imported to read its schema: odex/plugins.py)."""
     from omegaconf import DictConfig, OmegaConf
 
     from odex import plugins, schema
 
-    plugins.on_path(plugins.folders(_searchpath(cfg)))       # the .py files of the user's own parts, beside their YAMLs
+    plugins.on_path(plugins.folders(_searchpath(cfg)))      # the user's own parts' .py, beside their YAMLs
     if isinstance(cfg, DictConfig):
         tree = {}
         for name in cfg:

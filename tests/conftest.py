@@ -15,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from odex.config import config_dir
+from odex.plugins import on_path
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -43,7 +44,10 @@ torch.set_num_threads(1)
 
 
 def compose_cfg(overrides=(), *, keep_hydra: bool = False):
-    """The composed config for `overrides`, as `odex-train` would see it (minus the hydra node)."""
+    """The composed config for `overrides`, as `odex-train` would see it (minus the hydra node).
+    Its searchpath's folder goes on sys.path as odex-train puts it (odex.plugins.on_path), since
+    without the hydra node the validation stage cannot read it."""
+    on_path([PLUGINS])
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[SEARCHPATH, *overrides], return_hydra_config=keep_hydra)
     return cfg

@@ -6,10 +6,13 @@ reads its declared schema, so a plugin's keys and capabilities are checked as od
 
 - a sixth gradient method (grad=checkpointed: sixth_gradient.py), with no train-mode BatchNorm;
 - an adaptive Butcher tableau (solver.method=my_tableaux.RALSTON21 solver.loop=odex);
-- an evaluator (eval=[clean,confidence]: my_evaluators.py, with a ranged key).
+- an evaluator (eval=[clean,confidence]: my_evaluators.py, with a ranged key);
+- a model with BatchNorm in its vector field (model=mlp_node: my_models.py) and an objective
+  (objective=focal: my_objectives.py).
 
-One run trains with all three; one process asks odex-train's validation stage (odex.config.preflight,
-its first step) about each refusal: exit status 2 and one line each.
+One run trains with the first three, one with the model and the objective; one process asks
+odex-train's validation stage (odex.config.preflight, its first step) about each refusal: exit
+status 2 and one line each.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from conftest import PLUGINS, TINY, read_metrics, read_summary
 
 SEARCH = f"hydra.searchpath=[file://{PLUGINS}]"
 
-pytestmark = pytest.mark.slow        # two fresh processes that load torch (~30 s on a busy 2-core machine)
+pytestmark = pytest.mark.slow        # three fresh processes that load torch (~45 s on a busy 2-core machine)
 
 
 def fresh(tmp_path, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
@@ -52,6 +55,17 @@ def test_a_run_trains_with_a_gradient_method_a_tableau_and_an_evaluator_of_the_u
     assert "method: my_tableaux.RALSTON21" in recorded and "sixth_gradient.CheckpointedBackprop" in recorded
 
 
+def test_a_run_trains_a_model_of_the_users_own_with_an_objective_of_the_users_own(tmp_path):
+    run = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith("model.")]
+    p = fresh(tmp_path, ["-m", "odex.train", f"hydra.run.dir={run}", SEARCH, *tiny, "logger=none",
+                         "model=mlp_node", "model.width=16", "objective=focal", "objective.gamma=1.0"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert read_summary(run)["status"] == "completed"
+    row = read_metrics(run)[-1]
+    assert row["nfe/forward"] > 0 and 0 <= row["test/acc"] <= 1 and row["train/loss"] > 0
+
+
 REFUSALS = {
     # the plugin method declares no train-mode BatchNorm; ode_resnet has BatchNorm in its field
     "combination": (["grad=checkpointed", "model=ode_resnet"],
@@ -74,6 +88,15 @@ REFUSALS = {
     "loop": (["solver.method=my_tableaux.RALSTON21"],
              "solver.loop=torchdiffeq: steps only torchdiffeq's own methods; solver.method=my_tableaux.RALSTON21 "
              "is a tableau of your own: set solver.loop=odex"),
+    # the plugin model declares BatchNorm in its field; gq declares it does not support that
+    "model traits": (["model=mlp_node", "grad=gq"],
+                     "grad=gq: grad=gq is not valid with BatchNorm in training mode inside model=mlp_node's vector field"),
+    "model key": (["model=mlp_node", "++model.bogus=1"],
+                  "model.bogus=1: model=mlp_node has no key 'bogus'; its keys: width"),
+    "objective key": (["objective=focal", "++objective.bogus=1"],
+                      "objective.bogus=1: objective=focal has no key 'bogus'; its keys: gamma"),
+    "objective value": (["objective=focal", "objective.gamma=-1"],
+                        "objective.gamma=-1: must be a number >= 0"),
     "import": (["grad._target_=no_such_module.Method"],
                "grad._target_=no_such_module.Method: no module 'no_such_module' is importable"),
 }
