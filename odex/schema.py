@@ -1,5 +1,9 @@
 """What every config key may hold: one typed schema per `_target_`, and what each part supports.
 
+Each schema states the `_target_` it describes as its `_target_` default: that is the registry
+(`by_target`), with no list of parts to keep. A part of the user's own declares a schema like
+these beside its class (odex/plugins.py).
+
 Read by the validation stage (odex/config.py: `validate`), which runs after Hydra composed the
 config and before anything is built, read or written. This module must not import torch (nor
 anything that does): `odex-train` answers a bad override before torch is loaded.
