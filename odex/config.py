@@ -114,7 +114,7 @@ def describe(ann) -> str:
         return "a radius >= 0 (a number, or a fraction such as 8/255)"
     if ann is schema.SolverMethod:
         from odex.ode import tableau
-        return "one of " + ", ".join(tableau.names())
+        return "one of " + ", ".join(tableau.names()) + ", or the path <module>.<NAME> of a ButcherTableau of your own"
     if is_dataclass(ann):
         return "{" + ", ".join(f.name for f in fields(ann)) + "}"
     return str(ann)
@@ -212,8 +212,15 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         return
     if ann is schema.SolverMethod:
         from odex.ode import tableau
-        if value not in tableau.names():
-            raise bad()
+        if not isinstance(value, str) or "." not in value:
+            if value not in tableau.names():
+                raise bad()
+            return
+        try:
+            tableau.of_user(value)         # a tableau of the user's own: its module is imported
+        except LookupError as e:
+            raise refuse(key, value, f"{e} (solver.method is one of {', '.join(tableau.names())}, or the "
+                                     "path <module>.<NAME> of a ButcherTableau of your own)") from None
         return
     if ann is schema.Radius:
         r = _radius(value)
@@ -262,30 +269,71 @@ def _choice(choices: dict, group: str, target: str) -> str:
     return f"{group}={name or target.rsplit('.', 1)[-1]}"
 
 
-def _schema_for(group: str, node, key: str, choices: dict):
-    from odex.schema import TARGETS
+def _schema_for(group: str, node, key: str, choices: dict, where: str = ""):
+    """The schema dataclass of the node `key`: odex's own, stated by its `_target_` (odex/schema.py),
+    or the one a part of the user's own declares (odex/plugins.py: its module is imported). None for
+    a part of the user's own without one: then its signature says which keys it takes."""
+    from odex import plugins
+    from odex.schema import by_target
 
     if not isinstance(node, dict):
         raise refuse(key, node, f"must be a config group: choose {group}=<name> (see conf/{group.split('.')[0]}/)")
     target = node.get("_target_")
     if target is None:
         raise refuse(f"{key}._target_", None, "every part names the class that builds it")
-    table = TARGETS[group]
-    if target not in table:
-        # a class of the user's own (a plugin): its constructor's signature is the only schema
-        return None
-    return table[target]
+    if target in by_target():
+        return by_target()[target]
+    try:
+        obj = plugins.locate(target)
+    except LookupError as e:
+        raise refuse(f"{key}._target_", target, f"{e}") from None
+    cls = plugins.schema_of(obj)
+    if cls is None:
+        _check_signature(node, obj, key, where or _choice(choices, group.split(".")[0], target))
+    return cls
+
+
+def _check_signature(node: dict, obj, key: str, where: str) -> None:
+    """A part of the user's own without a schema: every key is a parameter of its constructor (or
+    function), unless it takes **kwargs. Hydra's own keys (_target_, _partial_, ...) aside."""
+    import inspect
+
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return          # a builtin without a readable signature: its own call says what is wrong
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name, value in node.items():
+        if not name.startswith("_") and name not in known:
+            raise refuse(f"{key}.{name}", value, f"{where} has no key {name!r}{_suggest(name, known)}; "
+                                                 f"its keys: {', '.join(known)}")
+
+
+def _searchpath(cfg) -> list:
+    """hydra.searchpath of the composed config (with its hydra node), or of the running Hydra job."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig) and "hydra" in cfg:
+        return list(OmegaConf.select(cfg, "hydra.searchpath", default=None) or [])
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    except Exception:  # noqa: BLE001 -- no Hydra run (the Python API): nothing to add
+        return []
 
 
 def validate(cfg, choices: dict | None = None) -> None:
     """Check every key of the composed config `cfg` (a DictConfig or dict, `hydra` node ignored)
     against odex/schema.py, then every combination of the chosen parts. Raises one `ConfigError`
     (`<full.key>=<value>: <what is allowed>`) at the first problem. Touches nothing on disk and
-    imports no torch."""
+    imports no torch (a part of the user's own is imported to read its schema: odex/plugins.py)."""
     from omegaconf import DictConfig, OmegaConf
 
-    from odex import schema
+    from odex import plugins, schema
 
+    plugins.on_path(plugins.folders(_searchpath(cfg)))      # the user's own parts' .py, beside their YAMLs
     if isinstance(cfg, DictConfig):
         tree = {}
         for name in cfg:
@@ -359,7 +407,7 @@ def validate(cfg, choices: dict | None = None) -> None:
                                  f"({', '.join(_groups().get(group, []))}){_suggest(name, _groups().get(group, []))}; "
                                  f"an entry of your own needs a _target_")
                 continue       # an experiment's settings for an entry the command line left out (not built)
-            cls = _schema_for(group, node, key, {})
+            cls = _schema_for(group, node, key, {}, f"{group}={name}")
             if cls is not None:
                 check_node(node, cls, key, f"{group}={name}")
             parts[key] = cls
@@ -402,6 +450,44 @@ def _part_problems(tree: dict, parts: dict) -> None:
                              grad=grad_cls.supports if grad_cls is not None else None)
         for p in rules(node, ctx):
             raise refuse(f"{key}.{p.key}" if p.key else key, p.value, p.allowed)
+
+
+def _part_of(group: str, name: str):
+    """The schema of odex's choice conf/<group>/<name>.yaml, by its `_target_` (following the
+    YAML's defaults list to the choice it extends); None for a choice without one."""
+    import yaml
+
+    from odex.schema import by_target
+
+    node = yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}
+    if "_target_" not in node:
+        bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        return _part_of(group, bases[0]) if bases else None
+    return by_target().get(node["_target_"])
+
+
+def _yaml_key(group: str, name: str, key: str):
+    """One key of odex's choice conf/<group>/<name>.yaml, as written there."""
+    import yaml
+
+    return (yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}).get(key)
+
+
+def _choices_where(group: str, test) -> str:
+    """Advice named from the parts' declarations: odex's choices of `group` whose schema passes
+    `test`, as `a, b or c`."""
+    names = [n for n in _groups().get(group, []) if (cls := _part_of(group, n)) is not None and test(cls)]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _use_instead(needs) -> str:
+    """What satisfies `needs` (an objective's or evaluator's): its own words, else the models and
+    gradient methods whose declarations have every flag it asks."""
+    if needs.use_instead:
+        return needs.use_instead
+    models = _choices_where("model", lambda c: all(getattr(c.traits, f) for f in needs.model)).replace(", ", "|")
+    grads = _choices_where("grad", lambda c: all(getattr(c.supports, f) for f in needs.grad)).replace(", ", "|")
+    return f"model={models.replace(' or ', '|')}" + (f" with grad={grads.replace(' or ', '|')}" if needs.grad else "")
 
 
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
@@ -486,7 +572,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     traits = model_cls.traits
     if traits.images and not parts["dataset"].images:
         raise refuse("model", c("model").split("=", 1)[1], f"needs image data; {c('dataset')} has vectors "
-                                                            "(use model=augmented or node)")
+                     f"(use model={_choices_where('model', lambda m: not m.traits.images)})")
     # what the objective and the evaluators ask of the model and the gradient method
     asked = []
     if obj_cls is not None:
@@ -499,25 +585,27 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
         for flag in needs.model:
             if not getattr(traits, flag):
                 raise refuse(group, name, f"{needs.why}; {c('model')} does not have that "
-                                          f"(use {needs.use_instead})")
+                                          f"(use {_use_instead(needs)})")
         for flag in needs.grad:
             if supports is not None and traits.ode and not getattr(supports, flag):
                 raise refuse("grad", c("grad").split("=", 1)[1],
                              f"{group}={name} {needs.why}, which {c('grad')} does not support "
-                             f"(use {needs.use_instead})")
+                             f"(use {_use_instead(needs)})")
     if supports is None or not traits.ode:
         return
     g = c("grad")
     solves = obj_cls is None or obj_cls.solves_in_training
     if not supports.adaptive_solvers and not fixed:
+        fixed_solvers = [n for n in _groups().get("solver", [])
+                         if schema.is_fixed_step(_yaml_key("solver", n, "method"))]
         raise refuse("grad", g.split("=", 1)[1], f"{g} recomputes a fixed-step solve, but solver.method={method} "
-                                                 "is adaptive: use solver=euler, midpoint or rk4 with solver.steps=N")
+                     f"is adaptive: use solver={', '.join(fixed_solvers[:-1])} or {fixed_solvers[-1]} with solver.steps=N")
     if traits.tuple_state and not supports.tuple_states:
         raise refuse("grad", g.split("=", 1)[1], f"{g} takes a tensor state, and {c('model')}'s state is a tuple: "
-                                                 "use grad=direct, adjoint, seminorm or anode")
+                     f"use grad={_choices_where('grad', lambda m: m.supports.tuple_states)}")
     if traits.field_batchnorm and not supports.train_batchnorm:
         raise refuse("grad", g.split("=", 1)[1], f"{g} is not valid with BatchNorm in training mode inside "
-                                                 f"{c('model')}'s vector field: use grad=adjoint, anode or direct")
+                     f"{c('model')}'s vector field: use grad={_choices_where('grad', lambda m: m.supports.train_batchnorm)}")
     if solves and model_cls.random_field(model) and not (supports.random_field and fixed):
         raise refuse("model.dropout", model.get("dropout"),
                      f"makes {c('model')}'s vector field random in training, which needs a fixed-step solver "

@@ -1,5 +1,9 @@
 """What every config key may hold: one typed schema per `_target_`, and what each part supports.
 
+Each schema states the `_target_` it describes as its `_target_` default: that is the registry
+(`by_target`), with no list of parts to keep. A part of the user's own declares a schema like
+these beside its class (odex/plugins.py).
+
 Read by the validation stage (odex/config.py: `validate`), which runs after Hydra composed the
 config and before anything is built, read or written. This module must not import torch (nor
 anything that does): `odex-train` answers a bad override before torch is loaded.
@@ -22,6 +26,7 @@ and the gradient method. `combinations` asks them; the torch classes read the sa
 """
 from __future__ import annotations
 
+import functools
 import math
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -150,7 +155,7 @@ class Needs:
     model: tuple[str, ...] = ()       # ModelTraits flags that must be true
     grad: tuple[str, ...] = ()        # GradSupports flags that must be true
     why: str = ""
-    use_instead: str = ""
+    use_instead: str = ""             # advice in words; "" = the models and methods that have the flags (odex.config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,28 +214,38 @@ class VisionDataset(DatasetCommon):
 
 @dataclass
 class Mnist(VisionDataset):
+    _target_: str = "odex.data.vision.mnist"
     size: ClassVar = (60000, 10000)
 
 
 @dataclass
+class FashionMnist(Mnist):
+    _target_: str = "odex.data.vision.fashion_mnist"
+
+
+@dataclass
 class Cifar(VisionDataset):
+    _target_: str = "odex.data.vision.cifar10"
     size: ClassVar = (50000, 10000)
     shape: ClassVar = (3, 32, 32)
 
 
 @dataclass
 class Cifar100(Cifar):
+    _target_: str = "odex.data.vision.cifar100"
     classes: ClassVar = 100
 
 
 @dataclass
 class Svhn(VisionDataset):
+    _target_: str = "odex.data.vision.svhn"
     size: ClassVar = (73257, 26032)
     shape: ClassVar = (3, 32, 32)
 
 
 @dataclass
 class MnistT10k(VisionDataset):
+    _target_: str = "odex.data.vision.mnist_t10k"
     train_size: Annotated[int, Range(1, 9999)] = 8000     # the rest of the 10,000 is the test split
 
     @classmethod
@@ -240,12 +255,14 @@ class MnistT10k(VisionDataset):
 
 @dataclass
 class Digits(DatasetCommon):
+    _target_: str = "odex.data.digits.digits"
     test_fraction: Annotated[float, UNIT_OPEN] = 0.2
     shape: ClassVar = (1, 8, 8)
 
 
 @dataclass
 class Spheres(DatasetCommon):
+    _target_: str = "odex.data.spheres.spheres"
     dim: PosInt = 2
     n_train: PosInt = 2000
     n_test: PosInt = 1000
@@ -302,6 +319,7 @@ class Model(ModelBase):
 
 @dataclass
 class AugmentedNODE(Model):
+    _target_: str = "odex.models.augmented.AugmentedNODE"
     channels: PosInt = 16
     hidden: PosInt = 32
     augment_dim: NonNegInt = 4
@@ -323,6 +341,7 @@ CPL_SIZES = {
 
 @dataclass
 class CPLNetwork(ModelBase):
+    _target_: str = "odex.models.cpl.CPLNetwork"
     size: Literal["tiny", "S", "M", "L", "XL"] = "S"
     conv_layers: Optional[NonNegInt] = None
     dense_layers: Optional[NonNegInt] = None
@@ -406,6 +425,7 @@ class PixelModel(Model):
 
 @dataclass
 class PixelNODE(PixelModel):
+    _target_: str = "odex.models.momentum.PixelNODE"
     augment_dim: Optional[NonNegInt] = None
     preset_keys: ClassVar = ("augment_dim", "hidden")
     state_grows: ClassVar = True
@@ -413,6 +433,7 @@ class PixelNODE(PixelModel):
 
 @dataclass
 class HeavyBallNODE(PixelModel):
+    _target_: str = "odex.models.momentum.HeavyBallNODE"
     dim: Optional[PosInt] = None
     sigma: Optional[Activation] = None
     xi: Optional[PosFloat] = None
@@ -422,6 +443,7 @@ class HeavyBallNODE(PixelModel):
 
 @dataclass
 class AdamNODE(PixelModel):
+    _target_: str = "odex.models.momentum.AdamNODE"
     dim: Optional[PosInt] = None
     root: Optional[Literal["softplus", "sigmoid"]] = None
     beta1_logit: Optional[float] = None
@@ -432,6 +454,7 @@ class AdamNODE(PixelModel):
 
 @dataclass
 class GQImageNODE(Model):
+    _target_: str = "odex.models.gq_image.GQImageNODE"
     width: PosInt = 50
     state_channels: PosInt = 10
     readout_hidden: PosInt = 50
@@ -451,6 +474,7 @@ class GainUpdate:
 
 @dataclass
 class LyaNet(Model):
+    _target_: str = "odex.models.lyanet.LyaNet"
     encoder: Literal["resnet18", "small"] = "resnet18"
     channels: PosInt = 32
     hidden: PosInt = 128
@@ -468,6 +492,7 @@ class LyaNet(Model):
 
 @dataclass
 class ODEResNet(Model):
+    _target_: str = "odex.models.ode_resnet.ODEResNet"
     width: PosFloat = 1.0
     stages: Annotated[list[PosInt], Length(1)] = field(default_factory=lambda: [64, 128, 256, 512])
     traits: ClassVar = ModelTraits(images=True, field_batchnorm=True)
@@ -476,14 +501,14 @@ class ODEResNet(Model):
 # solver and gradient methods -----------------------------------------------------------------
 
 class SolverMethod:
-    """The name of a solver: a tableau of odex/ode/tableau.py (built-in or registered), or one of
-    the methods only torchdiffeq's loop steps."""
+    """The name of a solver: a tableau of odex/ode/tableau.py, one of the methods only torchdiffeq's
+    loop steps, or the importable path <module>.<NAME> of a ButcherTableau of the user's own."""
 
 
 def is_fixed_step(method) -> bool:
     """Whether `method` is a fixed-step solver (needs solver.steps or solver.step_size)."""
     from odex.ode import tableau      # plain Python, no torch
-    return method in tableau.names() and not tableau.is_adaptive(method)
+    return tableau.exists(method) and not tableau.is_adaptive(method)
 
 
 Loop = Literal["torchdiffeq", "odex"]
@@ -491,7 +516,7 @@ Loop = Literal["torchdiffeq", "odex"]
 
 @dataclass
 class Solver:
-    _target_: str = ""
+    _target_: str = "odex.ode.solver.Solver"
     method: SolverMethod = "dopri5"
     loop: Loop = "torchdiffeq"        # how the steps are taken (odex/ode/loops/)
     rtol: Tol = 1e-3
@@ -515,9 +540,12 @@ def solver_problems(node: dict, rel: str, full: str, grad: GradSupports | None =
     from odex.ode import tableau      # plain Python, no torch
 
     method, t1 = node.get("method"), node.get("t1", 1.0)
-    if method not in tableau.names():
+    if not tableau.exists(method):
         return
     fixed = is_fixed_step(method)
+    if node.get("loop", "torchdiffeq") == "torchdiffeq" and method not in tableau.built_in():
+        yield Problem(f"{rel}loop", "torchdiffeq", f"steps only torchdiffeq's own methods; {full}method={method} "
+                                                   f"is a tableau of your own: set {full}loop=odex")
     if node.get("loop") == "odex" and method in tableau.TORCHDIFFEQ_ONLY:
         yield Problem(f"{rel}loop", "odex", f"steps Runge-Kutta tableaux; {full}method={method} is a multistep "
                                             "method only solver.loop=torchdiffeq steps")
@@ -541,17 +569,25 @@ class Grad:
 
 @dataclass
 class Direct(Grad):
+    _target_: str = "odex.ode.grad.Direct"
     supports: ClassVar = GradSupports(random_field=True, cuda_graph=True, backprop=True)
 
 
 @dataclass
 class Adjoint(Grad):
+    _target_: str = "odex.ode.grad.Adjoint"
     rtol: Optional[Tol] = None
     atol: Optional[Tol] = None
 
 
 @dataclass
+class Seminorm(Adjoint):
+    _target_: str = "odex.ode.grad.SeminormAdjoint"
+
+
+@dataclass
 class GaussLegendre(Grad):
+    _target_: str = "odex.ode.grad.GaussLegendreAdjoint"
     c: PosFloat = 0.1
     max_nodes: PosInt = 64
     rtol: Optional[Tol] = None
@@ -561,6 +597,7 @@ class GaussLegendre(Grad):
 
 @dataclass
 class CheckpointedANODE(Grad):
+    _target_: str = "odex.ode.grad.CheckpointedANODE"
     supports: ClassVar = GradSupports(adaptive_solvers=False)
 
 
@@ -575,16 +612,19 @@ class Objective:
 
 @dataclass
 class CrossEntropy(Objective):
+    _target_: str = "odex.objectives.classification.CrossEntropy"
     label_smoothing: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
 
 
 @dataclass
 class Margin(Objective):
+    _target_: str = "odex.objectives.classification.Margin"
     margin: PosFloat = 0.7
 
 
 @dataclass
 class LyapunovMC(Objective):
+    _target_: str = "odex.objectives.lyapunov.LyapunovMC"
     kappa: Optional[NonNegFloat] = None
     samples: PosInt = 512
     radius: Optional[PosFloat] = None
@@ -595,10 +635,10 @@ class LyapunovMC(Objective):
 
 @dataclass
 class LyapunovPath(Objective):
+    _target_: str = "odex.objectives.lyapunov.LyapunovPath"
     kappa: Optional[NonNegFloat] = None
     needs: ClassVar = Needs(model=("lyapunov_parts", "ode"), grad=("tuple_states",),
-                            why="integrates the violation as an extra state component (a tuple state)",
-                            use_instead="model=lyanet|augmented|node with grad=direct|adjoint|seminorm|anode")
+                            why="integrates the violation as an extra state component (a tuple state)")
 
 
 # optimizers and schedules ----------------------------------------------------------------------
@@ -612,6 +652,7 @@ class Optim:
 
 @dataclass
 class Adam(Optim):
+    _target_: str = "torch.optim.Adam"
     weight_decay: NonNegFloat = 0.0
     betas: Annotated[list[Annotated[float, UNIT_OPEN_RIGHT]], Length(2, 2)] = field(default_factory=lambda: [0.9, 0.999])
     eps: PosFloat = 1e-8
@@ -620,6 +661,7 @@ class Adam(Optim):
 
 @dataclass
 class SGD(Optim):
+    _target_: str = "torch.optim.SGD"
     momentum: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
     weight_decay: NonNegFloat = 0.0
     nesterov: bool = False
@@ -637,6 +679,7 @@ class SGD(Optim):
 
 @dataclass
 class Nero(Optim):
+    _target_: str = "odex.optim.optimizers.nero"
     beta: Annotated[float, UNIT_OPEN_RIGHT] = 0.999
     constrain: Literal["conv", "all", "none"] = "conv"
     eps: PosFloat = 1e-8
@@ -650,24 +693,28 @@ class Scheduler:
 
 @dataclass
 class CosineAnnealingLR(Scheduler):
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
     T_max: PosInt = 10
     eta_min: NonNegFloat = 0.0
 
 
 @dataclass
 class MultiStepLR(Scheduler):
+    _target_: str = "torch.optim.lr_scheduler.MultiStepLR"
     milestones: list[PosInt] = field(default_factory=list)
     gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
 
 
 @dataclass
 class StepLR(Scheduler):
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
     step_size: PosInt = 30
     gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
 
 
 @dataclass
 class PiecewiseLinear(Scheduler):
+    _target_: str = "odex.optim.schedules.PiecewiseLinear"
     points: Annotated[list[Annotated[float, Range(0, 1)]], Length(2)] = field(default_factory=list)
     factors: Annotated[list[NonNegFloat], Length(2)] = field(default_factory=list)
 
@@ -690,7 +737,7 @@ class Eval:
 
 @dataclass
 class CleanAccuracy(Eval):
-    pass
+    _target_: str = "odex.evaluate.evaluators.CleanAccuracy"
 
 
 @dataclass
@@ -717,6 +764,7 @@ PgdLoss = Literal["ce", "dlr"]
 
 @dataclass
 class PGDAccuracy(Eval):
+    _target_: str = "odex.evaluate.evaluators.PGDAccuracy"
     linf: Optional[Attack] = None
     l2: Optional[Attack] = None
     random_start: bool = True
@@ -736,6 +784,7 @@ AutoAttackName = Literal["apgd_ce", "apgd_t", "square"]      # FAB-T is not impl
 
 @dataclass
 class SquareAccuracy(Eval):
+    _target_: str = "odex.evaluate.autoattack.SquareAccuracy"
     norm: Norm = "linf"
     eps: Radius = "8/255"
     queries: PosInt = 5000
@@ -750,6 +799,7 @@ class SquareAccuracy(Eval):
 
 @dataclass
 class AutoAttackAccuracy(SquareAccuracy):
+    _target_: str = "odex.evaluate.autoattack.AutoAttackAccuracy"
     attacks: Annotated[list[AutoAttackName], Length(1)] = field(default_factory=lambda: ["apgd_ce", "apgd_t", "square"])
     steps: PosInt = 100
     targets: PosInt = 9
@@ -757,6 +807,7 @@ class AutoAttackAccuracy(SquareAccuracy):
 
 @dataclass
 class SolverTransfer(Eval):
+    _target_: str = "odex.evaluate.transfer.SolverTransfer"
     solvers: dict[str, Optional[EvalSolver]] = field(default_factory=dict)
     norm: Norm = "linf"
     eps: Radius = "8/255"
@@ -772,29 +823,30 @@ class SolverTransfer(Eval):
 
 @dataclass
 class GradCheck(Eval):
+    _target_: str = "odex.evaluate.grad_check.GradCheck"
     every: Optional[PosInt] = 1
     examples: PosInt = 64
     float64: bool = False
     threshold: PosFloat = 1e-2
     solver: Optional[EvalSolver] = None
     needs: ClassVar = Needs(model=("ode",), why="compares the ODE gradient method with direct backprop, so it "
-                            "needs a model with ODE blocks", use_instead="an ODE model: model=augmented, node, ...")
+                            "needs a model with ODE blocks")
 
 
 @dataclass
 class CertifiedAccuracy(Eval):
+    _target_: str = "odex.evaluate.evaluators.CertifiedAccuracy"
     eps: Annotated[list[Radius], Length(1)] = field(default_factory=list)
-    needs: ClassVar = Needs(model=("certificate",), why="needs a model with a Lipschitz certificate",
-                            use_instead="model=cpl")
+    needs: ClassVar = Needs(model=("certificate",), why="needs a model with a Lipschitz certificate")
 
 
 @dataclass
 class InferenceDynamics(Eval):
+    _target_: str = "odex.objectives.lyapunov.InferenceDynamics"
     kappa: Optional[NonNegFloat] = None
     times: PosInt = 10
     solver: Optional[EvalSolver] = None
-    needs: ClassVar = Needs(model=("lyapunov_parts",), why="solves the model's ODE from its initial state",
-                            use_instead="model=lyanet|augmented|node")
+    needs: ClassVar = Needs(model=("lyapunov_parts",), why="solves the model's ODE from its initial state")
 
 
 OWN_CHECKPOINTS = ("last.pt",)       # odex/training/resume.py's checkpoint_path, in <run>/checkpoints/
@@ -802,7 +854,7 @@ OWN_CHECKPOINTS = ("last.pt",)       # odex/training/resume.py's checkpoint_path
 
 @dataclass
 class BestCheckpoint:
-    _target_: str = ""
+    _target_: str = "odex.training.callbacks.BestCheckpoint"
     monitor: str = "val/acc"
     mode: Literal["max", "min"] = "max"
     filename: str = "best.pt"
@@ -826,7 +878,7 @@ class BestCheckpoint:
 
 @dataclass
 class StochasticWeightAveraging:
-    _target_: str = ""
+    _target_: str = "odex.training.callbacks.StochasticWeightAveraging"
     after_epoch: NonNegInt = 60
     lr_factor: PosFloat = 0.1
     anneal_epochs: NonNegInt = 10
@@ -835,7 +887,7 @@ class StochasticWeightAveraging:
 
 @dataclass
 class MedianPruning:
-    _target_: str = ""
+    _target_: str = "odex.sweep.pruning.MedianPruning"
     metric: str = "val/acc"
     mode: Literal["max", "min"] = "max"
     replicate: str = "trainer.seed"
@@ -845,19 +897,19 @@ class MedianPruning:
 
 @dataclass
 class FiniteCheck:
-    _target_: str = ""
+    _target_: str = "odex.training.debug.FiniteCheck"
     detect_anomaly: bool = True
 
 
 @dataclass
 class LossMustFall:
-    _target_: str = ""
+    _target_: str = "odex.training.debug.LossMustFall"
     fraction: Annotated[float, Range(0, 1, lo_open=True)] = 0.5
 
 
 @dataclass
 class Profile:
-    _target_: str = ""
+    _target_: str = "odex.training.debug.Profile"
     steps: PosInt = 5
     skip: NonNegInt = 1
     rows: PosInt = 25
@@ -868,7 +920,7 @@ class Profile:
 @dataclass
 class RunHealth:
     """trainer.health (odex/training/health.py)."""
-    _target_: str = ""
+    _target_: str = "odex.training.health.RunHealth"
     enabled: bool = True
     checks_per_epoch: PosInt = 8
     check_every_s: PosFloat = 10.0
@@ -879,7 +931,7 @@ class RunHealth:
 
 @dataclass
 class Trainer:
-    _target_: str = ""
+    _target_: str = "odex.training.trainer.Trainer"
     max_epochs: PosInt = 10
     device: str = "auto"          # auto, cpu, cuda, cuda:N (odex.config's cross checks)
     seed: NonNegInt = 0
@@ -899,12 +951,12 @@ class Trainer:
 
 @dataclass
 class NullSink:
-    _target_: str = ""
+    _target_: str = "odex.tracking.tracker.NullSink"
 
 
 @dataclass
 class WandbSink:
-    _target_: str = ""
+    _target_: str = "odex.tracking.tracker.WandbSink"
     mode: Optional[Literal["online", "offline", "disabled"]] = "offline"
     project: str = "odex"
     entity: Optional[str] = None
@@ -928,55 +980,25 @@ class WandbSink:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which schema a node follows, by its `_target_` (a string: nothing is imported)
+# Which schema a node follows: each schema above states the `_target_` it describes as its
+# `_target_` default, so the index is read off the classes (a string: nothing is imported). A
+# `_target_` no schema states is a part of the user's own (odex/plugins.py).
 
-TARGETS: dict[str, dict[str, type]] = {
-    "dataset": {
-        "odex.data.vision.mnist": Mnist, "odex.data.vision.fashion_mnist": Mnist,
-        "odex.data.vision.cifar10": Cifar, "odex.data.vision.cifar100": Cifar100,
-        "odex.data.vision.svhn": Svhn, "odex.data.vision.mnist_t10k": MnistT10k,
-        "odex.data.digits.digits": Digits, "odex.data.spheres.spheres": Spheres,
-    },
-    "model": {
-        "odex.models.augmented.AugmentedNODE": AugmentedNODE, "odex.models.cpl.CPLNetwork": CPLNetwork,
-        "odex.models.momentum.HeavyBallNODE": HeavyBallNODE, "odex.models.momentum.PixelNODE": PixelNODE,
-        "odex.models.momentum.AdamNODE": AdamNODE, "odex.models.gq_image.GQImageNODE": GQImageNODE,
-        "odex.models.lyanet.LyaNet": LyaNet, "odex.models.ode_resnet.ODEResNet": ODEResNet,
-    },
-    "solver": {"odex.ode.solver.Solver": Solver},
-    "grad": {
-        "odex.ode.grad.Direct": Direct, "odex.ode.grad.Adjoint": Adjoint, "odex.ode.grad.SeminormAdjoint": Adjoint,
-        "odex.ode.grad.GaussLegendreAdjoint": GaussLegendre, "odex.ode.grad.CheckpointedANODE": CheckpointedANODE,
-    },
-    "objective": {
-        "odex.objectives.classification.CrossEntropy": CrossEntropy, "odex.objectives.classification.Margin": Margin,
-        "odex.objectives.lyapunov.LyapunovMC": LyapunovMC, "odex.objectives.lyapunov.LyapunovPath": LyapunovPath,
-    },
-    "optim": {"torch.optim.Adam": Adam, "torch.optim.SGD": SGD, "odex.optim.optimizers.nero": Nero},
-    "schedule.scheduler": {
-        "torch.optim.lr_scheduler.CosineAnnealingLR": CosineAnnealingLR,
-        "torch.optim.lr_scheduler.MultiStepLR": MultiStepLR,
-        "torch.optim.lr_scheduler.StepLR": StepLR,
-        "odex.optim.schedules.PiecewiseLinear": PiecewiseLinear,
-    },
-    "eval": {
-        "odex.evaluate.evaluators.CleanAccuracy": CleanAccuracy, "odex.evaluate.evaluators.PGDAccuracy": PGDAccuracy,
-        "odex.evaluate.evaluators.CertifiedAccuracy": CertifiedAccuracy, "odex.objectives.lyapunov.InferenceDynamics": InferenceDynamics,
-        "odex.evaluate.grad_check.GradCheck": GradCheck,
-        "odex.evaluate.autoattack.AutoAttackAccuracy": AutoAttackAccuracy,
-        "odex.evaluate.autoattack.SquareAccuracy": SquareAccuracy, "odex.evaluate.transfer.SolverTransfer": SolverTransfer,
-    },
-    "callbacks": {
-        "odex.training.callbacks.BestCheckpoint": BestCheckpoint,
-        "odex.training.callbacks.StochasticWeightAveraging": StochasticWeightAveraging,
-        # conf/debug/ (debug=anomaly|overfit|profile)
-        "odex.training.debug.FiniteCheck": FiniteCheck, "odex.training.debug.LossMustFall": LossMustFall,
-        "odex.training.debug.Profile": Profile,
-        "odex.sweep.pruning.MedianPruning": MedianPruning,     # conf/callbacks/prune.yaml, conf/sweep/
-    },
-    "trainer": {"odex.training.trainer.Trainer": Trainer},
-    "logger": {"odex.tracking.tracker.NullSink": NullSink, "odex.tracking.tracker.WandbSink": WandbSink},
-}
+
+@functools.cache
+def by_target() -> dict[str, type]:
+    """`_target_` -> the schema dataclass of odex/schema.py that states it."""
+    index: dict[str, type] = {}
+    for obj in list(globals().values()):
+        target = getattr(obj, "__dataclass_fields__", {}).get("_target_") if isinstance(obj, type) else None
+        if target is None or not target.default:
+            continue
+        if target.default in index and index[target.default] is not obj:     # a subclass that forgot its own
+            raise RuntimeError(f"odex.schema: {index[target.default].__name__} and {obj.__name__} both state "
+                               f"_target_={target.default}")
+        index[target.default] = obj
+    return index
+
 
 # Hydra's launchers and sweepers (hydra.launcher, hydra.sweeper): only the values whose range
 # Hydra's own structured configs leave open and that fail deep inside a launch (joblib's
@@ -1044,9 +1066,10 @@ TOP_LEVEL = ("dataset", "model", "solver", "grad", "objective", "optim", "schedu
 
 def schema_fields(cls: type) -> dict[str, Any]:
     """name -> annotation of a schema dataclass (ClassVars excluded, string annotations resolved)."""
-    hints = typing.get_type_hints(cls, globalns=globals(), include_extras=True)
+    # each class's own module resolves its string annotations (a plugin's schema names its imports)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
-__all__ = ["TARGETS", "TOP_LEVEL", "Range", "Radius", "SolverMethod", "Length", "GradSupports", "ModelTraits", "Needs",
+__all__ = ["by_target", "TOP_LEVEL", "Range", "Radius", "SolverMethod", "Length", "GradSupports", "ModelTraits", "Needs",
            "schema_fields", "is_dataclass", "MISSING"]

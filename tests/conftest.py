@@ -14,13 +14,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import sixth_gradient  # noqa: F401 -- registers a sixth gradient method, defined in tests/ only
 from odex.config import config_dir
+from odex.plugins import on_path
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-# configs of the parts defined in tests/ (conf/grad/checkpointed.yaml), added to odex's own
-SEARCHPATH = f"hydra.searchpath=[file://{TESTS / 'conf'}]"
+# parts defined outside odex, one YAML and one .py each (grad/checkpointed.yaml + sixth_gradient.py,
+# ...), added to odex's own as a user adds theirs; nothing here imports them (validation does)
+PLUGINS = TESTS / "plugins"
+SEARCHPATH = f"hydra.searchpath=[file://{PLUGINS}]"
 
 # A run small enough for a 2-core CPU: 256 digits, 1 epoch, a narrow model.
 TINY = [
@@ -42,7 +44,10 @@ torch.set_num_threads(1)
 
 
 def compose_cfg(overrides=(), *, keep_hydra: bool = False):
-    """The composed config for `overrides`, as `odex-train` would see it (minus the hydra node)."""
+    """The composed config for `overrides`, as `odex-train` would see it (minus the hydra node).
+    Its searchpath's folder goes on sys.path as odex-train puts it (odex.plugins.on_path), since
+    without the hydra node the validation stage cannot read it."""
+    on_path([PLUGINS])
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[SEARCHPATH, *overrides], return_hydra_config=keep_hydra)
     return cfg

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import PLUGINS, REPO
 
-from odex.ode.grad import METHODS
+from odex.ode.grad import names
 
 
 def subcommand(name: str):
@@ -119,10 +119,10 @@ def test_bench_grad_smoke_run_and_its_cpu_memory_stand_in(tmp_path):
     assert module.cpu_peak_bytes(three_at_once) == pytest.approx(3 * 2**20, rel=0.01)
 
     module.main(["--device", "cpu", "--threads", "1", "--widths", "4", "--batches", "2", "--iters", "1",
-                 "--warmup", "1", "--out", str(tmp_path / "grad")])
+                 "--warmup", "1", "--plugins", str(PLUGINS), "--out", str(tmp_path / "grad")])
     rows = {r["method"]: r for r in json.loads((tmp_path / "grad.json").read_text())["rows"]}
-    assert set(rows) == set(METHODS) | {"torchdiffeq-adjoint", "torchdiffeq-seminorm"}
-    assert "checkpointed" in rows           # tests/sixth_gradient.py's method, from the registry
+    assert set(rows) == set(names([PLUGINS])) | {"torchdiffeq-adjoint", "torchdiffeq-seminorm"}
+    assert "checkpointed" in rows           # tests/plugins/'s method, from its grad/checkpointed.yaml
     weights = 4 * rows["adjoint"]["params"] / 2**20
     for r in rows.values():
         assert r["ms"] > 0 and r["nfe_forward"] > 0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from conftest import REPO, TINY, read_metrics, read_summary, run_cli
-from odex.ode.grad import METHODS
+from conftest import PLUGINS, REPO, TINY, read_metrics, read_summary, run_cli
+from odex.ode.grad import names
 from odex.tracking.wandb_offline import read_offline_run
 
 EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "test/acc", "lr", "time/epoch_s", "time/total_s",
@@ -18,8 +18,10 @@ EPOCH_KEYS = {"epoch", "train/loss", "train/acc", "test/acc", "lr", "time/epoch_
 
 
 def test_every_gradient_method_trains_one_epoch(tmp_path):
-    """One subprocess, one job per gradient method (rk4 with 4 steps suits every method)."""
-    methods = sorted(METHODS)
+    """One subprocess, one job per gradient method (rk4 with 4 steps suits every method): conf/grad/'s
+    and the one of tests/plugins/ (on hydra.searchpath)."""
+    methods = names([PLUGINS])
+    assert "checkpointed" in methods and "direct" in methods
     p = run_cli(tmp_path, *TINY, "logger=none", "solver=rk4", "solver.steps=4",
                 f"grad={','.join(methods)}", multirun=True)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -86,3 +86,30 @@ def test_attacks_skip_the_validation_part():
     evs = {"a": Probe(False), "b": Probe(True)}
     assert set(evaluate(evs, None, [], "val")) == {"val/probe0"}
     assert set(evaluate(evs, None, [], "test")) == {"test/probe0", "test/probe1"}
+
+
+def test_every_target_of_odexs_own_configs_has_its_schema():
+    """`_target_` is the registry: each `_target_` in conf/ (Hydra's own settings aside) is stated by
+    one schema of odex/schema.py as its `_target_` default (odex.schema.by_target
+    refuses two), so none of odex's parts is
+    validated as a part of the user's own (imported, or by its signature alone)."""
+    import yaml
+
+    from odex import schema
+
+    def targets(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "_target_":
+                    yield v
+                elif k != "hydra":
+                    yield from targets(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from targets(v)
+
+    found = {t for path in CONF.rglob("*.yaml") if "hydra" not in path.relative_to(CONF).parts
+             for t in targets(yaml.safe_load(path.read_text()))}
+    index = schema.by_target()
+    assert len(found) > 40 and found <= set(index), sorted(found - set(index))
+    assert set(index) <= found, sorted(set(index) - found)      # and no schema for a part conf/ lacks

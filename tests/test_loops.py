@@ -1,8 +1,8 @@
 """solver.loop (odex/ode/loops/): odex's loop gives torchdiffeq's loop's outputs, gradients and NFE
-for every gradient method in the registry (a method registered from a test file included), with a
+for every gradient method (conf/grad/'s and the one of tests/plugins/, outside odex), with a
 fixed-step and an adaptive solver, in float64; odex's adjoint is torchdiffeq's `odeint_adjoint`
 step for step; the torchdiffeq loop is torchdiffeq.odeint bit for bit; a Runge-Kutta method
-defined here as a tableau alone runs on odex's loop to its order of accuracy (torchdiffeq's loop
+defined here as a tableau alone (solver.method=test_loops.HEUN3) runs on odex's loop to its order of accuracy (torchdiffeq's loop
 refuses it in one line); a block's solve on odex's fixed grid reads nothing back to the host."""
 from __future__ import annotations
 
@@ -16,15 +16,17 @@ from torch import nn
 from odex import odeint
 from odex.errors import ConfigError
 from odex.ode.block import ODEBlock
-from odex.ode.grad import METHODS, gradient_method
+from conftest import PLUGINS
+from odex.ode.grad import gradient_method, names
 from odex.ode.loops import LOOPS, integrate
 from odex.ode.loops.host_reads import HostReads
 from odex.ode.solver import Solver
-from odex.ode.tableau import ButcherTableau, register_tableau
+from odex.ode.tableau import ButcherTableau
 
 # Heun's third-order method (Heun 1900; Hairer-Norsett-Wanner I, Table 1.1), defined only here.
+# Named by its path, as a user's own tableau is: solver.method=test_loops.HEUN3.
 HEUN3 = ButcherTableau(c=(0.0, 1 / 3, 2 / 3), a=((), (1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75), order=3)
-register_tableau("heun3_from_a_test", HEUN3)
+HEUN3_PATH = f"{__name__}.HEUN3"
 
 
 class MLP(nn.Module):
@@ -49,7 +51,7 @@ def solve(func, y0, t, grad, method, loop, **kw):
     func.calls = 0
     y0 = y0.clone().requires_grad_(True)
     t = t.clone().requires_grad_(True)
-    ys = odeint(func, y0, t, grad=grad, method=method, loop=loop, rtol=1e-7, atol=1e-7,
+    ys = odeint(func, y0, t, grad=gradient_method(grad, folders=[PLUGINS]), method=method, loop=loop, rtol=1e-7, atol=1e-7,
                 options=dict(SOLVERS[method]), **kw)
     forward = func.calls
     loss = sum((ys[i] * torch.linspace(-1, 1, ys[i].numel(), dtype=ys.dtype).view_as(ys[i])).sum() * (i + 1)
@@ -60,11 +62,11 @@ def solve(func, y0, t, grad, method, loop, **kw):
 
 
 def cases():
-    """(gradient method, solver) pairs the method supports, every method from the registry."""
+    """(gradient method, solver) pairs the method supports, every method of conf/grad/ and tests/plugins/."""
     out = []
-    for grad, cls in sorted(METHODS.items()):
+    for grad in names([PLUGINS]):
         for method in SOLVERS:
-            if Solver(method=method, steps=4).adaptive and not cls.supports.adaptive_solvers:
+            if Solver(method=method, steps=4).adaptive and not gradient_method(grad, folders=[PLUGINS]).supports.adaptive_solvers:
                 continue
             out.append((grad, method))
     return out
@@ -156,7 +158,7 @@ def order_of_accuracy(method: str, loop: str) -> tuple[float, float]:
 
 
 def test_a_tableau_defined_in_a_test_solves_to_its_order_on_the_odex_loop():
-    order, error = order_of_accuracy("heun3_from_a_test", "odex")
+    order, error = order_of_accuracy(HEUN3_PATH, "odex")
     assert abs(order - 3) < 0.15, order
     assert error < 1e-4
     # against an independent implementation: torchdiffeq's own hand-written Heun3 step
@@ -167,13 +169,13 @@ def test_a_tableau_defined_in_a_test_solves_to_its_order_on_the_odex_loop():
             return lam * y * (1 + t)
 
     y0, t = torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.35, 1.0], dtype=torch.float64)
-    ours = integrate(Linear(), y0, t, method="heun3_from_a_test", loop="odex", options={"step_size": 0.1})
+    ours = integrate(Linear(), y0, t, method=HEUN3_PATH, loop="odex", options={"step_size": 0.1})
     theirs = torchdiffeq.odeint(Linear(), y0, t, method="heun3", options={"step_size": 0.1})
     torch.testing.assert_close(ours, theirs, rtol=1e-14, atol=1e-14)
     # torchdiffeq's loop steps only torchdiffeq's methods: one line, naming the loop that can
-    with pytest.raises(ConfigError, match="solver.method=heun3_from_a_test: solver.loop=torchdiffeq steps only "
+    with pytest.raises(ConfigError, match="solver.method=test_loops.HEUN3: solver.loop=torchdiffeq steps only "
                                           "torchdiffeq's own methods .*; use solver.loop=odex$"):
-        integrate(Linear(), y0, t, method="heun3_from_a_test", loop="torchdiffeq", options={"step_size": 0.1})
+        integrate(Linear(), y0, t, method=HEUN3_PATH, loop="torchdiffeq", options={"step_size": 0.1})
 
 
 @pytest.mark.parametrize("method, order", [("euler", 1), ("midpoint", 2), ("heun3", 3), ("rk4", 4)])
@@ -204,8 +206,8 @@ def test_a_loop_that_cannot_step_a_method_is_one_line():
         ODEBlock(MLP(), Solver(method="explicit_adams", steps=4, loop="odex"))
     with pytest.raises(ConfigError, match="solver.loop=fast: must be one of torchdiffeq, odex"):
         ODEBlock(MLP(), Solver(method="rk4", steps=4, loop="fast"))
-    with pytest.raises(ConfigError, match="solver.method=heun3_from_a_test: solver.loop=torchdiffeq steps only"):
-        ODEBlock(MLP(), Solver(method="heun3_from_a_test", steps=4))
+    with pytest.raises(ConfigError, match="solver.method=test_loops.HEUN3: solver.loop=torchdiffeq steps only"):
+        ODEBlock(MLP(), Solver(method=HEUN3_PATH, steps=4))
     assert gradient_method("direct").supports.backprop
 
 

@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_cfg, read_metrics, read_summary, run_cli, train_in_process
+from conftest import PLUGINS, compose_cfg, read_metrics, read_summary, run_cli, train_in_process
 
 from odex.config import build
 from odex.data import DataInfo
 from odex.errors import ConfigError
-from odex.ode.grad import METHODS
+from odex.ode.grad import gradient_method, names
 from odex.models.layers import ConvField
 from odex.models.momentum import AdamField, HeavyBallField, LearnedMomentum, ZeroChannels
 from odex.optim.optimizers import build_schedule
@@ -182,15 +182,15 @@ GRAD_SETUP = {"anode": ["solver=rk4", "solver.steps=2"]}
 
 
 def _needs(grad: str) -> None:
-    if grad not in METHODS:
-        pytest.skip(f"grad={grad} is not in odex.ode.grad.METHODS yet")
+    if grad not in names([PLUGINS]):
+        pytest.skip(f"grad={grad} has no conf/grad/{grad}.yaml yet")
 
 
-@pytest.mark.parametrize("grad", sorted(METHODS))
+@pytest.mark.parametrize("grad", names([PLUGINS]))
 @pytest.mark.parametrize("name", MOMENTUM)
 def test_momentum_models_train_with_every_gradient_method(tmp_path, name, grad):
     _needs(grad)
-    fixed_steps = [] if METHODS[grad].supports.adaptive_solvers else GRAD_SETUP["anode"]
+    fixed_steps = [] if gradient_method(grad, folders=[PLUGINS]).supports.adaptive_solvers else GRAD_SETUP["anode"]
     overrides = [f"model={name}", f"grad={grad}", *fixed_steps, *TINY_RUN]
     summary = train_in_process(tmp_path, overrides)
     assert summary["status"] == "completed", summary["status"]
@@ -230,7 +230,7 @@ def test_adjoint_gradients_agree_with_direct_in_float64(name):
     assert all(g.abs().sum() > 0 for g in reference.values())     # every parameter gets a gradient
     # GQ's parameter gradient is a Gauss-Legendre quadrature on top of the backward solve: looser.
     for grad, rel in [("adjoint", 1e-6), ("seminorm", 1e-6), ("gq", 1e-4)]:
-        if grad not in METHODS:
+        if grad not in names():
             continue
         other = build_model(name, info, keys, solver=tight, grad=grad).double()
         other.load_state_dict(copy.deepcopy(direct.state_dict()))

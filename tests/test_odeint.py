@@ -1,14 +1,15 @@
 """odex.odeint: adjoint and seminorm gradients agree with direct backprop in float64, and the
-pieces around the solve (NFE counting, solver errors, the gradient-method registry)."""
+pieces around the solve (NFE counting, solver errors, gradient methods by name)."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import PLUGINS
 from odex import odeint
 from odex.errors import ConfigError, SolverError
-from odex.ode.grad import METHODS
+from odex.ode.grad import gradient_method, names
 from odex.ode.nfe import CountedField
 from odex.ode.block import ODEBlock
 from odex.ode.solver import Solver
@@ -66,13 +67,14 @@ def test_exponential_closed_form():
         def forward(self, t, z):
             return self.a * z
 
-    for grad in METHODS:
-        if grad == "anode":
-            continue  # fixed-step only: covered by its own tests
+    for grad in names([PLUGINS]):        # conf/grad/'s and tests/plugins/grad/'s
+        method = gradient_method(grad, folders=[PLUGINS])
+        if not method.supports.adaptive_solvers:
+            continue  # fixed-step only (anode): covered by its own tests
         f = Linear()
         z0 = torch.tensor([10.0], dtype=torch.float64, requires_grad=True)
         T = 1.5
-        zT = odeint(f, z0, torch.tensor([0.0, T], dtype=torch.float64), grad=grad,
+        zT = odeint(f, z0, torch.tensor([0.0, T], dtype=torch.float64), grad=method,
                     rtol=1e-11, atol=1e-11)[-1]
         (zT ** 2).sum().backward()
         e = math.exp(2 * 0.2 * T)

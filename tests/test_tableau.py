@@ -64,21 +64,23 @@ def test_order_conditions(name):
             assert any(w != pytest.approx(g, abs=1e-6) for w, g in pairs[TREES_UP_TO[order]:TREES_UP_TO[order + 1]])
 
 
-@pytest.fixture
-def unregister_kutta3():
-    yield
-    tableaux._registered.pop("kutta3", None)
-
-
-def test_the_docstring_example_runs_and_is_third_order(unregister_kutta3):
-    result = doctest.testmod(tableaux)
-    assert result.attempted >= 2 and result.failed == 0
+def test_the_docstring_example_runs_and_is_third_order():
+    """The module docstring's tableau, held by a module as a user's would be, named by its path."""
+    test = next(t for t in doctest.DocTestFinder().find(tableaux) if t.name == tableaux.__name__)
+    runner = doctest.DocTestRunner()
+    runner.run(test, clear_globs=False)
+    assert runner.tries >= 2 and runner.failures == 0
+    globals()["KUTTA3"] = test.globs["KUTTA3"]
+    path = f"{__name__}.KUTTA3"
+    assert tableaux.exists(path) and not tableaux.is_adaptive(path)
     lam = torch.tensor([-1.0, 0.5], dtype=torch.float64)
     errors = []
     for n in (16, 32):
         y1 = integrate(lambda t, y: lam * y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),
-                       method="kutta3", loop="odex", options={"step_size": 1 / n})[-1]
+                       method=path, loop="odex", options={"step_size": 1 / n})[-1]
         errors.append(float((y1 - torch.exp(lam)).abs().max()))
     assert abs(math.log2(errors[0] / errors[1]) - 3) < 0.15
-    with pytest.raises(ValueError, match="heun3 is a built-in solver"):
-        tableaux.register_tableau("heun3", tableaux.tableau("kutta3"))
+    with pytest.raises(LookupError, match="is a module, not an odex.ode.tableau.ButcherTableau"):
+        tableaux.of_user(f"{__name__}.math")
+    with pytest.raises(LookupError, match="has no 'KUTTA4'"):
+        tableaux.of_user(f"{__name__}.KUTTA4")

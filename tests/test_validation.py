@@ -234,9 +234,11 @@ def test_a_configerror_names_key_and_value():
         validate(cfg)
 
 
-def test_a_gradient_method_registered_outside_odex_is_validated_by_what_it_declares():
-    """tests/sixth_gradient.py registers its method with a schema: the validation stage checks its
-    keys and asks its declared capabilities (no train-mode BatchNorm in the field), as for odex's own."""
+def test_a_gradient_method_of_the_users_own_is_validated_by_what_it_declares():
+    """tests/plugins/sixth_gradient.py declares its method's schema: the validation stage imports it
+    (its folder is on hydra.searchpath), checks its keys and asks its declared capabilities (no
+    train-mode BatchNorm in the field), as for odex's own. (tests/test_plugins.py: the same from the
+    command line, in a fresh process.)"""
     cfg = compose_cfg(["grad=checkpointed"], keep_hydra=True)
     validate(cfg, dict(cfg.hydra.runtime.choices))
     cfg = compose_cfg(["grad=checkpointed", "+grad.rtol=1e-3"], keep_hydra=True)

@@ -3,7 +3,7 @@
     y = odeint(func, y0, t, grad="adjoint", method="dopri5", rtol=1e-3, atol=1e-3)
 
 returns the solution at the times `t` (first dimension), like `torchdiffeq.odeint`; `func(t, y)`
-is an `nn.Module`. `grad` names a method in `odex.ode.grad.METHODS` (or is a `GradientMethod`
+is an `nn.Module`. `grad` names a method of conf/grad/ (its YAML's name; or is a `GradientMethod`
 instance, which is what the configs build) and `grad_options` are its options, such as the
 backward tolerances; `loop` is how the steps are taken ("torchdiffeq" or "odex", odex/ode/loops/).
 """
@@ -29,11 +29,12 @@ def odeint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *,
 
     func:         an `nn.Module` called as func(t, y) (its parameters are what the adjoint methods
                   differentiate); y0 a tensor (or a tuple of tensors where the method supports it).
-    grad:         a name in `odex.ode.grad.METHODS` ("direct", "adjoint", "seminorm", "gq", "anode") or
+    grad:         a name of conf/grad/ ("direct", "adjoint", "seminorm", "gq", "anode": odex.ode.grad.names()) or
                   a `GradientMethod` instance (what conf/grad/ builds); `grad_options` are its
                   options, e.g. the backward tolerances.
     method, rtol, atol, options: the solver, as in torchdiffeq (options e.g. {"step_size": 0.1});
-                  `method` names a tableau in odex.ode.tableau (torchdiffeq's names, and any registered).
+                  `method` names a tableau in odex.ode.tableau (torchdiffeq's names), or is the path
+                  <module>.<NAME> of a ButcherTableau of your own (loop="odex" steps it).
     loop:         "torchdiffeq" (its loop) or "odex" (the same steps without its host reads).
     times:        optional host copy of `t` (floats): the odex loop then reads nothing back.
 

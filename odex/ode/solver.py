@@ -31,7 +31,7 @@ class Solver:
     loop: str = "torchdiffeq"
 
     def __post_init__(self) -> None:
-        if self.method not in tableau.names():
+        if not tableau.exists(self.method):
             raise ConfigError(f"solver.method={self.method}: must be one of {', '.join(tableau.names())}")
         if self.t1 <= 0:
             raise ConfigError(f"solver.t1 must be positive, got {self.t1}")

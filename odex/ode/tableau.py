@@ -1,14 +1,14 @@
 """Explicit Runge-Kutta methods as data: a Butcher tableau, and for the adaptive ones the weights of
 their embedded error estimate and of their dense output. odex's loop steps any of them
-(odex/ode/loops/); a new explicit method is one tableau:
+(odex/ode/loops/); a new explicit method is one tableau, in a module of your own:
 
-    >>> register_tableau("kutta3", ButcherTableau(c=(0, 1/2, 1), a=((), (1/2,), (-1, 2)),
-    ...                                           b=(1/6, 2/3, 1/6), order=3))
-    >>> is_adaptive("kutta3")
-    False
+    >>> KUTTA3 = ButcherTableau(c=(0, 1/2, 1), a=((), (1/2,), (-1, 2)), b=(1/6, 2/3, 1/6), order=3)
+    >>> KUTTA3.adaptive, KUTTA3.stages
+    (False, 3)
 
-then `solver.method=kutta3 solver.steps=N solver.loop=odex` (torchdiffeq's loop steps only its own
-methods).
+saved as my_methods.py (beside your YAMLs on hydra.searchpath, or anywhere importable), it is
+`solver.method=my_methods.KUTTA3 solver.steps=N solver.loop=odex` (torchdiffeq's loop steps only
+its own methods). An adaptive one gives `b_error` and `mid` too, and follows solver.rtol/atol.
 
 An s-stage method with nodes c, matrix a and weights b takes the step (Hairer, Norsett, Wanner,
 "Solving Ordinary Differential Equations I", II.1)
@@ -24,10 +24,12 @@ the midpoint value y0 + h sum_i mid_i k_i.
 The coefficients are the papers' rationals, written as torchdiffeq 0.2.5 writes them (so the
 floats, and the steps, are the ones its users have always run; tests/test_tableau.py checks them
 against torchdiffeq's solver classes and the order conditions). Plain Python (no torch): the
-validation stage (odex/config.py) lists the methods before torch loads.
+validation stage (odex/config.py) lists the methods before torch loads (a tableau of the user's
+own is read from its module, which may load torch).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -184,32 +186,55 @@ ADAPTIVE_NAMES = tuple(ADAPTIVE_TABLEAUX)
 #: Methods only torchdiffeq's loop steps (multistep, not Runge-Kutta: no tableau).
 TORCHDIFFEQ_ONLY = ("explicit_adams", "implicit_adams")
 
-_registered: dict[str, ButcherTableau] = {}
-
-
-def register_tableau(name: str, tableau: ButcherTableau) -> None:
-    """Make `tableau` the solver `name` (`solver.method=name`, stepped by `solver.loop=odex`)."""
-    if name in built_in():
-        raise ValueError(f"{name} is a built-in solver")
-    _registered[name] = tableau
-
-
 def built_in() -> tuple[str, ...]:
     """The methods odex ships: every one is also torchdiffeq's (same name, same coefficients)."""
     return (*ADAPTIVE_NAMES, *FIXED_TABLEAUX, *TORCHDIFFEQ_ONLY)
 
 
 def names() -> tuple[str, ...]:
-    """Every solver name, built-in and registered."""
-    return (*built_in(), *_registered)
+    """odex's own solver names (a tableau of the user's own is named by its path, `of_user`)."""
+    return built_in()
 
 
 def is_adaptive(name: str) -> bool:
-    """Whether `name`'s steps follow error estimates (known without loading torch)."""
+    """Whether `name`'s steps follow error estimates (odex's own known without loading torch)."""
     tab = tableau(name)
     return tab is not None and tab.adaptive
 
 
+def exists(name: str) -> bool:
+    """Whether `name` is odex's own method or the path of a tableau of the user's own."""
+    if name in built_in():
+        return True
+    try:
+        of_user(name)
+        return True
+    except LookupError:
+        return False
+
+
 def tableau(name: str) -> ButcherTableau | None:
-    """The tableau of the Runge-Kutta method `name`; None for one without (the Adams methods)."""
-    return FIXED_TABLEAUX.get(name) or ADAPTIVE_TABLEAUX.get(name) or _registered.get(name)
+    """The tableau of the Runge-Kutta method `name` (odex's own, or the path <module>.<NAME> of one
+    of the user's own); None for a method without (the Adams methods) or an unknown name."""
+    found = FIXED_TABLEAUX.get(name) or ADAPTIVE_TABLEAUX.get(name)
+    if found is None and name not in built_in():
+        try:
+            found = of_user(name)
+        except LookupError:
+            return None
+    return found
+
+
+@functools.cache
+def of_user(path: str) -> ButcherTableau:
+    """The ButcherTableau object at the importable path `path` (`my_methods.KUTTA3`). Raises
+    `LookupError` with a one-line reason: no such module or name, or not a tableau."""
+    from odex import plugins
+
+    if "." not in str(path):
+        raise LookupError(f"is not one of odex's methods ({', '.join(built_in())}) nor a path <module>.<NAME> "
+                          "of a ButcherTableau of your own")
+    obj = plugins.locate(path)
+    if not isinstance(obj, ButcherTableau):
+        raise LookupError(f"is a {type(obj).__name__}, not an odex.ode.tableau.ButcherTableau")
+    return obj

@@ -2,9 +2,10 @@
 
 For each drift width and batch size, every method runs the same training iteration (forward,
 cross-entropy, backward, one Adam step) from the same untrained weights on the same random batch:
-every gradient method in odex.ode.grad.METHODS (those without adaptive solvers, e.g. anode, on
-fixed steps), plus the tool's reference block (plain torchdiffeq.odeint_adjoint, and its seminorm
-variant, called directly), in the same process, the iterations of all alternating. Reported: median ms per iteration
+every gradient method of conf/grad/ and of the --plugins folders' grad/ (those without adaptive
+solvers, e.g. anode, on fixed steps), plus the tool's reference block (plain
+torchdiffeq.odeint_adjoint, and its seminorm variant, called directly), in the same process, the
+iterations of all alternating. Reported: median ms per iteration
 (CUDA events on a GPU, perf_counter on the CPU, after warm-up), forward/backward NFE and peak
 memory of one iteration: on a GPU the allocator's peak; on the CPU, which keeps no such statistic,
 the peak of the running sum of the allocations and frees torch.profiler records (a stand-in: what
@@ -29,18 +30,18 @@ from benchmarks.common import (Marks, PlainODEBlock, command, environment, fmt, 
                                resolve_device, side_by_side, table)
 from odex.data import DataInfo
 from odex.models.gq_image import GQImageNODE
-from odex.ode.grad import METHODS
+from odex.ode.grad import gradient_method, names
 from odex.ode.solver import Solver
 
 MNIST = DataInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
-ODEX_METHODS = tuple(METHODS)     # the registry: a method registered anywhere is benchmarked too
+FOLDERS: list[str] = []     # --plugins: searchpath folders whose grad/*.yaml add methods (tests/plugins/)
 PLAIN_METHODS = ("torchdiffeq-adjoint", "torchdiffeq-seminorm")
 
 
 def build_model(method: str, width: int, tol: float, anode_solver: Solver) -> nn.Module:
     solver = Solver(method="dopri5", rtol=tol, atol=tol, max_num_steps=None)
-    grad = method if method in ODEX_METHODS else "direct"
-    if method in METHODS and not METHODS[method].supports.adaptive_solvers:
+    grad = "direct" if method in PLAIN_METHODS else gradient_method(method, folders=FOLDERS)
+    if method not in PLAIN_METHODS and not grad.supports.adaptive_solvers:
         solver = anode_solver       # a fixed-step method (anode): the --anode solver
     model = GQImageNODE(MNIST, solver, grad, width=width)
     if method in PLAIN_METHODS:
@@ -82,7 +83,7 @@ class Case:
         self.x = torch.rand(batch, *MNIST.shape, generator=g).to(device)
         self.y = torch.randint(0, 10, (batch,), generator=g).to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        fixed_steps = method in METHODS and not METHODS[method].supports.adaptive_solvers
+        fixed_steps = method not in PLAIN_METHODS and not gradient_method(method, folders=FOLDERS).supports.adaptive_solvers
         self.solver = f"{args.anode_solver.method}x{args.anode_solver.steps}" if fixed_steps else f"dopri5 {tol:g}"
         self.times: list[float] = []
         for _ in range(args.warmup):
@@ -158,8 +159,9 @@ def main(argv=None) -> dict:
     p.add_argument("--widths", type=int, nargs="+", default=[50, 500])
     p.add_argument("--batches", type=int, nargs="+", default=[16, 128])
     p.add_argument("--tols", type=float, nargs="+", default=[1e-3])
-    p.add_argument("--methods", nargs="+", default=[*ODEX_METHODS, *PLAIN_METHODS],
-                   choices=[*ODEX_METHODS, *PLAIN_METHODS])
+    p.add_argument("--methods", nargs="+", help="default: every method of conf/grad/ and --plugins, and "
+                   + ", ".join(PLAIN_METHODS))
+    p.add_argument("--plugins", nargs="*", default=[], help="folders with grad/<name>.yaml of methods of your own")
     p.add_argument("--anode", default="rk4x4", help="anode's fixed-step solver, METHODxSTEPS")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
@@ -168,6 +170,11 @@ def main(argv=None) -> dict:
     p.add_argument("--no-tf32", action="store_true", help="odex-train enables TF32 on CUDA by default")
     p.add_argument("--out", default="outputs/bench_grad", help="writes OUT.json and OUT.md")
     args = p.parse_args(argv)
+    FOLDERS[:] = args.plugins
+    known = [*names(FOLDERS), *PLAIN_METHODS]
+    args.methods = args.methods or known
+    if set(args.methods) - set(known):
+        p.error(f"--methods: choose from {', '.join(known)}")
 
     device = resolve_device(args.device, args.threads, tf32=not args.no_tf32)
     method, steps = args.anode.split("x")

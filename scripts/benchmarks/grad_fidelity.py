@@ -1,6 +1,6 @@
 """Gradient fidelity of every gradient method on trained models: for each run folder (an odex-train
 run with checkpoints/last.pt), eval=grad_check's grad/rel_err and grad/cosine with every method in
-odex.ode.grad.METHODS switched into the model's ODE blocks, at the run's own solver tolerances (float32)
+every gradient method of conf/grad/ switched into the model's ODE blocks, at the run's own solver tolerances (float32)
 and at tight tolerances in float64 (the method's error without the tolerance's). A method that
 refuses the run's solver (anode needs a fixed-step one) is listed as refused.
 
@@ -21,7 +21,7 @@ from benchmarks.common import command, report, table
 from odex.build import build_run
 from odex.data.batches import Batches
 from odex.errors import ConfigError
-from odex.ode.grad import METHODS
+from odex.ode.grad import names
 from odex.evaluate.grad_check import GradCheck
 from odex.ode.block import grad_changed
 
@@ -51,7 +51,7 @@ def main(argv=None) -> list:
         checks = {"run": GradCheck(examples=args.examples, threshold=float("inf")),
                   "tight": GradCheck(examples=args.examples, threshold=float("inf"), float64=True,
                                      solver={"rtol": args.tight, "atol": args.tight})}
-        for name in METHODS:
+        for name in names():
             cells = []
             try:
                 with grad_changed(model, name):

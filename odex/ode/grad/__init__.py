@@ -1,10 +1,11 @@
-"""Gradient methods, by name. Adding one: a module here (or anywhere: `register` it), a YAML in conf/grad/.
-
-Everything that lists the methods (the CLI, the tests, scripts/bench_grad.py) reads `METHODS`, so
-a method registered from outside odex, e.g. tests/sixth_gradient.py, is picked up without editing
-them.
+"""Gradient methods, by name: a method's name is its YAML, conf/grad/<name>.yaml, whose `_target_`
+names the class (no list of methods here). A method of the user's own is a YAML in grad/ of a
+folder on `hydra.searchpath` and a .py beside it (tests/plugins/ holds one): what lists the methods
+(`names`) or builds one by name (`gradient_method`, `odex.odeint(grad=...)`) is given that folder.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from odex.errors import ConfigError
 from odex.ode.grad.adjoint import Adjoint, SeminormAdjoint
@@ -13,40 +14,45 @@ from odex.ode.grad.base import GradientMethod
 from odex.ode.grad.direct import Direct
 from odex.ode.grad.gq import GaussLegendreAdjoint
 
-METHODS: dict[str, type[GradientMethod]] = {
-    "direct": Direct,
-    "adjoint": Adjoint,
-    "seminorm": SeminormAdjoint,
-    "gq": GaussLegendreAdjoint,
-    "anode": CheckpointedANODE,
-}
+
+def _yamls(folders=()) -> dict[str, Path]:
+    """name -> conf/grad/<name>.yaml, odex's own and then those of `folders` (config roots)."""
+    from odex.config import config_dir
+
+    found: dict[str, Path] = {}
+    for root in (config_dir(), *folders):
+        for path in sorted((Path(root) / "grad").glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
 
 
-def register(name: str, cls: type[GradientMethod], schema_cls: type | None = None) -> None:
-    """Make `cls` the gradient method `name` (odex.odeint's `grad=name`, the lists of methods).
-    `schema_cls` (a dataclass like those of odex/schema.py, with `supports`) lets the validation
-    stage check its keys and combinations; without one its constructor's signature is the schema
-    and no combination is refused."""
-    from odex import schema
-
-    METHODS[name] = cls
-    if schema_cls is not None:
-        schema.TARGETS["grad"][f"{cls.__module__}.{cls.__qualname__}"] = schema_cls
-        cls.supports = schema_cls.supports
+def names(folders=()) -> list[str]:
+    """Every gradient method's name: conf/grad/'s, and those of `folders` (searchpath folders)."""
+    return sorted(_yamls(folders))
 
 
-def gradient_method(grad: str | GradientMethod, options: dict | None = None) -> GradientMethod:
-    """A `GradientMethod` from its name and options, or the instance itself."""
+def gradient_method(grad: str | GradientMethod, options: dict | None = None, *, folders=()) -> GradientMethod:
+    """A `GradientMethod` from its name (conf/grad/<name>.yaml, or grad/<name>.yaml in `folders`:
+    its `_target_` built with the YAML's keys, `options` over them), or the instance itself."""
+    import yaml
+
+    from odex import plugins
+
     if not isinstance(grad, str):
         if options:
             raise ValueError("grad_options only go with a gradient method given by name")
         return grad
+    found = _yamls(folders)
+    if grad not in found:
+        raise ConfigError(f"unknown gradient method {grad!r}; choose one of {', '.join(sorted(found))}")
+    node = yaml.safe_load(found[grad].read_text()) or {}
+    plugins.on_path(folders)
     try:
-        cls = METHODS[grad]
-    except KeyError:
-        raise ConfigError(f"unknown gradient method {grad!r}; choose one of {sorted(METHODS)}") from None
-    return cls(**(options or {}))
+        cls = plugins.locate(node.pop("_target_"))
+    except LookupError as e:
+        raise ConfigError(f"grad={grad}: {found[grad]}: {e}") from None
+    return cls(**{**node, **(options or {})})
 
 
-__all__ = ["METHODS", "GradientMethod", "gradient_method", "register", "Direct", "Adjoint", "SeminormAdjoint",
+__all__ = ["GradientMethod", "gradient_method", "names", "Direct", "Adjoint", "SeminormAdjoint",
            "GaussLegendreAdjoint", "CheckpointedANODE"]

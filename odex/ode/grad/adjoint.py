@@ -31,7 +31,7 @@ from odex.ode.loops.inputs import mixed_norm, prepare
 
 
 class Adjoint(GradientMethod):
-    supports = schema.Adjoint.supports
+    schema = schema.Adjoint
     name = "adjoint"
     seminorm: bool = False
 
@@ -55,6 +55,7 @@ class Adjoint(GradientMethod):
 
 
 class SeminormAdjoint(Adjoint):
+    schema = schema.Seminorm
     name = "seminorm"
     seminorm = True
 

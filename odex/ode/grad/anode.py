@@ -44,7 +44,7 @@ _ADAPTIVE_MSG = ("grad=anode recomputes a fixed-step solve; solver.method={} is 
 
 class CheckpointedANODE(GradientMethod):
     name = "anode"
-    supports = schema.CheckpointedANODE.supports
+    schema = schema.CheckpointedANODE
 
     def check(self, solver: Solver, field: nn.Module) -> None:
         if solver.adaptive and not self.supports.adaptive_solvers:

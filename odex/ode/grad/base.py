@@ -1,7 +1,8 @@
 """What a gradient method is: a way to solve an ODE and get gradients of the solution.
 
-Adding one: a subclass with `solve` (its solves through `odex.ode.loops.integrate`), a schema with
-its `supports` (odex/schema.py, or passed to `odex.ode.grad.register`), a YAML in conf/grad/.
+Adding one: a subclass with `solve` (its solves through `odex.ode.loops.integrate`), its `schema`
+(a dataclass with the method's keys and its `supports`: odex/schema.py for odex's own), and a YAML
+<name>.yaml in conf/grad/ (or in grad/ of a folder on hydra.searchpath) that names it by `_target_`.
 
 Every method has the same call as `odex.odeint` minus `grad`: it returns the solution at the
 times `t` (first dimension), and `loss.backward()` through that solution computes gradients with
@@ -11,21 +12,28 @@ its YAML in conf/grad/.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from odex import schema as schemas
 from odex.schema import GradSupports
 from odex.ode.solver import Solver
 
 
 class GradientMethod:
     name: str = "?"
-    # What the method supports (adaptive solvers, tuple states, train-mode BatchNorm in the field, a
-    # random field, a CUDA graph): declared once, in its schema (odex/schema.py), which the
-    # validation stage reads before anything is built; the loops and models ask this attribute.
-    supports: GradSupports = GradSupports()
+    # Its keys and what it supports (adaptive solvers, tuple states, train-mode BatchNorm in the
+    # field, a random field, a CUDA graph), declared once: odex's own in odex/schema.py, a method of
+    # the user's own beside it. The validation stage reads it before anything is built.
+    schema: ClassVar[type] = schemas.Grad
+
+    @property
+    def supports(self) -> GradSupports:
+        """What the method supports, as its schema declares it (the loops and models ask this)."""
+        return self.schema.supports
+
     def solve(self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *, method: str,
               rtol: float, atol: float, options: dict[str, Any] | None, loop: str = "torchdiffeq",
               times: tuple[float, ...] | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ from odex.ode.loops import integrate
 
 
 class Direct(GradientMethod):
-    supports = schema.Direct.supports
+    schema = schema.Direct
     name = "direct"
 
     def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):

@@ -64,7 +64,7 @@ from odex.ode.grad.base import GradientMethod
 
 class GaussLegendreAdjoint(GradientMethod):
     name = "gq"
-    supports = schema.GaussLegendre.supports
+    schema = schema.GaussLegendre
 
     def __init__(self, c: float = 0.1, max_nodes: int = 64, rtol: float | None = None,
                  atol: float | None = None):

@@ -1,6 +1,6 @@
 """torchdiffeq's loop (`solver.loop=torchdiffeq`, the default): `torchdiffeq.odeint` itself, through
 its public API, for the methods torchdiffeq has (every built-in of odex/ode/tableau.py, and its
-Adams methods). A tableau registered with odex is odex's alone: this loop refuses it.
+Adams methods). A tableau of the user's own (solver.method=<module>.<NAME>) is odex's alone: this loop refuses it.
 
 The one place outside the tests where odex imports torchdiffeq."""
 from __future__ import annotations

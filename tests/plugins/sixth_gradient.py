@@ -1,7 +1,7 @@
-"""A sixth gradient method, defined only here: registering it from outside odex makes the CLI test
-(test_cli.py), the gradient tests (test_odeint.py) and the benchmark's method list
-(scripts/bench_grad.py) take it up, none of them edited. conftest.py imports this module; its
-YAML is tests/conf/grad/checkpointed.yaml, found through `hydra.searchpath` (conftest.run_cli).
+"""A sixth gradient method, defined only here, outside odex: its YAML is grad/checkpointed.yaml beside
+this file, found with `hydra.searchpath=[file://tests/plugins]` (conftest.SEARCHPATH), which also
+makes this module importable. No registration: the validation stage imports the YAML's `_target_`
+and reads its `schema` (keys and `supports`), the lists of methods read grad/*.yaml.
 
 Checkpointed backprop (Chen et al., "Training Deep Nets with Sublinear Memory Cost", 2016, applied
 to the whole solve): the forward solve keeps no intermediate stages; `loss.backward()` runs the
@@ -18,7 +18,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from odex import schema
-from odex.ode.grad import GradientMethod, register
+from odex.ode.grad import GradientMethod
 from odex.ode.loops import integrate
 
 
@@ -31,6 +31,7 @@ class CheckpointedSchema(schema.Grad):
 
 class CheckpointedBackprop(GradientMethod):
     name = "checkpointed"
+    schema = CheckpointedSchema
 
     def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
         def run(y0_):
@@ -40,6 +41,3 @@ class CheckpointedBackprop(GradientMethod):
         if not torch.is_grad_enabled():
             return run(y0)
         return checkpoint(run, y0, use_reentrant=False, preserve_rng_state=True)
-
-
-register("checkpointed", CheckpointedBackprop, CheckpointedSchema)
