@@ -191,20 +191,6 @@ def describe(ann) -> str:
     return str(ann)
 
 
-def _radius(value) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            num, _, den = value.partition("/")
-            return float(num) / float(den) if den else float(num)
-        except (ValueError, ZeroDivisionError):
-            return None
-    return None
-
-
 def check_value(value, ann, key: str, where: str = "") -> None:
     """Raise the one-line `ConfigError` when `value` (plain Python, resolved) does not fit `ann`."""
     import math
@@ -287,8 +273,7 @@ def check_value(value, ann, key: str, where: str = "") -> None:
             raise bad()
         return
     if ann is schema.Radius:
-        r = _radius(value)
-        if r is None or not math.isfinite(r) or r < 0:
+        if schema.Radius.parse(value) is None:
             raise bad()
         return
     if is_dataclass(ann):

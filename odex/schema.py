@@ -85,6 +85,19 @@ Tol = Annotated[float, Range(0, 1, lo_open=True)]     # a solver tolerance
 class Radius:
     """A radius written as a number or a fraction string such as `8/255` (>= 0, finite)."""
 
+    @staticmethod
+    def parse(value) -> float | None:
+        """The radius `value` stands for, or None if it is none: the one parser, of validation and
+        of the attacks (odex.evaluate.evaluators.parse_eps)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        try:
+            num, _, den = str(value).partition("/")
+            r = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            return None
+        return r if math.isfinite(r) and r >= 0 else None
+
 
 @dataclass(frozen=True)
 class Length:
