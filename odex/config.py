@@ -225,7 +225,7 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         options = [a for a in args if a is not type(None)]
         if isinstance(value, dict):          # a mapping: the one structured choice decides, with its own message
             for a in options:
-                if is_dataclass(a):
+                if is_dataclass(a) or typing.get_origin(a) is dict:
                     return check_value(value, a, key, where)
         for a in options:
             try:
