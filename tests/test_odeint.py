@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from odex import odeint
+from odex.config import check_composed
 from odex.errors import ConfigError, SolverError
 from odex.ode.grad import METHODS
 from odex.ode.nfe import CountedField
@@ -118,9 +119,9 @@ def test_solver_failure_is_a_clear_error():
 
 
 def test_solver_config_errors():
+    with pytest.raises(ConfigError):        # refused before the run (odex/schema.py Solver)
+        check_composed("train", ["solver.method=rk45"])
     with pytest.raises(ConfigError):
-        Solver(method="rk45")
-    with pytest.raises(ConfigError):
-        Solver(method="rk4", step_size=None, steps=None)
+        check_composed("train", ["solver=rk4", "solver.step_size=null", "solver.steps=null"])
     assert Solver(method="rk4", steps=4, t1=2.0).h == 0.5
     assert isinstance(CountedField(MLP()), nn.Module)
