@@ -252,8 +252,9 @@ def test_piecewise_linear_schedule():
     again = PiecewiseLinear(opt, total_steps=100)
     again.load_state_dict(state)
     assert again.last_epoch == 100
-    with pytest.raises(ConfigError):
-        PiecewiseLinear(opt, total_steps=10, points=[0, 0.5], factors=[0, 1, 0])
+    with pytest.raises(ConfigError):       # refused before the run (odex.config)
+        check_composed("train", ["schedule=piecewise_linear", "schedule.scheduler.points=[0,0.5]",
+                                 "schedule.scheduler.factors=[0,1,0]"])
 
 
 def test_size_presets_have_the_published_parameter_counts():
