@@ -172,7 +172,7 @@ class Needs:
 # choices. A key's value is stated once, in its YAML: a part's YAML states every field of its schema
 # (so `--cfg job` shows every value a run gets), and a field has no default here, which could only
 # disagree with it (several YAMLs share one schema: five solvers, heavy_ball and ghbnode).
-# tests/test_key_statements.py checks both ways. kw_only: a field without a default may follow a
+# tests/test_configs.py checks both ways. kw_only: a field without a default may follow a
 # base class's `_target_`.
 dataclass = functools.partial(dataclass, kw_only=True)
 
