@@ -120,20 +120,6 @@ def describe(ann) -> str:
     return str(ann)
 
 
-def _radius(value) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            num, _, den = value.partition("/")
-            return float(num) / float(den) if den else float(num)
-        except (ValueError, ZeroDivisionError):
-            return None
-    return None
-
-
 def check_value(value, ann, key: str, where: str = "") -> None:
     """Raise the one-line `ConfigError` when `value` (plain Python, resolved) does not fit `ann`."""
     import math
@@ -168,7 +154,7 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         options = [a for a in args if a is not type(None)]
         if isinstance(value, dict):          # a mapping: the one structured choice decides, with its own message
             for a in options:
-                if is_dataclass(a):
+                if is_dataclass(a) or typing.get_origin(a) is dict:
                     return check_value(value, a, key, where)
         for a in options:
             try:
@@ -223,8 +209,7 @@ def check_value(value, ann, key: str, where: str = "") -> None:
                                      "path <module>.<NAME> of a ButcherTableau of your own)") from None
         return
     if ann is schema.Radius:
-        r = _radius(value)
-        if r is None or not math.isfinite(r) or r < 0:
+        if schema.Radius.parse(value) is None:
             raise bad()
         return
     if is_dataclass(ann):

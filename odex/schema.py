@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 
@@ -88,6 +88,19 @@ Tol = Annotated[float, Range(0, 1, lo_open=True)]     # a solver tolerance
 
 class Radius:
     """A radius written as a number or a fraction string such as `8/255` (>= 0, finite)."""
+
+    @staticmethod
+    def parse(value) -> float | None:
+        """The radius `value` stands for, or None if it is none: the one parser, of validation and
+        of the attacks (odex.evaluate.evaluators.parse_eps)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        try:
+            num, _, den = str(value).partition("/")
+            r = float(num) / float(den) if den else float(num)
+        except (ValueError, ZeroDivisionError):
+            return None
+        return r if math.isfinite(r) and r >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -160,28 +173,33 @@ class Needs:
 
 # ---------------------------------------------------------------------------------------------
 # Schemas, by group. A field's annotation is its type; Annotated[..., Range] its range; Literal its
-# choices. Defaults are irrelevant (the YAML holds them) but dataclasses need one: MISSING-free.
+# choices. A key's value is stated once, in its YAML: a part's YAML states every field of its schema
+# (so `--cfg job` shows every value a run gets), and a field has no default here, which could only
+# disagree with it (several YAMLs share one schema: five solvers, heavy_ball and ghbnode).
+# tests/test_configs.py checks both ways. kw_only: a field without a default may follow a
+# base class's `_target_`.
+dataclass = functools.partial(dataclass, kw_only=True)
 
 Activation = Literal["relu", "softplus", "tanh", "elu"]
 
 
 @dataclass
 class Augment:
-    padding: NonNegInt = 4
-    flip: bool = True
-    pad_mode: Literal["constant", "reflect"] = "constant"
+    padding: NonNegInt
+    flip: bool
+    pad_mode: Literal["constant", "reflect"]
 
 
 @dataclass
 class DatasetCommon:
     _target_: str = ""
-    batch_size: PosInt = 128
-    eval_batch_size: PosInt = 1000
-    val_fraction: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
-    limit_train: Optional[PosInt] = None
-    limit_test: Optional[PosInt] = None
-    split_seed: NonNegInt = 0
-    augment: Union[bool, Augment] = False
+    batch_size: PosInt
+    eval_batch_size: PosInt
+    val_fraction: Annotated[float, UNIT_OPEN_RIGHT]
+    limit_train: Optional[PosInt]
+    limit_test: Optional[PosInt]
+    split_seed: NonNegInt
+    augment: Union[bool, Augment]
     images: ClassVar[bool] = True
     size: ClassVar[tuple[int, int] | None] = None     # (train, test) examples before limits
     shape: ClassVar[tuple[int, ...]] = (1, 28, 28)    # one example: (C, H, W), or (d,) for vectors
@@ -208,8 +226,8 @@ class DatasetCommon:
 
 @dataclass
 class VisionDataset(DatasetCommon):
-    root: str = "data"
-    download: bool = False
+    root: str
+    download: bool
 
 
 @dataclass
@@ -246,7 +264,7 @@ class Svhn(VisionDataset):
 @dataclass
 class MnistT10k(VisionDataset):
     _target_: str = "odex.data.vision.mnist_t10k"
-    train_size: Annotated[int, Range(1, 9999)] = 8000     # the rest of the 10,000 is the test split
+    train_size: Annotated[int, Range(1, 9999)]            # the rest of the 10,000 is the test split
 
     @classmethod
     def train_examples(cls, node: dict) -> int | None:
@@ -256,19 +274,19 @@ class MnistT10k(VisionDataset):
 @dataclass
 class Digits(DatasetCommon):
     _target_: str = "odex.data.digits.digits"
-    test_fraction: Annotated[float, UNIT_OPEN] = 0.2
+    test_fraction: Annotated[float, UNIT_OPEN]
     shape: ClassVar = (1, 8, 8)
 
 
 @dataclass
 class Spheres(DatasetCommon):
     _target_: str = "odex.data.spheres.spheres"
-    dim: PosInt = 2
-    n_train: PosInt = 2000
-    n_test: PosInt = 1000
-    inner_radius: PosFloat = 0.5
-    outer_range: Annotated[list[PosFloat], Length(2, 2)] = field(default_factory=lambda: [1.0, 1.5])
-    seed: NonNegInt = 0
+    dim: PosInt
+    n_train: PosInt
+    n_test: PosInt
+    inner_radius: PosFloat
+    outer_range: Annotated[list[PosFloat], Length(2, 2)]
+    seed: NonNegInt
     images: ClassVar[bool] = False
     classes: ClassVar = 2
 
@@ -314,18 +332,18 @@ class ModelBase:
 
 @dataclass
 class Model(ModelBase):
-    normalize: bool = True
+    normalize: bool
 
 
 @dataclass
 class AugmentedNODE(Model):
     _target_: str = "odex.models.augmented.AugmentedNODE"
-    channels: PosInt = 16
-    hidden: PosInt = 32
-    augment_dim: NonNegInt = 4
-    time_dependent: bool = True
-    activation: Activation = "relu"
-    downsample: Optional[NonNegInt] = None
+    channels: PosInt
+    hidden: PosInt
+    augment_dim: NonNegInt
+    time_dependent: bool
+    activation: Activation
+    downsample: Optional[NonNegInt]
     traits: ClassVar = ModelTraits(lyapunov_parts=True)
 
 
@@ -342,17 +360,17 @@ CPL_SIZES = {
 @dataclass
 class CPLNetwork(ModelBase):
     _target_: str = "odex.models.cpl.CPLNetwork"
-    size: Literal["tiny", "S", "M", "L", "XL"] = "S"
-    conv_layers: Optional[NonNegInt] = None
-    dense_layers: Optional[NonNegInt] = None
-    channels: Optional[PosInt] = None
-    dense_width: Optional[PosInt] = None
-    conv_inner: PosInt = 5
-    last: Literal["trunc", "lln"] = "trunc"
-    norm_input: bool = False
-    train_iters: PosInt = 1
-    eval_iters: PosInt = 100
-    eps: PosFloat = 1e-4
+    size: Literal["tiny", "S", "M", "L", "XL"]
+    conv_layers: Optional[NonNegInt]
+    dense_layers: Optional[NonNegInt]
+    channels: Optional[PosInt]
+    dense_width: Optional[PosInt]
+    conv_inner: PosInt
+    last: Literal["trunc", "lln"]
+    norm_input: bool
+    train_iters: PosInt
+    eval_iters: PosInt
+    eps: PosFloat
     traits: ClassVar = ModelTraits(images=True, certificate=True, ode=False)
 
     @staticmethod
@@ -379,21 +397,21 @@ class CPLNetwork(ModelBase):
 
 @dataclass
 class MomentumPreset:
-    dim: Optional[PosInt] = None
-    hidden: Optional[PosInt] = None
-    augment_dim: Optional[NonNegInt] = None
-    xi: Optional[PosFloat] = None
-    root: Optional[Literal["softplus", "sigmoid"]] = None
-    beta1_logit: Optional[float] = None
-    beta2_logit: Optional[float] = None
+    dim: Optional[PosInt]
+    hidden: Optional[PosInt]
+    augment_dim: Optional[NonNegInt]
+    xi: Optional[PosFloat]
+    root: Optional[Literal["softplus", "sigmoid"]]
+    beta1_logit: Optional[float]
+    beta2_logit: Optional[float]
 
 
 @dataclass
 class PixelModel(Model):
-    preset: Optional[str] = None
-    presets: Optional[dict[str, MomentumPreset]] = None
-    hidden: Optional[PosInt] = None
-    activation: Activation = "relu"
+    preset: Optional[str]
+    presets: Optional[dict[str, MomentumPreset]]
+    hidden: Optional[PosInt]
+    activation: Activation
     traits: ClassVar = ModelTraits(images=True)
     preset_keys: ClassVar[tuple[str, ...]] = ("hidden",)     # what a preset row may set (momentum.from_preset)
     state_grows: ClassVar[bool] = False      # the state is the input plus augment_dim channels (else `dim`)
@@ -426,7 +444,7 @@ class PixelModel(Model):
 @dataclass
 class PixelNODE(PixelModel):
     _target_: str = "odex.models.momentum.PixelNODE"
-    augment_dim: Optional[NonNegInt] = None
+    augment_dim: Optional[NonNegInt]
     preset_keys: ClassVar = ("augment_dim", "hidden")
     state_grows: ClassVar = True
 
@@ -434,55 +452,55 @@ class PixelNODE(PixelModel):
 @dataclass
 class HeavyBallNODE(PixelModel):
     _target_: str = "odex.models.momentum.HeavyBallNODE"
-    dim: Optional[PosInt] = None
-    sigma: Optional[Activation] = None
-    xi: Optional[PosFloat] = None
-    gamma_logit: float = -3.0
+    dim: Optional[PosInt]
+    sigma: Optional[Activation]
+    xi: Optional[PosFloat]
+    gamma_logit: float
     preset_keys: ClassVar = ("dim", "hidden", "xi", "sigma")
 
 
 @dataclass
 class AdamNODE(PixelModel):
     _target_: str = "odex.models.momentum.AdamNODE"
-    dim: Optional[PosInt] = None
-    root: Optional[Literal["softplus", "sigmoid"]] = None
-    beta1_logit: Optional[float] = None
-    beta2_logit: Optional[float] = None
-    eps: PosFloat = 1e-8
+    dim: Optional[PosInt]
+    root: Optional[Literal["softplus", "sigmoid"]]
+    beta1_logit: Optional[float]
+    beta2_logit: Optional[float]
+    eps: PosFloat
     preset_keys: ClassVar = ("dim", "hidden", "root", "beta1_logit", "beta2_logit")
 
 
 @dataclass
 class GQImageNODE(Model):
     _target_: str = "odex.models.gq_image.GQImageNODE"
-    width: PosInt = 50
-    state_channels: PosInt = 10
-    readout_hidden: PosInt = 50
+    width: PosInt
+    state_channels: PosInt
+    readout_hidden: PosInt
     traits: ClassVar = ModelTraits(images=True)
 
 
 @dataclass
 class GainUpdate:
-    switch_epoch: NonNegInt = 60
-    low: Annotated[float, Range(0, 1)] = 0.7
-    high: Annotated[float, Range(0, 1)] = 0.1
-    down: Annotated[float, Range(0, 1, lo_open=True)] = 0.9999
-    up: Annotated[float, Range(1)] = 1.0001
-    min: PosFloat = 1.0
-    max: PosFloat = 100.0
+    switch_epoch: NonNegInt
+    low: Annotated[float, Range(0, 1)]
+    high: Annotated[float, Range(0, 1)]
+    down: Annotated[float, Range(0, 1, lo_open=True)]
+    up: Annotated[float, Range(1)]
+    min: PosFloat
+    max: PosFloat
 
 
 @dataclass
 class LyaNet(Model):
     _target_: str = "odex.models.lyanet.LyaNet"
-    encoder: Literal["resnet18", "small"] = "resnet18"
-    channels: PosInt = 32
-    hidden: PosInt = 128
-    dropout: Annotated[float, UNIT_OPEN_RIGHT] = 0.5
-    anchor: PosFloat = 15.0
-    gain: PosFloat = 100.0
-    trainable_gain: bool = False
-    gain_update: Optional[GainUpdate] = None
+    encoder: Literal["resnet18", "small"]
+    channels: PosInt
+    hidden: PosInt
+    dropout: Annotated[float, UNIT_OPEN_RIGHT]
+    anchor: PosFloat
+    gain: PosFloat
+    trainable_gain: bool
+    gain_update: Optional[GainUpdate]
     traits: ClassVar = ModelTraits(images=True, tuple_state=True, lyapunov_parts=True, logit_dynamics=True)
 
     @staticmethod
@@ -493,8 +511,8 @@ class LyaNet(Model):
 @dataclass
 class ODEResNet(Model):
     _target_: str = "odex.models.ode_resnet.ODEResNet"
-    width: PosFloat = 1.0
-    stages: Annotated[list[PosInt], Length(1)] = field(default_factory=lambda: [64, 128, 256, 512])
+    width: PosFloat
+    stages: Annotated[list[PosInt], Length(1)]
     traits: ClassVar = ModelTraits(images=True, field_batchnorm=True)
 
 
@@ -517,14 +535,14 @@ Loop = Literal["torchdiffeq", "odex"]
 @dataclass
 class Solver:
     _target_: str = "odex.ode.solver.Solver"
-    method: SolverMethod = "dopri5"
-    loop: Loop = "torchdiffeq"        # how the steps are taken (odex/ode/loops/)
-    rtol: Tol = 1e-3
-    atol: Tol = 1e-3
-    t1: PosFloat = 1.0
-    step_size: Optional[PosFloat] = None
-    steps: Optional[PosInt] = None
-    max_num_steps: Optional[PosInt] = 1000
+    method: SolverMethod
+    loop: Loop                        # how the steps are taken (odex/ode/loops/)
+    rtol: Tol
+    atol: Tol
+    t1: PosFloat
+    step_size: Optional[PosFloat]
+    steps: Optional[PosInt]
+    max_num_steps: Optional[PosInt]
 
     @staticmethod
     def problems(node: dict, ctx: Context):
@@ -576,8 +594,8 @@ class Direct(Grad):
 @dataclass
 class Adjoint(Grad):
     _target_: str = "odex.ode.grad.Adjoint"
-    rtol: Optional[Tol] = None
-    atol: Optional[Tol] = None
+    rtol: Optional[Tol]
+    atol: Optional[Tol]
 
 
 @dataclass
@@ -588,10 +606,10 @@ class Seminorm(Adjoint):
 @dataclass
 class GaussLegendre(Grad):
     _target_: str = "odex.ode.grad.GaussLegendreAdjoint"
-    c: PosFloat = 0.1
-    max_nodes: PosInt = 64
-    rtol: Optional[Tol] = None
-    atol: Optional[Tol] = None
+    c: PosFloat
+    max_nodes: PosInt
+    rtol: Optional[Tol]
+    atol: Optional[Tol]
     supports: ClassVar = GradSupports(tuple_states=False, train_batchnorm=False)
 
 
@@ -613,21 +631,21 @@ class Objective:
 @dataclass
 class CrossEntropy(Objective):
     _target_: str = "odex.objectives.classification.CrossEntropy"
-    label_smoothing: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
+    label_smoothing: Annotated[float, UNIT_OPEN_RIGHT]
 
 
 @dataclass
 class Margin(Objective):
     _target_: str = "odex.objectives.classification.Margin"
-    margin: PosFloat = 0.7
+    margin: PosFloat
 
 
 @dataclass
 class LyapunovMC(Objective):
     _target_: str = "odex.objectives.lyapunov.LyapunovMC"
-    kappa: Optional[NonNegFloat] = None
-    samples: PosInt = 512
-    radius: Optional[PosFloat] = None
+    kappa: Optional[NonNegFloat]
+    samples: PosInt
+    radius: Optional[PosFloat]
     needs: ClassVar = Needs(model=("logit_dynamics",), why="samples the logit space, so it needs a model "
                             "whose ODE state is the logits", use_instead="model=lyanet, or objective=lyanet_path")
     solves_in_training: ClassVar = False
@@ -636,7 +654,7 @@ class LyapunovMC(Objective):
 @dataclass
 class LyapunovPath(Objective):
     _target_: str = "odex.objectives.lyapunov.LyapunovPath"
-    kappa: Optional[NonNegFloat] = None
+    kappa: Optional[NonNegFloat]
     needs: ClassVar = Needs(model=("lyapunov_parts", "ode"), grad=("tuple_states",),
                             why="integrates the violation as an extra state component (a tuple state)")
 
@@ -647,25 +665,25 @@ class LyapunovPath(Objective):
 class Optim:
     _target_: str = ""
     _partial_: Literal[True] = True
-    lr: NonNegFloat = 1e-3        # 0 is allowed: frozen weights (e.g. evaluating trainer.init_from)
+    lr: NonNegFloat               # 0 is allowed: frozen weights (e.g. evaluating trainer.init_from)
 
 
 @dataclass
 class Adam(Optim):
     _target_: str = "torch.optim.Adam"
-    weight_decay: NonNegFloat = 0.0
-    betas: Annotated[list[Annotated[float, UNIT_OPEN_RIGHT]], Length(2, 2)] = field(default_factory=lambda: [0.9, 0.999])
-    eps: PosFloat = 1e-8
-    amsgrad: bool = False
+    weight_decay: NonNegFloat
+    betas: Annotated[list[Annotated[float, UNIT_OPEN_RIGHT]], Length(2, 2)]
+    eps: PosFloat
+    amsgrad: bool
 
 
 @dataclass
 class SGD(Optim):
     _target_: str = "torch.optim.SGD"
-    momentum: Annotated[float, UNIT_OPEN_RIGHT] = 0.0
-    weight_decay: NonNegFloat = 0.0
-    nesterov: bool = False
-    dampening: Annotated[float, Range(0, 1)] = 0.0
+    momentum: Annotated[float, UNIT_OPEN_RIGHT]
+    weight_decay: NonNegFloat
+    nesterov: bool
+    dampening: Annotated[float, Range(0, 1)]
 
     @staticmethod
     def problems(node: dict, ctx: Context):
@@ -680,9 +698,9 @@ class SGD(Optim):
 @dataclass
 class Nero(Optim):
     _target_: str = "odex.optim.optimizers.nero"
-    beta: Annotated[float, UNIT_OPEN_RIGHT] = 0.999
-    constrain: Literal["conv", "all", "none"] = "conv"
-    eps: PosFloat = 1e-8
+    beta: Annotated[float, UNIT_OPEN_RIGHT]
+    constrain: Literal["conv", "all", "none"]
+    eps: PosFloat
 
 
 @dataclass
@@ -694,29 +712,29 @@ class Scheduler:
 @dataclass
 class CosineAnnealingLR(Scheduler):
     _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
-    T_max: PosInt = 10
-    eta_min: NonNegFloat = 0.0
+    T_max: PosInt
+    eta_min: NonNegFloat
 
 
 @dataclass
 class MultiStepLR(Scheduler):
     _target_: str = "torch.optim.lr_scheduler.MultiStepLR"
-    milestones: list[PosInt] = field(default_factory=list)
-    gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
+    milestones: list[PosInt]
+    gamma: Annotated[float, Range(0, 1, lo_open=True)]
 
 
 @dataclass
 class StepLR(Scheduler):
     _target_: str = "torch.optim.lr_scheduler.StepLR"
-    step_size: PosInt = 30
-    gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
+    step_size: PosInt
+    gamma: Annotated[float, Range(0, 1, lo_open=True)]
 
 
 @dataclass
 class PiecewiseLinear(Scheduler):
     _target_: str = "odex.optim.schedules.PiecewiseLinear"
-    points: Annotated[list[Annotated[float, Range(0, 1)]], Length(2)] = field(default_factory=list)
-    factors: Annotated[list[NonNegFloat], Length(2)] = field(default_factory=list)
+    points: Annotated[list[Annotated[float, Range(0, 1)]], Length(2)]
+    factors: Annotated[list[NonNegFloat], Length(2)]
 
 
 # evaluators and callbacks ----------------------------------------------------------------------
@@ -742,21 +760,21 @@ class CleanAccuracy(Eval):
 
 @dataclass
 class Attack:
-    eps: Radius = 0.0
-    alpha: Radius = 0.0
-    steps: PosInt = 10
+    eps: Radius
+    alpha: Radius
+    steps: PosInt
 
 
 @dataclass
 class EvalSolver:
     """Another solver for an evaluation (keys of conf/solver/; t1 belongs to the model)."""
-    method: SolverMethod = "dopri5"
-    loop: Loop = "torchdiffeq"
-    rtol: Tol = 1e-3
-    atol: Tol = 1e-3
-    step_size: Optional[PosFloat] = None
-    steps: Optional[PosInt] = None
-    max_num_steps: Optional[PosInt] = 1000
+    method: SolverMethod
+    loop: Loop
+    rtol: Tol
+    atol: Tol
+    step_size: Optional[PosFloat]
+    steps: Optional[PosInt]
+    max_num_steps: Optional[PosInt]
 
 
 PgdLoss = Literal["ce", "dlr"]
@@ -765,17 +783,17 @@ PgdLoss = Literal["ce", "dlr"]
 @dataclass
 class PGDAccuracy(Eval):
     _target_: str = "odex.evaluate.evaluators.PGDAccuracy"
-    linf: Optional[Attack] = None
-    l2: Optional[Attack] = None
-    random_start: bool = True
-    seed: NonNegInt = 0
-    every: Optional[PosInt] = None
-    limit: Optional[PosInt] = None
-    solver: Optional[EvalSolver] = None
-    losses: Union[PgdLoss, Annotated[list[PgdLoss], Length(1)]] = field(default_factory=lambda: ["ce", "dlr"])
-    restarts: PosInt = 1
-    larger_radius: Optional[Annotated[float, Range(1, None, lo_open=True)]] = 2.0
-    zero_grad_share: Annotated[float, Range(0, 1)] = 0.1
+    linf: Optional[Attack]
+    l2: Optional[Attack]
+    random_start: bool
+    seed: NonNegInt
+    every: Optional[PosInt]
+    limit: Optional[PosInt]
+    solver: Optional[EvalSolver]
+    losses: Union[PgdLoss, Annotated[list[PgdLoss], Length(1)]]
+    restarts: PosInt
+    larger_radius: Optional[Annotated[float, Range(1, None, lo_open=True)]]
+    zero_grad_share: Annotated[float, Range(0, 1)]
 
 
 Norm = Literal["linf", "l2"]
@@ -785,50 +803,50 @@ AutoAttackName = Literal["apgd_ce", "apgd_t", "square"]      # FAB-T is not impl
 @dataclass
 class SquareAccuracy(Eval):
     _target_: str = "odex.evaluate.autoattack.SquareAccuracy"
-    norm: Norm = "linf"
-    eps: Radius = "8/255"
-    queries: PosInt = 5000
-    p_init: Annotated[float, Range(0, 1, lo_open=True)] = 0.8
-    limit: Optional[PosInt] = 1000
-    seed: NonNegInt = 0
-    solver: Optional[EvalSolver] = None
-    every: Optional[PosInt] = None
-    masking_gap: Annotated[float, Range(0, 1)] = 0.03
+    norm: Norm
+    eps: Radius
+    queries: PosInt
+    p_init: Annotated[float, Range(0, 1, lo_open=True)]
+    limit: Optional[PosInt]
+    seed: NonNegInt
+    solver: Optional[EvalSolver]
+    every: Optional[PosInt]
+    masking_gap: Annotated[float, Range(0, 1)]
     pixels: ClassVar[bool] = True       # attacks pixels in [0, 1]: the dataset must hold images
 
 
 @dataclass
 class AutoAttackAccuracy(SquareAccuracy):
     _target_: str = "odex.evaluate.autoattack.AutoAttackAccuracy"
-    attacks: Annotated[list[AutoAttackName], Length(1)] = field(default_factory=lambda: ["apgd_ce", "apgd_t", "square"])
-    steps: PosInt = 100
-    targets: PosInt = 9
+    attacks: Annotated[list[AutoAttackName], Length(1)]
+    steps: PosInt
+    targets: PosInt
 
 
 @dataclass
 class SolverTransfer(Eval):
     _target_: str = "odex.evaluate.transfer.SolverTransfer"
-    solvers: dict[str, Optional[EvalSolver]] = field(default_factory=dict)
-    norm: Norm = "linf"
-    eps: Radius = "8/255"
-    alpha: Radius = "2/255"
-    steps: PosInt = 10
-    losses: Union[PgdLoss, Annotated[list[PgdLoss], Length(1)]] = field(default_factory=lambda: ["ce", "dlr"])
-    limit: Optional[PosInt] = 500
-    seed: NonNegInt = 0
-    gap: Annotated[float, Range(0, 1)] = 0.05
-    every: Optional[PosInt] = None
+    solvers: dict[str, Optional[EvalSolver]]
+    norm: Norm
+    eps: Radius
+    alpha: Radius
+    steps: PosInt
+    losses: Union[PgdLoss, Annotated[list[PgdLoss], Length(1)]]
+    limit: Optional[PosInt]
+    seed: NonNegInt
+    gap: Annotated[float, Range(0, 1)]
+    every: Optional[PosInt]
     pixels: ClassVar[bool] = True
 
 
 @dataclass
 class GradCheck(Eval):
     _target_: str = "odex.evaluate.grad_check.GradCheck"
-    every: Optional[PosInt] = 1
-    examples: PosInt = 64
-    float64: bool = False
-    threshold: PosFloat = 1e-2
-    solver: Optional[EvalSolver] = None
+    every: Optional[PosInt]
+    examples: PosInt
+    float64: bool
+    threshold: PosFloat
+    solver: Optional[EvalSolver]
     needs: ClassVar = Needs(model=("ode",), why="compares the ODE gradient method with direct backprop, so it "
                             "needs a model with ODE blocks")
 
@@ -836,16 +854,16 @@ class GradCheck(Eval):
 @dataclass
 class CertifiedAccuracy(Eval):
     _target_: str = "odex.evaluate.evaluators.CertifiedAccuracy"
-    eps: Annotated[list[Radius], Length(1)] = field(default_factory=list)
+    eps: Annotated[list[Radius], Length(1)]
     needs: ClassVar = Needs(model=("certificate",), why="needs a model with a Lipschitz certificate")
 
 
 @dataclass
 class InferenceDynamics(Eval):
     _target_: str = "odex.objectives.lyapunov.InferenceDynamics"
-    kappa: Optional[NonNegFloat] = None
-    times: PosInt = 10
-    solver: Optional[EvalSolver] = None
+    kappa: Optional[NonNegFloat]
+    times: PosInt
+    solver: Optional[EvalSolver]
     needs: ClassVar = Needs(model=("lyapunov_parts",), why="solves the model's ODE from its initial state")
 
 
@@ -855,9 +873,9 @@ OWN_CHECKPOINTS = ("last.pt",)       # odex/training/resume.py's checkpoint_path
 @dataclass
 class BestCheckpoint:
     _target_: str = "odex.training.callbacks.BestCheckpoint"
-    monitor: str = "val/acc"
-    mode: Literal["max", "min"] = "max"
-    filename: str = "best.pt"
+    monitor: str
+    mode: Literal["max", "min"]
+    filename: str
 
     @staticmethod
     def problems(node: dict, ctx: Context):
@@ -879,40 +897,40 @@ class BestCheckpoint:
 @dataclass
 class StochasticWeightAveraging:
     _target_: str = "odex.training.callbacks.StochasticWeightAveraging"
-    after_epoch: NonNegInt = 60
-    lr_factor: PosFloat = 0.1
-    anneal_epochs: NonNegInt = 10
-    anneal_strategy: Literal["cos", "linear"] = "cos"
+    after_epoch: NonNegInt
+    lr_factor: PosFloat
+    anneal_epochs: NonNegInt
+    anneal_strategy: Literal["cos", "linear"]
 
 
 @dataclass
 class MedianPruning:
     _target_: str = "odex.sweep.pruning.MedianPruning"
-    metric: str = "val/acc"
-    mode: Literal["max", "min"] = "max"
-    replicate: str = "trainer.seed"
-    min_configs: PosInt = 3
-    warmup_epochs: PosInt = 1
+    metric: str
+    mode: Literal["max", "min"]
+    replicate: str
+    min_configs: PosInt
+    warmup_epochs: PosInt
 
 
 @dataclass
 class FiniteCheck:
     _target_: str = "odex.training.debug.FiniteCheck"
-    detect_anomaly: bool = True
+    detect_anomaly: bool
 
 
 @dataclass
 class LossMustFall:
     _target_: str = "odex.training.debug.LossMustFall"
-    fraction: Annotated[float, Range(0, 1, lo_open=True)] = 0.5
+    fraction: Annotated[float, Range(0, 1, lo_open=True)]
 
 
 @dataclass
 class Profile:
     _target_: str = "odex.training.debug.Profile"
-    steps: PosInt = 5
-    skip: NonNegInt = 1
-    rows: PosInt = 25
+    steps: PosInt
+    skip: NonNegInt
+    rows: PosInt
 
 
 # trainer and logger ----------------------------------------------------------------------------
@@ -921,32 +939,32 @@ class Profile:
 class RunHealth:
     """trainer.health (odex/training/health.py)."""
     _target_: str = "odex.training.health.RunHealth"
-    enabled: bool = True
-    checks_per_epoch: PosInt = 8
-    check_every_s: PosFloat = 10.0
-    loss_factor: Annotated[float, Range(1, None, lo_open=True)] = 100.0
-    nfe_factor: Annotated[float, Range(1, None, lo_open=True)] = 10.0
-    epoch_budget_s: Optional[PosFloat] = None
+    enabled: bool
+    checks_per_epoch: PosInt
+    check_every_s: PosFloat
+    loss_factor: Annotated[float, Range(1, None, lo_open=True)]
+    nfe_factor: Annotated[float, Range(1, None, lo_open=True)]
+    epoch_budget_s: Optional[PosFloat]
 
 
 @dataclass
 class Trainer:
     _target_: str = "odex.training.trainer.Trainer"
-    max_epochs: PosInt = 10
-    device: str = "auto"          # auto, cpu, cuda, cuda:N (odex.config's cross checks)
-    seed: NonNegInt = 0
-    init_from: Optional[str] = None     # a checkpoint file (its existence: odex.config's cross checks)
-    threads: Union[Literal["auto"], PosInt] = "auto"
-    eval_every: PosInt = 1
-    grad_clip: Optional[PosFloat] = None
-    progress: Optional[bool] = None
-    tf32: bool = True
-    precision: Literal["fp32", "bf16"] = "fp32"
-    compile: Union[bool, str, None] = False
-    channels_last: bool = False
-    cuda_graph: bool = False
-    resume: Literal["never", "auto", "must"] = "auto"
-    health: Optional[RunHealth] = None
+    max_epochs: PosInt
+    device: str                   # auto, cpu, cuda, cuda:N (odex.config's cross checks)
+    seed: NonNegInt
+    init_from: Optional[str]            # a checkpoint file (its existence: odex.config's cross checks)
+    threads: Union[Literal["auto"], PosInt]
+    eval_every: PosInt
+    grad_clip: Optional[PosFloat]
+    progress: Optional[bool]
+    tf32: bool
+    precision: Literal["fp32", "bf16"]
+    compile: Union[bool, str, None]
+    channels_last: bool
+    cuda_graph: bool
+    resume: Literal["never", "auto", "must"]
+    health: Optional[RunHealth]
 
 
 @dataclass
@@ -957,14 +975,14 @@ class NullSink:
 @dataclass
 class WandbSink:
     _target_: str = "odex.tracking.tracker.WandbSink"
-    mode: Optional[Literal["online", "offline", "disabled"]] = "offline"
-    project: str = "odex"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    job_type: str = "train"
-    tags: Optional[list[str]] = None
-    name: Optional[str] = None
-    notes: Optional[str] = None
+    mode: Optional[Literal["online", "offline", "disabled"]]
+    project: str
+    entity: Optional[str]
+    group: Optional[str]
+    job_type: str
+    tags: Optional[list[str]]
+    name: Optional[str]
+    notes: Optional[str]
 
     @staticmethod
     def problems(node: dict, ctx: Context):

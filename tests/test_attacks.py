@@ -12,6 +12,7 @@ from odex.evaluate.attacks import dlr, pgd
 from odex.data import DataInfo
 from odex.data.batches import Batches
 from odex.data.bundle import Split
+from odex.config import check_composed
 from odex.errors import ConfigError
 from odex.evaluate.evaluators import CleanAccuracy, PGDAccuracy, evaluate, parse_eps
 from odex.models.augmented import AugmentedNODE
@@ -150,22 +151,26 @@ def test_an_evaluation_solver_is_used_for_the_attack_only():
         model(x)
         assert total_nfe(model)[0].item() == 4                 # one rk4 step: four evaluations
     assert model.ode.solver.method == "dopri5"
+    # refused before the run, by validation (the evaluator does not check its keys again)
     with pytest.raises(ConfigError, match="t1"):
-        PGDAccuracy(linf={"eps": 0.1, "alpha": 0.1}, solver={"t1": 2.0})
+        check_composed("train", ["eval=pgd", "eval.pgd.solver={t1: 2.0}"])
     with pytest.raises(ConfigError):
-        PGDAccuracy(linf={"eps": 0.1, "alpha": 0.1}, solver={"metod": "rk4"})
+        check_composed("train", ["eval=pgd", "eval.pgd.solver={metod: rk4}"])
     with pytest.raises(ConfigError):
-        PGDAccuracy(linf={"eps": 0.1, "alpha": 0.1}, solver={"method": "euler"})   # no step given
+        check_composed("train", ["eval=pgd", "eval.pgd.solver={method: euler}"])   # no step given
+    with pytest.raises(ConfigError, match="t1"):          # and at run time, by the block
+        with solver_changed(model, {"t1": 2.0}):
+            pass
 
 
 def test_bad_attack_settings_are_config_errors():
     model = nn.Flatten()
     with pytest.raises(ConfigError):
         pgd(model, torch.zeros(1, 4), torch.zeros(1, dtype=torch.long), eps=0.1, alpha=0.1, steps=1, norm="l1")
+    with pytest.raises(ConfigError):      # refused before the run (the evaluator does not check again)
+        check_composed("train", ["eval=pgd", "eval.pgd.linf=null", "eval.pgd.l2=null"])
     with pytest.raises(ConfigError):
-        PGDAccuracy(linf=None, l2=None)
-    with pytest.raises(ConfigError):
-        PGDAccuracy(linf={"eps": 0.1, "step": 0.1})
+        check_composed("train", ["eval=pgd", "eval.pgd.linf={eps: 0.1, step: 0.1}"])
     with pytest.raises(ConfigError):
         parse_eps("8/zero")
     assert parse_eps("8/255") == (8 / 255, "8/255") and parse_eps(0.5) == (0.5, "0.5")

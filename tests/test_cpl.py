@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import compose_cfg, read_metrics, read_summary, run_cli, train_in_process
 
 from odex.evaluate.attacks import pgd
-from odex.config import build
+from odex.config import build, check_composed
 from odex.data import DataInfo
 from odex.errors import ConfigError
 from odex.evaluate.evaluators import CertifiedAccuracy, CleanAccuracy, evaluate
@@ -252,8 +252,9 @@ def test_piecewise_linear_schedule():
     again = PiecewiseLinear(opt, total_steps=100)
     again.load_state_dict(state)
     assert again.last_epoch == 100
-    with pytest.raises(ConfigError):
-        PiecewiseLinear(opt, total_steps=10, points=[0, 0.5], factors=[0, 1, 0])
+    with pytest.raises(ConfigError):       # refused before the run (odex.config)
+        check_composed("train", ["schedule=piecewise_linear", "schedule.scheduler.points=[0,0.5]",
+                                 "schedule.scheduler.factors=[0,1,0]"])
 
 
 def test_size_presets_have_the_published_parameter_counts():
@@ -261,8 +262,8 @@ def test_size_presets_have_the_published_parameter_counts():
     with torch.device("meta"):
         counts = {s: sum(p.numel() for p in CPLNetwork(info, size=s).parameters()) for s in ("S", "M", "L", "XL")}
     assert {s: round(c / 1e6, 1) for s, c in counts.items()} == {"S": 41.3, "M": 78.7, "L": 118.2, "XL": 236.3}
-    with pytest.raises(ConfigError, match="model.size"):
-        CPLNetwork(info, size="XXL")
+    with pytest.raises(ConfigError, match="model.size"):     # refused before the run (odex/schema.py)
+        check_composed("train", ["dataset=cifar10", "model=cpl", "model.size=XXL"])
     with pytest.raises(ConfigError, match="trunc"):
         CPLNetwork(_info((1, 4, 4)), size="tiny", channels=2)
 

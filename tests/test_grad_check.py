@@ -8,6 +8,7 @@ from conftest import TINY, read_metrics, train_in_process
 from torch import nn
 
 from odex.data import DataInfo
+from odex.config import check_composed
 from odex.errors import ConfigError
 from odex.ode.grad import Direct
 from odex.evaluate.grad_check import GradCheck
@@ -70,9 +71,9 @@ def test_the_model_and_its_parameter_gradients_are_left_as_they_were():
 
 
 def test_bad_settings_and_models_without_ode_blocks():
-    for kw in ({"every": 0}, {"examples": 0}, {"threshold": 0}, {"solver": {"t1": 2.0}}, {"solver": {"metod": "rk4"}}):
-        with pytest.raises(ConfigError):
-            GradCheck(**kw)
+    for kw in ("every=0", "examples=0", "threshold=0", "solver={t1: 2.0}", "solver={metod: rk4}"):
+        with pytest.raises(ConfigError):        # refused before the run (odex/schema.py GradCheck)
+            check_composed("train", ["eval=grad_check", f"eval.grad_check.{kw}"])
     with pytest.raises(ConfigError, match="no ODE block"):
         GradCheck()(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), _batch())
 

@@ -11,6 +11,7 @@ import torchdiffeq
 from torch import nn
 
 from conftest import read_summary, run_cli, train_in_process
+from odex.config import check_composed
 from odex.errors import ConfigError
 from odex.ode.grad.gq import GaussLegendreAdjoint, gauss_legendre, node_count
 from odex.models.layers import MLPField
@@ -216,8 +217,8 @@ def test_gq_refuses_train_mode_batchnorm():
     with pytest.raises(ConfigError, match="BatchNorm"):
         odeint(field, torch.zeros(3, 2), torch.tensor([0.0, 1.0]), grad="gq")
     odeint(field.eval(), torch.zeros(3, 2), torch.tensor([0.0, 1.0]), grad="gq")   # eval mode is fine
-    with pytest.raises(ConfigError, match="grad.c"):
-        GaussLegendreAdjoint(c=0)
+    with pytest.raises(ConfigError, match="grad.c"):       # refused before the run (odex/schema.py)
+        check_composed("train", ["grad=gq", "grad.c=0"])
 
 
 def test_odex_train_gq_one_epoch(tmp_path):

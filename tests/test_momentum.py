@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from conftest import PLUGINS, compose_cfg, read_metrics, read_summary, run_cli, train_in_process
 
-from odex.config import build
+from odex.config import build, check_composed
 from odex.data import DataInfo
 from odex.errors import ConfigError
 from odex.ode.grad import gradient_method, names
@@ -150,17 +150,25 @@ def test_explicit_keys_win_over_the_preset():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["model=heavy_ball", "model.preset=imagenet"], "model.preset='imagenet'"),
-    (["model=heavy_ball", "model.preset=cifar10", "model.dim=2"], "model.dim=2 must be >= the input's 3"),
-    (["model=adam_node", "model.root=relu"], "model.root='relu'"),
-    (["model=ghbnode", "model.xi=-1"], "model.xi must be > 0"),
-    (["model=pixel_augmented", "model.augment_dim=-1"], "model.augment_dim must be >= 0"),
-    (["model=heavy_ball", "model.preset=null"], "model.dim is not set"),
-    (["model=heavy_ball", "+model.presets.mnist.hiden=3"], r"model.presets.mnist sets \['hiden'\]"),
+    (["model=heavy_ball", "model.preset=imagenet"], "model.preset=imagenet: must be one of mnist, cifar10, tiny"),
+    (["model=heavy_ball", "model.preset=cifar10", "model.dim=2"], "model.dim=2: must be >= the input's 3"),
+    (["model=adam_node", "model.root=relu"], "model.root=relu: must be null or one of softplus, sigmoid"),
+    (["model=ghbnode", "model.xi=-1"], "model.xi=-1: must be null or a number > 0"),
+    (["model=pixel_augmented", "model.augment_dim=-1"], "model.augment_dim=-1: must be null or an integer >= 0"),
+    (["model=heavy_ball", "model.preset=null"], "model.dim=null: is not set"),
+    (["model=heavy_ball", "++model.presets.mnist.hiden=3"], r"model.presets.mnist.hiden=3: .* has no key 'hiden'"),
 ])
 def test_bad_sizes_are_config_errors(overrides, message):
-    cfg = compose_cfg(overrides)
+    """Refused before the run, by validation (odex/schema.py PixelModel; the models do not check again)."""
     with pytest.raises(ConfigError, match=message):
+        check_composed("train", ["dataset=cifar10", *overrides])
+
+
+def test_too_few_state_channels_are_refused_for_a_dataset_of_ones_own():
+    """The input's channels are known before the run only for odex's datasets: the model checks
+    dim against them itself."""
+    cfg = compose_cfg(["model=heavy_ball", "model.preset=cifar10", "model.dim=2"])
+    with pytest.raises(ConfigError, match="model.dim=2 must be >= the input's 3"):
         build(cfg.model, info=CIFAR, solver=build(cfg.solver), grad="direct")
 
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from conftest import compose_cfg
+from odex.config import check_composed
 from odex.errors import ConfigError
 from odex.optim.optimizers import build_optimizer
 
@@ -76,5 +77,5 @@ def test_nero_constrain_options():
     assert constrained == {id(model.conv.weight), id(model.fc.weight)}
     none = build_optimizer(compose_cfg(["optim=nero", "optim.constrain=none"]).optim, model)
     assert not any(g["constraints"] for g in none.param_groups)
-    with pytest.raises(ConfigError, match="constrain"):
-        build_optimizer(compose_cfg(["optim=nero", "optim.constrain=kernels"]).optim, model)
+    with pytest.raises(ConfigError, match="constrain"):       # refused before the run (odex/schema.py Nero)
+        check_composed("train", ["optim=nero", "optim.constrain=kernels"])

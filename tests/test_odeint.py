@@ -8,6 +8,7 @@ from torch import nn
 
 from conftest import PLUGINS
 from odex import odeint
+from odex.config import check_composed
 from odex.errors import ConfigError, SolverError
 from odex.ode.grad import gradient_method, names
 from odex.ode.nfe import CountedField
@@ -120,9 +121,9 @@ def test_solver_failure_is_a_clear_error():
 
 
 def test_solver_config_errors():
+    with pytest.raises(ConfigError):        # refused before the run (odex/schema.py Solver)
+        check_composed("train", ["solver.method=rk45"])
     with pytest.raises(ConfigError):
-        Solver(method="rk45")
-    with pytest.raises(ConfigError):
-        Solver(method="rk4", step_size=None, steps=None)
+        check_composed("train", ["solver=rk4", "solver.step_size=null", "solver.steps=null"])
     assert Solver(method="rk4", steps=4, t1=2.0).h == 0.5
     assert isinstance(CountedField(MLP()), nn.Module)

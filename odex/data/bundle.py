@@ -65,11 +65,8 @@ def make_bundle(name: str, train_x, train_y, test_x, test_y, num_classes: int, *
                 split_seed: int = 0, augment: dict | bool | None = None) -> DataBundle:
     """Apply the keys every dataset config has, in a fixed order: the validation part is held out
     of the training set by a seeded permutation (the same for every job of a sweep), then
-    `limit_train` / `limit_test` keep the first examples (quick runs)."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"dataset.val_fraction must be in [0, 1), got {val_fraction}")
-    if batch_size < 1:
-        raise ConfigError(f"dataset.batch_size must be >= 1, got {batch_size}")
+    `limit_train` / `limit_test` keep the first examples (quick runs). The keys' ranges: odex/schema.py
+    DatasetCommon, checked before the run; what depends on the data read is checked here."""
     train_y = torch.as_tensor(train_y, dtype=torch.long)
     test_y = torch.as_tensor(test_y, dtype=torch.long)
     val = None

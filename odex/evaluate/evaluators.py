@@ -12,39 +12,29 @@ metric names keep the written form: `test/cert_acc@36/255`, or `test/cert_acc@0.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odex.evaluate.attacks import LOSSES, NORMS, attack_mode, pgd, no_input_gradient
+from odex.config import check_value
+from odex.evaluate.attacks import NORMS, attack_mode, pgd, no_input_gradient
 from odex.errors import ConfigError
 from odex.ode.nfe import reset_nfe, total_nfe
 from odex.ode.block import solver_changed
 from odex.ode.precision import full_fp32
-from odex.ode.solver import Solver
+from odex.schema import Radius
 
 log = logging.getLogger("odex")
 
 
 def parse_eps(value) -> tuple[float, str]:
-    """A radius from the config (a number, or a quotient such as "8/255" or "7.2/255") and its label."""
-    if isinstance(value, str):
-        label = value.replace(" ", "")
-        num, _, den = label.partition("/")
-        try:
-            eps = float(num) / float(den or 1)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"cannot read {value!r} as a radius (write 0.5 or 36/255)") from None
-    else:
-        eps = float(value)
-        label = str(value)
-    if not math.isfinite(eps) or eps < 0:
-        raise ConfigError(f"a radius must be finite and >= 0, got {value!r}")
-    return eps, label
+    """A radius from the config (a number, or a quotient such as "8/255" or "7.2/255") and its label.
+    Read by odex/schema.py's one parser (`Radius.parse`), which validation applied before the run; the
+    same check refuses a bad value given through the Python API."""
+    check_value(value, Radius, "eps")
+    return Radius.parse(value), str(value).replace(" ", "")
 
 
 def first_examples(batches, limit: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -121,42 +111,17 @@ class PGDAccuracy:
                  seed: int = 0, every: int | None = None, limit: int | None = None,
                  solver: dict | None = None, losses=("ce", "dlr"), restarts: int = 1,
                  larger_radius: float | None = 2.0, zero_grad_share: float = 0.1):
+        # the keys' types and ranges, and eval.pgd's rules (a norm to attack, distinct losses,
+        # restarts with random starts, the solver's keys): odex/schema.py and odex.config, before the run
         self.attacks: dict[str, dict] = {}
         for norm, spec in zip(NORMS, (linf, l2)):
-            if spec is None:
-                continue
-            spec = dict(spec)
-            unknown = set(spec) - {"eps", "alpha", "steps"}
-            if unknown or "eps" not in spec or "alpha" not in spec:
-                raise ConfigError(f"eval.pgd.{norm} takes eps, alpha and steps, got {sorted(spec)}")
-            self.attacks[norm] = {"eps": parse_eps(spec["eps"])[0], "alpha": parse_eps(spec["alpha"])[0],
-                                  "steps": int(spec.get("steps", 10))}
-        if not self.attacks:
-            raise ConfigError("eval=pgd with both eval.pgd.linf and eval.pgd.l2 null attacks nothing")
-        if every is not None and every < 1:
-            raise ConfigError(f"eval.pgd.every must be >= 1 or null, got {every}")
+            if spec is not None:
+                self.attacks[norm] = {"eps": parse_eps(spec["eps"])[0], "alpha": parse_eps(spec["alpha"])[0],
+                                      "steps": int(spec.get("steps", 10))}
         self.losses = [losses] if isinstance(losses, str) else list(losses)
-        if not self.losses or set(self.losses) - set(LOSSES) or len(set(self.losses)) < len(self.losses):
-            raise ConfigError(f"eval.pgd.losses must be a non-empty list of distinct names from "
-                              f"{sorted(LOSSES)}, got {self.losses}")
-        if int(restarts) != restarts or restarts < 1:
-            raise ConfigError(f"eval.pgd.restarts must be an integer >= 1, got {restarts}")
-        if restarts > 1 and not random_start:
-            raise ConfigError("eval.pgd.restarts > 1 needs eval.pgd.random_start=true (else every restart is the same)")
-        if larger_radius is not None and not larger_radius > 1:
-            raise ConfigError(f"eval.pgd.larger_radius must be > 1 or null, got {larger_radius}")
-        if not 0 <= zero_grad_share <= 1:
-            raise ConfigError(f"eval.pgd.zero_grad_share must be in [0, 1], got {zero_grad_share}")
         self.restarts, self.larger_radius, self.zero_grad_share = int(restarts), larger_radius, zero_grad_share
         self.random_start, self.seed, self.every, self.limit = random_start, seed, every, limit
         self.solver = None if solver is None else dict(solver)
-        if self.solver is not None:     # unknown keys and bad values fail now, not after training
-            if "t1" in self.solver:
-                raise ConfigError("eval.pgd.solver cannot change t1 (it is part of the model)")
-            try:
-                replace(Solver(), **self.solver)
-            except TypeError as e:
-                raise ConfigError(f"eval.pgd.solver: {e}") from None
 
     def pgd_figure(self, norm: str, eps: float, limit: int | None, prefix: str) -> str | None:
         """The metric of this evaluator's robust accuracy in `norm` at radius `eps` on the first
@@ -256,9 +221,7 @@ class CertifiedAccuracy:
     as `<prefix>/lipschitz_bound`. A model without a certificate is refused."""
 
     def __init__(self, eps=("36/255", "72/255", "108/255")):
-        self.eps = [parse_eps(e) for e in eps]
-        if not self.eps:
-            raise ConfigError("eval.certified.eps is empty")
+        self.eps = [parse_eps(e) for e in eps]      # at least one: odex/schema.py CertifiedAccuracy
 
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
         radius_of = getattr(model, "certified_radius", None)

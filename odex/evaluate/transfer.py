@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from odex.errors import ConfigError
-from odex.evaluate.attacks import LOSSES, NORMS, attack_mode, pgd
+from odex.evaluate.attacks import attack_mode, pgd
 from odex.evaluate.autoattack import check_pixels, check_solver, raise_flag
 from odex.evaluate.evaluators import first_examples, parse_eps
 from odex.ode.block import solver_changed
@@ -46,26 +46,15 @@ class SolverTransfer:
     def __init__(self, solvers: dict | None = None, norm: str = "linf", eps="8/255", alpha="2/255",
                  steps: int = 10, losses=("ce", "dlr"), limit: int | None = 500, seed: int = 0,
                  gap: float = 0.05, every: int | None = None):
+        # the keys' ranges and the one null setting: odex/schema.py SolverTransfer and odex.config,
+        # checked before the run
         solvers = dict(solvers or {OWN: None})
-        if sum(v is None for v in solvers.values()) != 1:
-            raise ConfigError("eval.transfer.solvers needs exactly one setting that is null (the model's own "
-                              f"solver), got {sorted(solvers)}")
         for name in solvers:
             if not re.fullmatch(r"[A-Za-z0-9_.]+", str(name)):
                 raise ConfigError(f"eval.transfer.solvers: a setting's name is letters, digits, _ and ., got {name!r}")
         self.solvers = {str(k): check_solver(v, f"eval.transfer.solvers.{k}") for k, v in solvers.items()}
         self.own = next(k for k, v in self.solvers.items() if v is None)
-        if norm not in NORMS:
-            raise ConfigError(f"eval.transfer.norm must be one of {NORMS}, got {norm!r}")
         self.losses = [losses] if isinstance(losses, str) else list(losses)
-        if not self.losses or set(self.losses) - set(LOSSES):
-            raise ConfigError(f"eval.transfer.losses must be names from {sorted(LOSSES)}, got {self.losses}")
-        if int(steps) != steps or steps < 1:
-            raise ConfigError(f"eval.transfer.steps must be an integer >= 1, got {steps}")
-        if not 0 <= gap <= 1:
-            raise ConfigError(f"eval.transfer.gap must be in [0, 1], got {gap}")
-        if every is not None and every < 1:
-            raise ConfigError(f"eval.transfer.every must be >= 1 or null, got {every}")
         self.norm, self.eps, self.alpha = norm, parse_eps(eps)[0], parse_eps(alpha)[0]
         self.steps, self.limit, self.seed, self.gap, self.every = int(steps), limit, seed, gap, every
         self._reasons: list[str] = []

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from odex.data import DataInfo
-from odex.errors import ConfigError
 from odex.ode.grad import GradientMethod
 from odex.objectives.lyapunov import FlatReadout, LyapunovParts
 from odex.ode.block import ODEBlock
@@ -33,9 +32,7 @@ class AugmentedNODE(nn.Module):
                  channels: int = 16, hidden: int = 32, augment_dim: int = 4,
                  time_dependent: bool = True, activation: str = "softplus", normalize: bool = True,
                  downsample: int | None = None):
-        super().__init__()
-        if augment_dim < 0:
-            raise ConfigError(f"model.augment_dim must be >= 0, got {augment_dim}")
+        super().__init__()      # the keys' ranges: odex/schema.py AugmentedNODE, checked before the run
         self.augment_dim = augment_dim
         self.normalize = Normalize(info, enabled=normalize)
         if info.is_image:

@@ -64,8 +64,6 @@ class ConvexPotentialLayer(nn.Module):
     def __init__(self, u_shape: tuple[int, ...], *, train_iters: int = 1, eval_iters: int = 100,
                  eps: float = 1e-4):
         super().__init__()
-        if train_iters < 1 or eval_iters < 1:
-            raise ConfigError(f"power iterations must be >= 1, got train {train_iters}, eval {eval_iters}")
         self.train_iters, self.eval_iters, self.eps = train_iters, eval_iters, eps
         self.register_buffer("u", _unit(torch.randn(u_shape)))
         self._sigma_eval: torch.Tensor | None = None
@@ -243,11 +241,7 @@ class CPLNetwork(nn.Module):
                  channels: int | None = None, dense_width: int | None = None, conv_inner: int = 5,
                  last: str = "trunc", norm_input: bool = False, train_iters: int = 1,
                  eval_iters: int = 100, eps: float = 1e-4):
-        super().__init__()
-        if size not in SIZES:
-            raise ConfigError(f"model.size={size!r} is not a CPL size; choose one of {list(SIZES)}")
-        if last not in HEADS:
-            raise ConfigError(f"model.last={last!r}; choose one of {list(HEADS)}")
+        super().__init__()      # the keys' ranges: odex/schema.py CPLNetwork, checked before the run
         if not info.is_image:
             raise ConfigError(f"model=cpl needs images, dataset {info.name} has shape {info.shape}")
         preset = SIZES[size]

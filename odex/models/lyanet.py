@@ -141,23 +141,13 @@ class LyaNet(nn.Module):
         super().__init__()
         if not info.is_image:
             raise ConfigError(f"model=lyanet encodes images; dataset {info.name} has shape {info.shape}")
-        if encoder not in ENCODERS:
-            raise ConfigError(f"model.encoder={encoder!r}; choose one of {sorted(ENCODERS)}")
-        if hidden < 1 or channels < 1:
-            raise ConfigError(f"model.hidden and model.channels must be >= 1, got {hidden}, {channels}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-        if anchor <= 0 or gain <= 0:
-            raise ConfigError(f"model.anchor and model.gain must be positive, got {anchor}, {gain}")
+        # the keys' ranges (gain_update's too): odex/schema.py LyaNet, checked before the run
         self.classes, self.hidden, self.anchor = info.num_classes, hidden, float(anchor)
         self.normalize = Normalize(info, enabled=normalize)
         self.encoder = ENCODERS[encoder](info, hidden * hidden, channels)
         self.ode = ODEBlock(LyaNetField(info.num_classes, hidden, dropout, anchor, gain, trainable_gain),
                             solver, grad)
-        try:
-            self.gain_update = None if gain_update is None else GainUpdate(**gain_update)
-        except TypeError as e:
-            raise ConfigError(f"model.gain_update: {e}") from None
+        self.gain_update = None if gain_update is None else GainUpdate(**gain_update)
 
     @property
     def field(self) -> LyaNetField:

@@ -69,21 +69,11 @@ ROOTS = {"softplus": F.softplus, "sigmoid": torch.sigmoid}
 
 
 def from_preset(preset: str | None, presets: Mapping | None, **given: Any) -> dict[str, Any]:
-    """`given` with every None replaced by the preset's value for that key (explicit keys win)."""
-    row: Mapping = {}
-    if preset is not None:
-        if not presets or preset not in presets:
-            raise ConfigError(f"model.preset={preset!r} is not one of {sorted(presets or {})}")
-        row = presets[preset]
-        unknown = sorted(set(row) - set(given))
-        if unknown:      # a typo in a preset row would otherwise be ignored silently
-            raise ConfigError(f"model.presets.{preset} sets {unknown}, which this model does not take; "
-                              f"it takes {sorted(given)}")
-    out = {k: (row.get(k) if v is None else v) for k, v in given.items()}
-    missing = [k for k in ("dim", "augment_dim", "hidden") if k in out and out[k] is None]
-    if missing:
-        raise ConfigError(f"model.{missing[0]} is not set: give it or choose a model.preset that sets it")
-    return out
+    """`given` with every None replaced by the preset's value for that key (explicit keys win). The
+    preset's name, its row's keys and a size left unset are checked before the run (odex/schema.py
+    PixelModel.problems)."""
+    row: Mapping = presets[preset] if preset is not None else {}
+    return {k: (row.get(k) if v is None else v) for k, v in given.items()}
 
 
 def inverse_softplus(y: float) -> float:
@@ -106,8 +96,6 @@ class HeavyBallField(nn.Module):
         self.dim = dim
         self.gamma_logit = nn.Parameter(torch.tensor(float(gamma_logit)))
         self.sigma = nn.Identity() if sigma is None else activation_module(sigma)
-        if xi is not None and xi <= 0:
-            raise ConfigError(f"model.xi must be > 0 (or null for no restoring term), got {xi}")
         self.xi_raw = None if xi is None else nn.Parameter(torch.tensor(inverse_softplus(float(xi))))
 
     @property
@@ -133,8 +121,6 @@ class AdamField(nn.Module):
     def __init__(self, f: nn.Module, dim: int, *, beta1_logit: float = -5.0, beta2_logit: float = 5.0,
                  root: str = "softplus", eps: float = 1e-8):
         super().__init__()
-        if root not in ROOTS:
-            raise ConfigError(f"model.root={root!r}: choose one of {sorted(ROOTS)}")
         self.f = f
         self.dim = dim
         self.beta1_logit = nn.Parameter(torch.tensor(float(beta1_logit)))
@@ -221,12 +207,12 @@ def _image_channels(info: DataInfo, model: str) -> int:
     return info.channels
 
 
-def _check_size(dim: int, hidden: int, channels: int) -> None:
+def _check_size(dim: int, channels: int) -> None:
+    """The input's channels are known before the run only for odex's own datasets (odex/schema.py
+    PixelModel.problems): checked again here, for a dataset of the user's own."""
     if dim < channels:
         raise ConfigError(f"model.dim={dim} must be >= the input's {channels} channels "
                           "(h(0) starts with the input itself)")
-    if hidden < 1:
-        raise ConfigError(f"model.hidden must be >= 1, got {hidden}")
 
 
 class PixelNODE(PixelStateClassifier):
@@ -239,10 +225,8 @@ class PixelNODE(PixelStateClassifier):
                  normalize: bool = True):
         channels = _image_channels(info, "pixel_node")
         size = from_preset(preset, presets, augment_dim=augment_dim, hidden=hidden)
-        if size["augment_dim"] < 0:
-            raise ConfigError(f"model.augment_dim must be >= 0, got {size['augment_dim']}")
         dim = channels + size["augment_dim"]
-        _check_size(dim, size["hidden"], channels)
+        _check_size(dim, channels)
         field = ConvField(dim, size["hidden"], act=activation)
         super().__init__(info, ZeroChannels(size["augment_dim"]), field, dim, solver, grad, normalize)
 
@@ -257,7 +241,7 @@ class HeavyBallNODE(PixelStateClassifier):
                  normalize: bool = True):
         channels = _image_channels(info, "heavy_ball")
         size = from_preset(preset, presets, dim=dim, hidden=hidden, xi=xi, sigma=sigma)
-        _check_size(size["dim"], size["hidden"], channels)
+        _check_size(size["dim"], channels)
         field = HeavyBallField(ConvField(size["dim"], size["hidden"], act=activation), size["dim"],
                                gamma_logit=gamma_logit, sigma=size["sigma"], xi=size["xi"])
         super().__init__(info, LearnedMomentum(channels, size["dim"], size["hidden"]), field,
@@ -275,7 +259,7 @@ class AdamNODE(PixelStateClassifier):
         channels = _image_channels(info, "adam_node")
         size = from_preset(preset, presets, dim=dim, hidden=hidden, root=root,
                            beta1_logit=beta1_logit, beta2_logit=beta2_logit)
-        _check_size(size["dim"], size["hidden"], channels)
+        _check_size(size["dim"], channels)
         variant = {k: size[k] for k in ("root", "beta1_logit", "beta2_logit") if size[k] is not None}
         field = AdamField(ConvField(size["dim"], size["hidden"], act=activation), size["dim"], eps=eps,
                           **variant)

@@ -67,8 +67,6 @@ class ODEResNet(nn.Module):
         if not info.is_image:
             raise ConfigError(f"model=ode_resnet needs image data; dataset {info.name} has shape "
                               f"{info.shape}")
-        if width <= 0:
-            raise ConfigError(f"model.width must be positive, got {width}")
         channels = [max(1, round(c * width)) for c in stages]
         self.normalize = Normalize(info, enabled=normalize)
         self.stem = nn.Sequential(_conv3x3(info.channels, channels[0]), nn.BatchNorm2d(channels[0]),

@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from odex.errors import ConfigError
 from odex.ode import tableau
 
 
 @dataclass
 class Solver:
+    # plain data: the keys' types, ranges and rules (a fixed-step method's step) are odex/schema.py
+    # Solver's, checked before the run; a block asks the loop whether it steps the method
     method: str = "dopri5"
     rtol: float = 1e-3
     atol: float = 1e-3
@@ -29,19 +30,6 @@ class Solver:
     # (a diverging model makes dopri5 shrink its step towards zero).
     max_num_steps: int | None = 1000
     loop: str = "torchdiffeq"
-
-    def __post_init__(self) -> None:
-        if not tableau.exists(self.method):
-            raise ConfigError(f"solver.method={self.method}: must be one of {', '.join(tableau.names())}")
-        if self.t1 <= 0:
-            raise ConfigError(f"solver.t1 must be positive, got {self.t1}")
-        if self.fixed:
-            if self.steps is None and self.step_size is None:
-                raise ConfigError(f"solver {self.method} is fixed-step: set solver.step_size or solver.steps")
-            if self.steps is not None and self.steps < 1:
-                raise ConfigError(f"solver.steps must be >= 1, got {self.steps}")
-            if self.step_size is not None and self.step_size <= 0:
-                raise ConfigError(f"solver.step_size must be positive, got {self.step_size}")
 
     @property
     def adaptive(self) -> bool:

@@ -28,10 +28,7 @@ class PiecewiseLinear(LRScheduler):
         points, factors = [float(p) for p in points], [float(f) for f in factors]
         if total_steps < 1:
             raise ConfigError(f"piecewise_linear schedule needs total_steps >= 1, got {total_steps}")
-        if len(points) != len(factors) or len(points) < 2:
-            raise ConfigError("schedule.scheduler.points and factors must have the same length (>= 2)")
-        if points[0] != 0.0 or points[-1] != 1.0 or any(b <= a for a, b in zip(points, points[1:])):
-            raise ConfigError(f"schedule.scheduler.points must rise strictly from 0 to 1, got {points}")
+        # points rise from 0 to 1, as many factors: checked before the run (odex.config)
         self.total_steps, self.points, self.factors = total_steps, points, factors
         super().__init__(optimizer, last_epoch)
 

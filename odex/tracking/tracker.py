@@ -91,8 +91,6 @@ class WandbSink(Sink):
         self.run_dir = run_dir
         from odex.errors import ConfigError
 
-        if self.mode not in ("online", "offline", "disabled"):
-            raise ConfigError(f"logger.mode must be online, offline or disabled, got {self.mode!r}")
         if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
             raise ConfigError("logger.mode=online needs a W&B API key: run `wandb login` or set "
                               "WANDB_API_KEY (or use the default offline mode and `odex-sync <folder>` later)")

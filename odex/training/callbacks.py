@@ -56,11 +56,7 @@ class StochasticWeightAveraging:
 
     def __init__(self, after_epoch: int = 60, lr_factor: float = 0.1, anneal_epochs: int = 10,
                  anneal_strategy: str = "cos"):
-        if after_epoch < 0 or lr_factor <= 0 or anneal_epochs < 0:
-            raise ConfigError(f"callbacks.swa: after_epoch and anneal_epochs must be >= 0 and lr_factor > 0, "
-                              f"got {after_epoch}, {anneal_epochs}, {lr_factor}")
-        if anneal_strategy not in ("cos", "linear"):
-            raise ConfigError(f"callbacks.swa.anneal_strategy must be cos or linear, got {anneal_strategy!r}")
+        # the keys' ranges: odex/schema.py StochasticWeightAveraging, checked before the run
         self.after_epoch, self.lr_factor = after_epoch, lr_factor
         self.anneal_epochs, self.anneal_strategy = anneal_epochs, anneal_strategy
         self.average: AveragedModel | None = None
@@ -121,8 +117,7 @@ class BestCheckpoint:
     test metrics as `best/test/...` (test metrics of epochs without a test evaluation are absent)."""
 
     def __init__(self, monitor: str = "val/acc", mode: str = "max", filename: str = "best.pt"):
-        if mode not in ("max", "min"):
-            raise ConfigError(f"callbacks.best_checkpoint.mode must be max or min, got {mode!r}")
+        # the keys' values: odex/schema.py BestCheckpoint, checked before the run
         self.monitor, self.mode, self.filename = monitor, mode, filename
         self.best: float | None = None
         self.best_epoch: int | None = None

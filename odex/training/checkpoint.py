@@ -64,9 +64,7 @@ def load_weights(model: torch.nn.Module, path: str | Path, key: str) -> dict[str
     another model are a `ConfigError` naming `key=path` and the first differences."""
     from odex.errors import ConfigError
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{key}={path}: no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
+    path = Path(path)      # its existence: checked before the run (odex.config, odex-eval's arguments)
     from odex.errors import ChangedFile
     from odex.training.checksum import verify
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from odex.errors import ConfigError, TrainingFailed
+from odex.errors import TrainingFailed
 
 log = logging.getLogger("odex")
 
@@ -31,8 +31,7 @@ class LossMustFall:
     first epoch's (one batch seen again and again can be learnt by heart)."""
 
     def __init__(self, fraction: float = 0.5):
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"callbacks.overfit.fraction={fraction}: a number in (0, 1]")
+        # in (0, 1]: odex/schema.py LossMustFall, checked before the run
         self.fraction = fraction
         self.losses: list[float] = []
 
@@ -122,8 +121,7 @@ class Profile:
     most self time, CPU and, on a GPU, CUDA)."""
 
     def __init__(self, steps: int = 5, skip: int = 1, rows: int = 25):
-        if steps < 1 or skip < 0 or rows < 1:
-            raise ConfigError(f"callbacks.profile: steps={steps} >= 1, skip={skip} >= 0, rows={rows} >= 1 needed")
+        # the keys' ranges: odex/schema.py Profile, checked before the run
         self.steps, self.skip, self.rows = steps, skip, rows
         self.profiler = None
         self.done = False

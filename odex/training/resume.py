@@ -28,8 +28,6 @@ from odex.training import atomic
 
 log = logging.getLogger("odex")
 
-MODES = ("never", "auto", "must")
-
 # what the error messages say trainer.resume=never does with the earlier files
 KEPT = "the earlier files are kept: a completed run where it is, anything else in attempt-N/"
 
@@ -153,8 +151,6 @@ def _load_summary(path: Path) -> dict[str, Any] | None:
 def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: int) -> Previous:
     """Look at the run folder and decide what to do, reading only: nothing is written, moved or
     deleted here (see `commit`), so a mistake found later leaves an earlier run as it was."""
-    if mode not in MODES:
-        raise ConfigError(f"trainer.resume={mode}: must be one of {', '.join(MODES)}")
     run_dir = Path(run_dir)
     path = checkpoint_path(run_dir)
     previous = Previous(earlier=holds_run(run_dir))

@@ -39,7 +39,6 @@ from odex.training.fast_paths import FastPaths
 from odex.training.health import RunHealth
 from odex.ode.nfe import counted_fields, reset_nfe, total_nfe
 from odex.optim.optimizers import Schedule
-from odex.training.resume import MODES as RESUME_MODES
 from odex.training.resume import fingerprint as resume_fingerprint
 from odex.training.signals import Preempted, StopSignals
 from odex.tracking.tracker import Tracker
@@ -91,16 +90,9 @@ class Trainer:
                  cuda_graph: bool = False,
                  threads: int | str = "auto", init_from: str | None = None,
                  health: RunHealth | None = None):
-        if max_epochs < 0:
-            raise ConfigError(f"trainer.max_epochs must be >= 0, got {max_epochs}")
-        if eval_every < 1:
-            raise ConfigError(f"trainer.eval_every must be >= 1, got {eval_every}")
-        if resume not in RESUME_MODES:
-            raise ConfigError(f"trainer.resume must be one of {', '.join(RESUME_MODES)}, got {resume!r}")
+        # the values' types and ranges, and init_from's file: odex/schema.py Trainer, checked before
+        # anything is built (odex.config.validate)
         self.resume = resume              # read by odex.train.run (odex/training/resume.py)
-        if init_from is not None and not Path(str(init_from)).is_file():
-            raise ConfigError(f"trainer.init_from={init_from}: no such file "
-                              "(an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
         self.init_from = init_from        # a new run starts from these weights (fit)
         # process-wide: set by odex.sweep.process_state.job_settings around the run, not here
         cpu_threads.check(threads)
