@@ -64,6 +64,10 @@ def test_a_run_trains_a_model_of_the_users_own_with_an_objective_of_the_users_ow
     assert read_summary(run)["status"] == "completed"
     row = read_metrics(run)[-1]
     assert row["nfe/forward"] > 0 and 0 <= row["test/acc"] <= 1 and row["train/loss"] > 0
+    # odex-eval finds the run's parts through the searchpath the run recorded
+    p = fresh(tmp_path, ["-m", "odex.evaluate.run", f"ckpt_path={run}/checkpoints/last.pt", f"out_dir={tmp_path}/ev"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["test/acc"] == pytest.approx(row["test/acc"])
 
 
 REFUSALS = {

@@ -110,6 +110,7 @@ def check_inputs(ckpt_path: str | Path, overrides: list[str], out_dir: str | Pat
     `ConfigError` (one line, exit 2)."""
     from omegaconf import OmegaConf
 
+    from odex import plugins
     from odex.config import check_output_folder, validate
     from odex.errors import ChangedFile
     from odex.training.checksum import verify
@@ -133,6 +134,9 @@ def check_inputs(ckpt_path: str | Path, overrides: list[str], out_dir: str | Pat
     except Exception as e:  # noqa: BLE001 -- YAML or I/O errors of a damaged record
         raise ConfigError(f"ckpt_path={ckpt_path}: its run's {config_path} cannot be read "
                           f"({type(e).__name__})") from None
+    hydra_yaml = config_path.parent / "hydra.yaml"     # parts of the run's own: importable as in odex-train
+    if hydra_yaml.is_file():
+        plugins.on_path(plugins.folders(OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.searchpath", default=None)))
     cfg = apply_overrides(OmegaConf.create(saved), overrides)
     validate(cfg, run_choices(config_path, overrides))    # the same checks as odex-train, before any build
     if "init_from" in cfg.trainer:        # the weights are the checkpoint's
