@@ -1,17 +1,9 @@
 """Parts of the user's own: a `_target_` that no schema of odex/schema.py states.
 
-A gradient method, a model, an evaluator, an objective, ... written outside odex is one .py and one
-YAML in a folder given as `hydra.searchpath=[file://<folder>]` (the YAML in <folder>/<group>/, the
-.py beside them). That folder goes on `sys.path` (`on_path`), in the validating process and in the
-job, so the YAML's `_target_: my_module.MyClass` imports without a PYTHONPATH. The validation stage
-(odex/config.py) then imports the target (`locate`: the user's code, the only place where validation
-may load torch) and reads its `schema` attribute (`schema_of`): a dataclass like odex's own, with
-fields for the keys and the ClassVars odex's schemas have (`supports` for a gradient method, `traits`
-for a model, `needs` for an objective or evaluator), so its keys and its combinations with the other
-parts are checked as odex's own are. Without one, its signature says which keys it takes.
-
-A Butcher tableau of the user's own is named the same way, `solver.method=my_module.MY_TABLEAU`
-(odex/ode/tableau.py reads it through `locate`). Plain Python: no torch here.
+Its folder, given as `hydra.searchpath=[file://<folder>]`, goes on `sys.path` (`on_path`); validation
+imports the target (`locate`) and reads its `schema` (`schema_of`), a dataclass like odex's own, so
+its keys and combinations are checked as odex's are. Plain Python: no torch here.
+Design notes: docs/design-notes.md, "odex/plugins.py".
 """
 from __future__ import annotations
 

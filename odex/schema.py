@@ -1,28 +1,10 @@
 """What every config key may hold: one typed schema per `_target_`, and what each part supports.
 
-Each schema states the `_target_` it describes as its `_target_` default: that is the registry
-(`by_target`), with no list of parts to keep. A part of the user's own declares a schema like
-these beside its class (odex/plugins.py).
-
-Read by the validation stage (odex/config.py: `validate`), which runs after Hydra composed the
-config and before anything is built, read or written. This module must not import torch (nor
-anything that does): `odex-train` answers a bad override before torch is loaded.
-
-Why plain dataclasses checked after composition rather than structured configs registered in
-Hydra's ConfigStore (with typed fields that fail at composition)? Two reasons. OmegaConf 2.3's
-structured configs have no Union types, and several keys need one: `dataset.augment` (false, true
-or {padding, flip, pad_mode}), `trainer.compile` (a bool or a backend name), radii written as
-`8/255` or 0.03. And a type error at composition happens in the launcher, before any job runs,
-so one bad value of a swept key (`optim.lr=0.1,abc`) would abort the whole sweep instead of
-failing its one job, which the sweep then records and goes past. Here each field's annotation is
-the type, and `Annotated[..., Range(...)]` its allowed range, in one place.
-
-Capabilities (no type tests on names anywhere): a gradient method's schema says what it supports
-(adaptive solvers, tuple states, BatchNorm in training mode inside the field); a model's says
-what it needs and offers (images, a tuple state, BatchNorm in its field, `lyapunov_parts`, a
-logit-space dynamics, a certificate); an objective and an evaluator say what they ask of the model
-and the gradient method. `combinations` asks them; the torch classes read the same declarations
-(e.g. odex.ode.grad.anode refuses adaptive solvers) only as a second line of defence.
+Each schema's `_target_` default is the registry (`by_target`). Read by the validation stage
+(odex/config.py: `validate`) after Hydra composed the config and before anything is built; this
+module must not import torch. Plain dataclasses checked after composition rather than Hydra
+structured configs: OmegaConf 2.3 has no Union types, and a type error at composition would abort a
+whole sweep instead of failing its one job. Design notes: docs/design-notes.md, "odex/schema.py".
 """
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
 """`odex-train`: compose the configs, build every part by `instantiate`, train, record.
 
-    odex-train dataset=mnist model=augmented grad=adjoint optim.lr=1e-3 trainer.max_epochs=5
-    odex-train -m optim.lr=1e-2,1e-3 dataset.batch_size=32,64
-
-`run(cfg, run_dir)` does the work and returns the summary (also written to summary.json); it never
-raises for a failed run, so a sweep goes on when one of its jobs fails. `main` is the Hydra entry
-point: a failed single run prints one line to stderr and exits non-zero; in a sweep it returns the
-value a sweeper optimises (val/acc, else test/acc; None for a failed job, which the basic sweeper
-ignores and the Optuna sweeper records as a failed trial; a diverged or pruned job's last val/acc).
-
-Sweeps (conf/sweep/, hydra/launcher=joblib|submitit_*): every job runs inside `isolated_job()`
-(odex/sweep/process_state.py), since launchers run several jobs in one process, and under `StopSignals`
-(odex/training/signals.py): SIGTERM/SIGUSR1 stop the job at a batch boundary with a checkpoint, and
-`trainer.resume=auto` (odex/training/resume.py) continues it when it is run again in the same folder.
+`run(cfg, run_dir)` never raises for a failed run, so a sweep goes on when one job fails; `main` is
+the Hydra entry point. Each job runs inside `isolated_job()` and under `StopSignals`.
+Design notes: docs/design-notes.md, "odex/train.py".
 """
 from __future__ import annotations
 

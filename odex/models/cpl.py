@@ -1,31 +1,11 @@
 """Convex Potential Layer networks (Meunier, Delattre, Araujo, Allauzen, "A Dynamical System
 Perspective for Lipschitz Neural Networks", ICML 2022; reference code MILES-PSL/Convex-Potential-Layer).
 
-A convex potential layer is one explicit Euler step of the gradient flow of a convex potential,
-with a step small enough to make it 1-Lipschitz in l2:
+    z = x - (2 / (||W||_2^2 + eps)) W^T relu(W x + b)      (one 1-Lipschitz explicit Euler step)
 
-    z = x - (2 / (||W||_2^2 + eps)) W^T relu(W x + b)
-
-convolutional (W a 3x3 convolution to `conv_inner` channels, W^T its transposed convolution with
-the same kernel) or dense. ||W||_2 is estimated by power iteration on the operator itself (for a
-convolution: on images of the input's size, zero padding included): one warm-started iteration
-per training forward, with the gradient flowing through the estimate; `eval_iters` iterations once
-in eval mode (in full float32, never TF32), cached until the next training forward or a change of
-the weight.
-
-The power-iteration estimate approaches ||W||_2 from below, so the layer with h from it may be
-slightly more than 1-Lipschitz. The certificate therefore does not trust it: `lipschitz_bound()`
-multiplies, per layer, the guaranteed gain max(1, h B^2 - 1) with B >= ||W||_2 a guaranteed bound
-(odex/evaluate/lipschitz.py: Gram iteration for the zero-padded convolutions, an exact SVD for the dense
-layers), and `certified_radius` divides by that product. `power_iteration_radius` is the paper's
-figure (every layer taken as exactly 1-Lipschitz), kept beside it for comparison.
-
-The network: centre the input (x - mean; dividing by the std only with `norm_input`), zero-pad it
-to `channels` channels, conv CPL layers, 4x4 average pooling with divisor 4 (sum / 4: 1-Lipschitz),
-flatten, dense CPL layers of inner width `dense_width`, and a 1-Lipschitz last layer: the first K
-coordinates (`last: trunc`) or a linear layer with unit-norm rows (`last: lln`). The whole map from
-pixels to logits is L-Lipschitz, L that of the input normalisation (1 when only centred), which is
-what `certified_radius` turns into a certificate.
+`certified_radius` divides by a guaranteed Lipschitz bound (`lipschitz_bound()`, Gram iteration /
+exact SVD per layer); `power_iteration_radius` is the paper's figure, kept for comparison.
+Design notes: docs/design-notes.md, "odex/models/cpl.py" (power iteration, the certificate, the network).
 """
 from __future__ import annotations
 

@@ -1,22 +1,9 @@
 """LyaNet's classifier (Rodriguez, Ames, Yue, ICML 2022; the dynamics of the reference code
 ivandariojr/LyapunovLearning, dynamics/classification.py, `restrict_to_simplex: False`).
 
-An encoder maps the image to a matrix X(x) (hidden x hidden); the state h in R^K (the logits)
-starts at 0 and follows
-
-    u = act(drop(W1 h)),  r = W2 act(drop(X u)),  d = r / ||r||            (direction)
-    w = mean_k ||h - c_k|| softmax_k((c_k - h) . d)                        (speed)
-    dh/dt = gain * kappa * w * d,   kappa = log(anchor sqrt(K))
-
-with class anchors c_k = +anchor at coordinate k and -anchor elsewhere (one PReLU shared by both
-activations); logits = h(t1). The encoder is torchvision's ResNet-18 (weights=None: trained from
-scratch, nothing is downloaded) with its first convolution taking the image's channels and its
-last layer producing hidden^2 features, or a small conv encoder for 8x8 and 28x28 images.
-
-The gain is a buffer (settable, `gain`), or a parameter with `trainable_gain` -- with the Lyapunov
-objectives a trainable gain only grows, since the violation shrinks as f grows. `gain_update`
-is the reference's per-step controller of the gain from the violation rate that objective=lyanet_mc
-reports (LyaNet: 100 and adapted; the backprop NODE of the paper: 1, fixed).
+An encoder maps the image to a matrix X(x); the logits h start at 0 and flow towards the class
+anchors, dh/dt = gain * kappa * w * d; logits = h(t1).
+Design notes: docs/design-notes.md, "odex/models/lyanet.py" (the equations, the encoder, the gain).
 """
 from __future__ import annotations
 

@@ -1,50 +1,13 @@
-"""Momentum neural ODEs and the first-order NODEs they are compared with, as image classifiers
-built the way their papers build them.
+"""Momentum neural ODEs (HBNODE, GHBNODE: Xia et al., NeurIPS 2021; AdamNODE: Cho et al., 2022) and the
+first-order NODEs they are compared with, as image classifiers built the way their papers build them:
+no encoder, the state on the input's pixel grid, a `ConvField`, a linear readout of h(T).
 
-Papers: Xia, Suliafu, Ji, Nguyen, Bertozzi, Osher, Wang, "Heavy Ball Neural Ordinary Differential
-Equations", NeurIPS 2021 (HBNODE, GHBNODE; github.com/hedixia/HeavyBallNODE); Cho et al.,
-"Improving Neural ODE Training with Temporal Adaptive Momentum", 2022 (AdamNODE;
-github.com/pmcsh04/AdamNODE).
+    PixelNODE       h' = f(t, h)                          (augment_dim > 0: Dupont et al.'s ANODE)
+    HeavyBallNODE   h' = sigma(m),  m' = -gamma m + f(t, h) - xi h
+    AdamNODE        h' = -m / (sqrt(rho(v)) + eps),  m' = beta1 (-f - m),  v' = beta2 (f^2 - v)
 
-The setup all five share (the papers' comparisons at an equal parameter budget): no encoder, the
-ODE state lives on the input's own pixel grid (C x H x W at full resolution); the vector field f is
-`ConvField` (1x1, 3x3, 1x1 convolutions with ReLU -- the `activation` key -- and t appended as a
-channel before each); the logits are a linear layer on h(T), the first `dim` channels of the final
-state.
-
-    PixelNODE       h(0) = [x, 0 (augment_dim channels)]       h' = f(t, h)
-                    augment_dim 0 is the plain NODE (Chen et al. 2018); > 0 is Dupont et al.'s
-                    augmented NODE, which the authors' repositories call "anode" (not Gholami's
-                    checkpointed ANODE, which is the gradient method `grad=anode`).
-    HeavyBallNODE   z = [h, m]      h' = sigma(m)
-                                    m' = -gamma m + f(t, h) - xi h
-                    gamma = sigmoid(gamma_logit) in (0, 1), xi = softplus(.) >= 0, both trainable.
-                    sigma = identity and no xi term: HBNODE; sigma = tanh with xi: GHBNODE.
-    AdamNODE        z = [h, m, v]   h' = -m / (sqrt(rho(v)) + eps)
-                                    m' = beta1 (-f(t, h) - m)
-                                    v' = beta2 (f(t, h)^2 - v)
-                    beta_i = sigmoid(beta_i_logit), trainable. rho keeps the root real:
-                    softplus (default; the authors' library/MNIST code, base.py, rates initialised
-                    at logits -5 / +5) or sigmoid (their CIFAR-10 code, cifar10/models.py, logits
-                    +3 / +3). The `mnist` and `cifar10` presets pick the respective variant.
-
-Sign of m. The heavy-ball equations above are the paper's. The authors' code integrates
-h' = sigma(-m), m' = f(h) - gamma m + xi h: its m is minus ours and its f minus ours. Both f and
-m(0) are learned networks with sign-symmetric initialisations, so the model families coincide;
-only the stored m has the opposite sign. AdamNODE is written as in its authors' code (and paper):
-there m follows -f and h' has a minus sign, so h moves along +f in all three models.
-
-Initial state (both papers): a small conv net g(x) = Conv1x1 -> LeakyReLU(0.3) -> Conv3x3 ->
-LeakyReLU(0.3) -> Conv1x1 gives [a, b]; h(0) = [x, a] (x keeps its channels), m(0) = b, and for
-AdamNODE v(0) = b^2. The authors' AdamNODE code concatenates [x, g, g^2] and splits the result
-into three equal parts, which mixes squared values into m(0); we keep v(0) = m(0)^2, the same idea
-with a clean split (a few more output weights in g, still within the budget).
-
-The extended state is one tensor (the parts concatenated along channels), so every gradient method
-and the NFE counter see one vector field: one evaluation of the whole system is one NFE.
-
-Sizes: each model's YAML has a `presets` table (dim/augment_dim, hidden, and the variant keys
-the authors used per dataset) chosen by `preset`; a key given explicitly wins over the preset.
+The extended state is one tensor, so one evaluation of the whole system is one NFE.
+Design notes: docs/design-notes.md, "odex/models/momentum.py" (signs, initial state, presets).
 """
 from __future__ import annotations
 

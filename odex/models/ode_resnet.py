@@ -1,17 +1,7 @@
 """ANODE's ODE-ResNet for CIFAR-10 (Gholami, Keutzer, Biros, IJCAI 2019, Sec. 5: "ResNet-10 with
-ODE blocks").
-
-    normalise -> conv3x3 -> BN -> ReLU
-    -> 4 stages of (64, 128, 256, 512) x `width` channels, each:
-         a residual BasicBlock (He et al. 2016; stride 2 from the second stage on), then
-         an ODE block  dh/dt = f(h) = BN(conv3x3(ReLU(BN(conv3x3(h)))))  on [0, t1]
-    -> global average pool -> linear readout.
-
-The field is autonomous and has no shortcut of its own (the ODE block is the residual map in the
-limit). The input channels, class count and image size come from the dataset, so the same network
-runs on CIFAR (3x32x32) and on the 8x8 digits used in the tests. The field holds train-mode
-BatchNorm, which grad=anode handles (running statistics restored around its recomputation) and
-grad=gq refuses.
+ODE blocks"): 4 stages of a residual BasicBlock then an ODE block dh/dt = BN(conv(ReLU(BN(conv(h))))).
+Sizes come from the dataset (CIFAR or the 8x8 digits of the tests). The field holds train-mode
+BatchNorm: grad=anode handles it, grad=gq refuses it. Design notes: docs/design-notes.md, "odex/models/ode_resnet.py".
 """
 from __future__ import annotations
 

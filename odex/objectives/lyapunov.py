@@ -1,28 +1,10 @@
 """Lyapunov training of neural-ODE classifiers (Rodriguez, Ames, Yue, "LyaNet: A Lyapunov
 Framework for Training Neural ODEs", ICML 2022; reference code ivandariojr/LyapunovLearning).
 
-The potential of a state h for the label y is the cross-entropy of its logits,
-
-    V(h, y) = CE(readout(h), y),
-
-and training asks the inference dynamics dh/dt = f(t, h; x) to make it decay exponentially:
-
-    dV/dt = grad_h V . f(t, h; x) <= -kappa V.
-
-The violation of that condition, relu(dV/dt + kappa V), is the loss. As in the reference code, V in
-the kappa V term is detached: the loss asks for steeper descent, not for a smaller V (which is the
-descent's job); dV/dt is a Jacobian-vector product (torch.func.jvp, forward mode).
-
-- `LyapunovMC` (objective=lyanet_mc, the paper's Monte Carlo algorithm): the violation averaged
-  over states sampled in a ball of the logit space crossed with the batch's inputs. No ODE solve.
-  Only for models whose ODE state is the logits: they define `logit_dynamics(x)`.
-- `LyapunovPath` (objective=lyanet_path, the paper's path-integral algorithm): the violation
-  integrated along the trajectory from h(0), as an extra state component solved together with h by
-  the model's solver and gradient method. For every model that defines `lyapunov_parts(x)`.
-- `InferenceDynamics` (eval=dynamics): at test, the NFE of the solve and the fraction of examples
-  whose V decays at rate at least kappa along the trajectory.
-
-`kappa: null` takes the model's own rate (`model.kappa`; LyaNet: log(15 sqrt K)), else 1.
+With V(h, y) = CE(readout(h), y), the loss is the violation relu(dV/dt + kappa V) of exponential
+decay (V detached in kappa V, dV/dt by torch.func.jvp): `LyapunovMC` (objective=lyanet_mc, sampled
+states), `LyapunovPath` (objective=lyanet_path, along the trajectory), `InferenceDynamics`
+(eval=dynamics). Design notes: docs/design-notes.md, "odex/objectives/lyapunov.py".
 """
 from __future__ import annotations
 

@@ -1,19 +1,8 @@
-"""Counting function evaluations (NFE) of a vector field, forward and backward apart.
-
-Every ODE block wraps its vector field once in `CountedField`. The counts are device tensors
-(incremented in place, so they stay correct inside captured CUDA graphs and never force a host
-sync); the trainer reads them once per epoch.
-
-Forward and backward are told apart by the phase the ODE block sets: evaluations while the
-block's forward solve runs count as forward; evaluations after it returned (an adjoint or a
-recomputing gradient method calling the field during `loss.backward()`) count as backward.
-Plain backprop through the solver's operations calls no vector field, so its backward NFE is 0.
-
-Every field evaluation passes through here, so this is also where the block's field options
-(odex/ode/field_options.py) act, fixed when the wrapper is built: with a dtype (trainer.precision=bf16)
-the field runs under autocast and its output is cast back to the state's dtype, so the solver never
-sees a bf16 tensor; with a backend (trainer.compile) the field is compiled in place by
-`nn.Module.compile`, so the state_dict keys and checkpoints stay those of the eager model.
+"""Counting function evaluations (NFE) of a vector field, forward and backward apart, in device
+tensors (no host sync, correct inside CUDA graphs). Every field evaluation passes through
+`CountedField`, so the block's field options act here too: autocast for trainer.precision=bf16
+(output cast back to the state's dtype) and `nn.Module.compile` for trainer.compile.
+Design notes: docs/design-notes.md, "odex/ode/nfe.py".
 """
 from __future__ import annotations
 

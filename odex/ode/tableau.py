@@ -1,31 +1,14 @@
 """Explicit Runge-Kutta methods as data: a Butcher tableau, and for the adaptive ones the weights of
-their embedded error estimate and of their dense output. odex's loop steps any of them
-(odex/ode/loops/); a new explicit method is one tableau, in a module of your own:
+their embedded error estimate and of their dense output (Hairer, Norsett, Wanner I, II.1 and II.4).
+odex's loop steps any of them (odex/ode/loops/); a new explicit method is one tableau, in a module of your own:
 
     >>> KUTTA3 = ButcherTableau(c=(0, 1/2, 1), a=((), (1/2,), (-1, 2)), b=(1/6, 2/3, 1/6), order=3)
     >>> KUTTA3.adaptive, KUTTA3.stages
     (False, 3)
 
-saved as my_methods.py (beside your YAMLs on hydra.searchpath, or anywhere importable), it is
-`solver.method=my_methods.KUTTA3 solver.steps=N solver.loop=odex` (torchdiffeq's loop steps only
-its own methods). An adaptive one gives `b_error` and `mid` too, and follows solver.rtol/atol.
-
-An s-stage method with nodes c, matrix a and weights b takes the step (Hairer, Norsett, Wanner,
-"Solving Ordinary Differential Equations I", II.1)
-
-    k_i = f(t0 + c_i h, y0 + h sum_{j<i} a_ij k_j),     y1 = y0 + h sum_i b_i k_i,
-
-and an adaptive one also estimates the local error as h sum_i e_i k_i, e = b - b_hat (`embedded`),
-b_hat its embedded lower-order weights. A method whose last stage is evaluated at y1 itself (last
-row of a = b, "first same as last": dopri5, bosh3, dopri8) lists that stage with weight 0. The
-dense output on [t0, t1] is the fourth-order polynomial through y0, y1, the slopes at both ends and
-the midpoint value y0 + h sum_i mid_i k_i.
-
-The coefficients are the papers' rationals, written as torchdiffeq 0.2.5 writes them (so the
-floats, and the steps, are the ones its users have always run; tests/test_tableau.py checks them
-against torchdiffeq's solver classes and the order conditions). Plain Python (no torch): the
-validation stage (odex/config.py) lists the methods before torch loads (a tableau of the user's
-own is read from its module, which may load torch).
+saved as my_methods.py, it is `solver.method=my_methods.KUTTA3 solver.steps=N solver.loop=odex`.
+The coefficients are written as torchdiffeq 0.2.5 writes them. Plain Python (no torch).
+Design notes: docs/design-notes.md, "odex/ode/tableau.py".
 """
 from __future__ import annotations
 

@@ -1,20 +1,7 @@
-"""A sweep's jobs as data: what each job folder holds, and the configurations they form.
-
-Read by `odex-report` (report.py, report_plots.py), the end-of-sweep summary (callbacks.py) and
-`odex-sync` (which jobs have no W&B run). A job folder is what `odex-train` leaves: Hydra's
-`.hydra/overrides.yaml`, `.hydra/config.yaml`, `.hydra/hydra.yaml`, `summary.json` (final values,
-status, start and end time, split sizes, odex version and commit) and `metrics.jsonl` (one row per
-epoch).
-
-A job ends in one of four kinds, told apart by its `status`:
-
-    completed            trained to the end
-    diverged: <reason>   stopped by the run-health checks (loss or NFE exploding, step size
-                         collapsing, time budget): it cannot win, and is not a healthy replicate
-    pruned: <reason>     stopped by the sweep's pruner (worse than its peers at the same epoch)
-    failed: <reason>     anything else, and a job without a (readable) summary.json
-
-Only completed jobs enter a configuration's statistics.
+"""A sweep's jobs as data: what each job folder holds (`.hydra/`, `summary.json`, `metrics.jsonl`),
+and the configurations they form. A job is completed, `diverged: <reason>`, `pruned: <reason>` or
+`failed: <reason>` (also: no readable summary.json); only completed jobs enter a configuration's
+statistics. Design notes: docs/design-notes.md, "odex/sweep/jobs.py".
 """
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
-"""One job must not leak into the next one run by the same process.
-
-Hydra's basic launcher runs a sweep's jobs one after another in one process, and joblib's loky
-workers are reused across jobs, so whatever a job changes globally -- random states, TF32 and cuDNN
-flags, functorch's donated-buffer switch (turned off for compiled fields), the default dtype, deterministic mode, an unfinished wandb run, cached CUDA memory, compiled
-graphs -- would otherwise change the jobs after it. `isolated_job()` snapshots that state and puts it
-back in a `finally`, whatever the job did.
-
-`job_settings()` is the one place where a run sets process-wide state for itself: torch's thread
-count (trainer.threads), TF32 (trainer.tf32), functorch's donated buffers (off where a field may be
-compiled) and the CPU kernels' constants mapped (odex/training/cpu_math.py); it puts the settings
-back when the run ends, so two runs in one process (a sweep's jobs, or odex.train.run called twice)
-each get their own.
+"""One job must not leak into the next one run by the same process: `isolated_job()` snapshots the
+global state a job may change and puts it back; `job_settings()` is the one place a run sets
+process-wide state (threads, TF32, functorch's donated buffers, the CPU kernels' constants) and
+restores it when the run ends. Design notes: docs/design-notes.md, "odex/sweep/process_state.py".
 """
 from __future__ import annotations
 

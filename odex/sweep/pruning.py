@@ -1,31 +1,8 @@
-"""Pruning across a sweep: a job stops, with status `pruned: <reason>`, when its configuration is
-behind the sweep's other configurations at the same epoch.
-
-The median rule of Optuna's MedianPruner (Golovin et al., "Google Vizier", KDD 2017), applied to
-configurations rather than to single jobs, so that the seeds of one configuration are kept or
-pruned together and a configuration never ends up ranked on a lucky subset of its seeds:
-
-    after epoch e of job j, with configuration c (its overrides without the replicate key),
-      m_c   = mean of `metric` at epoch e over the jobs of c that reached it (j included)
-      M     = median over the other configurations c' of m_c'
-    prune j  if  m_c is worse than M,
-             and at least `min_configs` other configurations reached epoch e,
-             and e >= `warmup_epochs` and e < trainer.max_epochs,
-             and no other job of c went on past epoch e (c was let through once: it stays).
-
-What the other jobs reached is read from the sweep folder itself, the only thing every launcher's
-jobs share (basic and joblib run on this machine, submitit's SLURM jobs on others over a shared
-file system): each job's `metrics.jsonl` (one row per epoch, flushed per line), its
-`.hydra/overrides.yaml`, and its `summary.json` once it ended. Jobs that diverged, failed or were
-pruned are left out of the comparison (as Optuna compares with completed trials): a diverged job's
-accuracy says nothing about what a healthy configuration reaches and would pull the median down.
-
-Why not Optuna's own pruner for sweep=optuna? hydra-optuna-sweeper 1.3 hands the job its parameters
-but not its trial, so a job cannot report intermediate values to the study; the same median rule
-over the folder's files serves every sweeper, Optuna's included.
-
-Chosen as a callback (`callbacks=[prune]`, or the `callbacks.prune` entry of conf/sweep/*.yaml); it
-acts only inside a multirun (a single run has no other jobs) and only on a validation metric.
+"""Pruning across a sweep: a job stops, with status `pruned: <reason>`, when its configuration's mean
+at the same epoch is worse than the median of the other configurations (Optuna's MedianPruner rule,
+applied per configuration so its seeds go together), read from the sweep folder's files.
+Not Optuna's own pruner: hydra-optuna-sweeper 1.3 does not hand the job its trial.
+Design notes: docs/design-notes.md, "odex/sweep/pruning.py".
 """
 from __future__ import annotations
 

@@ -1,44 +1,9 @@
 """`odex-report <multirun folder>`: a sweep's configurations over replicates, the best one with its
 uncertainty, what every job held fixed, a command that reruns the best, plots.
 
-    odex-report outputs/multirun/2025-01-31/12-00-00-000000
-    odex-report <folder> --epoch best                 # each job at its best epoch on validation
-    odex-report <folder> --replicate trainer.seed     # the replicate axis (default: the seed)
-    odex-report <folder> --metric test/acc            # select on test data: said so in every label
-    odex-report <folder> --metric train/loss --minimize
-
-Reads the job folders (odex/sweep/jobs.py) and writes into `<folder>/report/`:
-
-    report.md        the warnings; the decision: the best configuration (mean, std, n, 95%
-                     t-interval), the configurations not distinguishable from it and by which test,
-                     exact ties, the split sizes, which epoch was read; provenance: odex version and
-                     commit, the overrides every job held fixed, the command that reruns the best;
-                     the configurations ranked; the jobs that did not complete; every job
-    report.csv       one row per configuration: rank, job counts by kind, `<metric> mean / std / n /
-                     ci95_low / ci95_high`, the test against the best
-    jobs.csv         one row per job, with its status and problems
-    curves, nfe, epoch_time, heatmap   plots (odex/sweep/report_plots.py), as .png and .pdf
-
-and, when the jobs logged to W&B, an offline W&B run of its own (job_type `report`) in the sweep's
-group, holding the table and the plots (`odex-sync <folder>` uploads it with the jobs' runs).
-
-How the decision is made (each rule stated in the report itself):
-- a configuration is the jobs that differ only in the replicate key; its statistics are over its
-  *completed* replicates. Diverged, pruned and failed jobs are counted apart and never averaged in;
-- a configuration missing replicates (one diverged, was pruned, failed) is flagged and ranked with
-  that shown; the best is named among the configurations with every replicate completed where
-  there is one, since a mean over the survivors is biased upward;
-- "not distinguishable from the best": a two-sided t-test at the 5% level, paired over replicates
-  when both configurations completed the same replicate values (a seed fixes the initial weights
-  and the batch order, so runs with one seed pair), Welch's otherwise; below n = 2 no test is
-  possible and the configuration is not excluded;
-- exact ties in the mean are reported; the one named first is the first in sweep order, and the
-  report says so;
-- the best is chosen on validation data (`val/acc`); a test or training metric only when named
-  with `--metric`, and every label then says which data chose it.
-Jobs whose wall-clock intervals overlapped (parallel launchers) are marked: their times include
-sharing the machine. Plots need matplotlib (`pip install odex[report]`); without it the tables are
-still written.
+Writes `<folder>/report/` (report.md, report.csv, jobs.csv, the plots of report_plots.py, and an
+offline W&B run when the jobs logged to W&B). Every rule of the decision is stated in report.md.
+Design notes: docs/design-notes.md, "odex/sweep/report.py" (the files, the decision rules).
 """
 from __future__ import annotations
 

@@ -1,24 +1,6 @@
-"""The plots of `odex-report` (odex/sweep/report.py), each as PNG and PDF, drawn from a sweep's
-configurations (jobs grouped over their replicates):
-
-    curves      training loss, validation and test accuracy against epoch and against wall-clock:
-                mean over the completed replicates, band from their minimum to their maximum
-    nfe         forward NFE per batch by epoch (same band); backward NFE only for configurations
-                that make a backward solve (decided from their metrics)
-    epoch_time  seconds per training epoch per configuration, the value beside each bar
-    heatmap     the selection metric's mean over learning rate x batch size, mean ± std and n per
-                cell, for a full grid; a scatter on log axes for a continuous search (Optuna)
-
-What the plots must not do (issue 24): a band outside a quantity's possible range (a ±1 std band
-reaches negative NFE, and below zero on a log axis: the band here is the replicates' own range,
-which never leaves it, log axis or not); an accuracy axis from 0 to 1 when the data span 0.93 to
-0.97 (axes are fitted to the data); a colour scale set by a diverged cell (the scale is fitted to
-the configurations whose every replicate completed; the others are hatched and say what happened);
-values hidden under markers; continuous values put on an evenly spaced grid.
-
-Every series is a configuration, labelled by its swept values (3 significant figures) and drawn
-with its own (colour, marker) pair; configurations with jobs that ran side by side are marked.
-Only completed jobs are drawn: diverged, pruned and failed ones are in the report's tables.
+"""The plots of `odex-report` (odex/sweep/report.py), each as PNG and PDF: curves, nfe, epoch_time,
+heatmap. Bands are the completed replicates' own range, axes and colour scales are fitted to the
+data of the completed configurations. Design notes: docs/design-notes.md, "odex/sweep/report_plots.py".
 """
 from __future__ import annotations
 

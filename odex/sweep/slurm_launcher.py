@@ -1,19 +1,8 @@
 """hydra/launcher=slurm: Hydra's submitit launcher, with a job that ends without a result recorded
-as failed instead of ending the sweep. The launcher class itself is
-`hydra_plugins.odex_launchers.SlurmLauncher` (Hydra accepts launchers from its `hydra_plugins`
-namespace only); what it does is here.
-
-The plugin's `launch` ends with `[j.results()[0] for j in jobs]`: a job cancelled with `scancel`,
-lost with its node, or killed before submitit wrote its result makes `results()` raise, and the
-exception leaves the sweep before Hydra's end-of-sweep callbacks run, so the sweep ends without its
-summary and its other results. Here every job is waited for in turn; one without a result gets,
-in its own folder, the record a failed job leaves (`summary.json` with `status: failed: <why>`, and
-Hydra's `.hydra/overrides.yaml` when it never started), and returns None to the sweeper, as a job
-that failed inside odex does (odex/train.py). The sweep then ends with its summary and exit status 1.
-
-The plugin offers no hook for this (its `launch` submits and waits in one method), hence the
-subclass repeats the submission part of `launch` (hydra-submitit-launcher 1.2) and changes the
-wait; the job side (`__call__`, `checkpoint`) is the plugin's own.
+as failed (its own summary.json) instead of ending the sweep. The launcher class is
+`hydra_plugins.odex_launchers.SlurmLauncher`; the plugin has no hook for this, so the subclass
+repeats the submission part of `launch` (hydra-submitit-launcher 1.2) and changes the wait.
+Design notes: docs/design-notes.md, "odex/sweep/slurm_launcher.py".
 """
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
-"""`odex-report`'s own W&B run: the report's table and plots in the sweep's group.
-
-The jobs of a sweep each log an offline W&B run into their folder, grouped by the sweep
-(`wandb/group` in their summary.json, written by WandbSink). The report joins that group as a run
-of its own (job_type `report`), offline, in `<report folder>/wandb/`, so `odex-sync <sweep folder>`
-uploads it with the jobs' runs. It holds:
-
-    history   `configurations`: report.csv as a W&B table; one image per plot (curves, nfe, ...)
-    summary   the counts of jobs by kind, the metric, the best configuration, its mean
-    notes     the decision's lines (best, interval, tie set, split sizes, epoch read)
-
-Re-running the report replaces its earlier run (the same id, derived from the group): the report
-is derived from the jobs, like report.md, and a sweep has one.
+"""`odex-report`'s own offline W&B run (job_type `report`) in the sweep's group, in
+`<report folder>/wandb/`: the report's table and plots, the job counts and the decision. Re-running
+the report replaces it. Design notes: docs/design-notes.md, "odex/tracking/report_run.py".
 """
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
 """`odex-sync <folder>`: upload every offline W&B run under a run or sweep folder.
 
-    odex-sync outputs/multirun/2025-01-31/12-00-00-000000            # the whole sweep
-    odex-sync outputs/multirun/2025-01-31/12-00-00-000000 --dry-run  # list the runs, upload nothing
-    odex-sync outputs/runs/2025-01-31/12-00-00-000000 -p myproject   # other options go to wandb sync
-
-odex writes each run's W&B data into `<run>/wandb/offline-run-<date>_<time>-<id>/`, one level
-below where `wandb sync` looks (its no-argument form searches `./wandb/` only), so a sweep folder
-holds its runs in `<job>/wandb/` (and odex-report's run in `report/wandb/`). Jobs without a run
-are named (a warning; with --dry-run a list). This is a thin wrapper: it finds those folders and hands them all
-to the installed `wandb sync` (which takes run folders as PATHS and skips runs it already synced);
-login, projects and retries stay wandb's.
+odex keeps each run's W&B data in `<run>/wandb/`, below where `wandb sync` looks; this finds those
+folders and hands them to the installed `wandb sync`. Design notes: docs/design-notes.md, "odex/tracking/sync.py".
 """
 from __future__ import annotations
 

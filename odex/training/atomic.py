@@ -1,19 +1,7 @@
-"""Writes that never lose the file they replace, and a full disk as one line.
-
-Every file odex writes in a run folder goes through here: the new bytes go to `<name>.tmp` in the
-same folder, are flushed to the disk (fsync), and only then renamed over the old file (`os.replace`,
-atomic on POSIX). A kill, a crash or a full disk at any moment leaves either the old file or the new
-one, never a mixture, and a failed write removes its `.tmp`. Appends (metrics.jsonl, one line an
-epoch) are cut back to the old length when they fail, so a half line never stays behind.
-
-A full disk (ENOSPC, or a quota: EDQUOT) becomes `DiskFull`, an `OdexError` whose message names the
-folder and the space the write needed, so `odex-train` says it in one `odex: error:` line.
-`require_space` checks up front, before a run writes anything, that the folder's disk can take what
-the run will write (see `odex.train.run`).
-
-The standard library has the pieces (os.replace, os.fsync, shutil.disk_usage) but no atomic
-replace-with-cleanup; the well-kept packages for it (atomicwrites: archived; safer: wraps open())
-add nothing the twenty lines below do not, and would not name the folder and size on ENOSPC.
+"""Writes that never lose the file they replace (`.tmp`, fsync, `os.replace`), appends cut back on
+failure, and a full disk as `DiskFull`, one line naming the folder and the size. The packages for
+this (atomicwrites: archived; safer) add nothing these lines do not and would not name the folder
+and size on ENOSPC. Design notes: docs/design-notes.md, "odex/training/atomic.py".
 """
 from __future__ import annotations
 

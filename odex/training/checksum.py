@@ -1,16 +1,5 @@
-"""A checkpoint's SHA-256, kept beside it in `<file>.sha256` (the `sha256sum` format, so
-`sha256sum -c last.pt.sha256` checks it too), and the check a resume, `odex-eval` and
-`trainer.init_from` make before reading a checkpoint. Torch-free: odex-eval checks before it
-imports torch.
-
-torch's own zip format keeps a CRC-32 per record but torch.load never checks it, and it covers
-neither the zip headers nor the whole file; a SHA-256 of the file detects any changed byte.
-
-Writing a checkpoint and its checksum cannot be one rename, so the checksum file names both the
-old and the new file's hash while the checkpoint is being replaced (`expect`), and only the new
-one after (`settle`): a crash at any point leaves a checkpoint whose hash is listed. A checkpoint
-without a checksum file (written by an older odex, or copied without it) is checked through its
-zip CRCs (Python's zipfile), which find a changed byte in any record's data.
+"""A checkpoint's SHA-256 in `<file>.sha256` (the `sha256sum` format), checked before a checkpoint is
+read (torch.load never checks its zip CRCs). Torch-free. Design notes: docs/design-notes.md, "odex/training/checksum.py".
 """
 from __future__ import annotations
 

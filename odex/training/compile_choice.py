@@ -1,36 +1,8 @@
-"""`trainer.compile: auto`: compile the vector fields only where a start-up probe says it repays
-its cold compile within this run. The probe measures a model and changes nothing in it; the run's
-model is then built with the choice (odex.build.build_run).
-
-Why a probe and not a rule: on the development CPU (torch 2.14.1, inductor, one thread) compiling
-the field gave 0.81-0.86x per evaluation on the GQ conv field but 1.08-1.13x (slower) on a small
-MLP field, after about 30 s of cold compile (docs/benchmarks.md); on a GPU the balance is
-different again. What wins depends on the field, the batch, the machine and the run's length,
-all known only at start-up, so odex measures:
-
-1. One forward pass of a copy of the model on the first training images (global RNG forked, the
-   model's own buffers untouched) records each vector field's input (t, y) and its forward NFE
-   per iteration, n_f.
-2. Eager: the median time e of one field evaluation with its vector-Jacobian product (forward +
-   `autograd.grad` to the state and every parameter: the unit of work a training iteration repeats
-   n_f times with grad=direct, and about that with the adjoint methods).
-3. The run's expected field work is W = e * n_f * iterations (iterations = batches per epoch x
-   epochs still to run). If even a compile that halved it (MAX_GAIN) could not repay a typical
-   cold compile (PRIOR_COMPILE_S), the field stays eager without compiling anything.
-4. Otherwise a copy of each field, wrapped as a compiled field (`CountedField` built with the
-   backend, as the run would build it), is compiled for real (the default backend), the first
-   compiled evaluation (with its VJP: the forward and backward graphs) is timed as the cold-compile
-   cost c, and the median of the next ones as the compiled time k.
-5. Compile iff k <= MARGIN * e (a clear gain, not noise) and (e - k) * n_f * iterations >
-   COMPILES_PER_RUN * c: the cold compiles, counted against the run's expected length, are repaid.
-   A run compiles the field more than once: the probe's graph (training batch, grad mode), a
-   dynamic-shape recompile for a partial last batch, and evaluation's no-grad graph at the
-   evaluation batch size, hence COMPILES_PER_RUN = 3. Otherwise the run stays eager (the compile
-   was the probe's cost; it is reported).
-
-The choice, its figures and its reason are logged and recorded in the run's summary
-(`compile`, `compile_reason`). The saving counts forward evaluations with one VJP each; an
-adjoint's backward solve evaluates more, so the estimate errs toward eager.
+"""`trainer.compile: auto`: compile the vector fields only where a start-up probe says it repays its
+cold compile within this run. A probe, not a rule: the gain depends on the field, the batch, the
+machine and the run's length (0.81x to 1.13x per evaluation on the development CPU). The choice and
+its figures are recorded in the summary (`compile`, `compile_reason`).
+Design notes: docs/design-notes.md, "odex/training/compile_choice.py" (the probe's steps).
 """
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
 """Map torch's CPU-kernel constants into the process at start-up, and the probe that says which state
-a process is in.
-
-Why: on some x86 VMs a fresh process runs float32 log1p/expm1 (so softplus, elu, selu, logsigmoid)
-about 10x slower until the page of libtorch_cpu.so holding a SLEEF constant is mapped: a suppressed
-masked load of an unmapped page cannot fault it in, so the CPU takes a slow assist on every call.
-The fix maps every page of the library's read-only data segments with one
-`madvise(MADV_POPULATE_READ)` per segment (Linux >= 5.14; older kernels: one byte read per page),
-about 60 MB of already-cached shared pages in 20 ms. It computes nothing and changes no setting
-(tests/test_cpu_math.py: the same bits with and without). No library does this: the loader maps
-segments lazily by design and torch has no switch. The investigation: docs/benchmarks.md, "The
-float32 log1p slow state".
+a process is in: on some x86 VMs float32 log1p/expm1 run ~10x slower until a page of
+libtorch_cpu.so is mapped. No library does this. Investigation: docs/benchmarks.md, "The float32
+log1p slow state".
 """
 from __future__ import annotations
 

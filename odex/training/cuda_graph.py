@@ -1,43 +1,7 @@
-"""trainer.cuda_graph=true: the whole training step (forward solve, loss, backward, clipping,
-optimizer step) captured once as a CUDA graph and replayed for every batch of the same shape.
-
-Why: a fixed-step solve of a small vector field is thousands of tiny kernels per iteration, and
-on a GPU their launch overhead, not their arithmetic, sets the speed. The issue's H100 figures for
-rk4 x 10 steps at w = 50, batch 16: 34.6 ms per iteration with torchdiffeq, 30.5 ms hand-written
-eager, 8.2 ms as one CUDA graph. A replay launches the recorded kernels with one call.
-
-How (PyTorch's "whole network capture", torch.cuda.graphs):
-1. Warm-up: the first `warmup` batches train eagerly on a side stream. They are real training
-   steps, not thrown away; they let cuDNN/cuBLAS pick their kernels and let the optimizer create
-   its state, which a capture cannot do (an allocation inside a capture would be replayed as a
-   reset).
-2. Capture: the next batch is copied into static input buffers, the gradients are set to None (so
-   backward allocates them in the graph's memory pool, where every replay rewrites them) and
-   `TrainStep.run` is recorded; then replayed once for that batch.
-3. Replay: every later batch of the captured shape is copied into the static buffers and the graph
-   replays; the returned `Step` holds the graph's static outputs (loss, logits, stats), which the
-   trainer reads before the next replay. A batch of another shape (the last, partial batch of an
-   epoch) runs eagerly, zeroing the graph's gradient tensors in place.
-
-Host values a capture bakes in, and how they stay right:
-- The learning rate. An optimizer with a `capturable` mode (Adam, AdamW, NAdam, RAdam, ...) is
-  built in it (odex.optim.optimizers.build_optimizer) and reads its learning rate from a device tensor while captured; before each
-  replay the tensor is refreshed (`fill_`, no sync) if the schedule changed the group's float.
-  The param groups themselves keep Python floats, so schedules, checkpoints and logs see floats.
-- Every other hyperparameter of the param groups, and the learning rate of an optimizer without a
-  capturable mode (SGD, Nero), is compared with its captured value before each replay (host
-  floats, no sync); a change re-captures the graph: once per epoch for an epoch-interval schedule,
-  every step for a step-interval one (then a warning says so: use a capturable optimizer).
-- Whatever the objective or the model decides in Python is frozen at capture. Random numbers drawn
-  on the GPU (dropout, sampled times) are fresh on every replay: torch advances the generator's
-  offset per replay.
-
-What cannot be captured: a step that reads a GPU value on the host. torchdiffeq's solvers do
-(time-grid checks, adaptive step-size control), so every ODE block must be on odex's sync-free
-fixed grid (odex/ode/loops/fixed_grid.py: a fixed-step solver with solver.loop=odex) with a gradient
-method that declares `supports.cuda_graph`; any block that is not is named in a ConfigError before
-training starts.
-The NFE counters (odex/ode/nfe.py) are in-place device adds, so a replay counts its evaluations.
+"""trainer.cuda_graph=true: the whole training step captured once as a CUDA graph and replayed for
+every batch of the same shape (PyTorch's "whole network capture"); kernel-launch overhead, not
+arithmetic, sets the speed of a small field's fixed-step solve on a GPU. Needs every ODE block on
+odex's sync-free fixed grid. Design notes: docs/design-notes.md, "odex/training/cuda_graph.py" (capture, host values, limits).
 """
 from __future__ import annotations
 

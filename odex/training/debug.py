@@ -1,16 +1,5 @@
-"""The debug group's training-loop parts (conf/debug/; trainer hooks, see odex.training.trainer.call_hooks).
-
-    debug=fast      one epoch on a few batches, no logger (config only)
-    debug=overfit   one batch, repeated for many epochs: `LossMustFall` fails the run unless the
-                    training loss fell (a model or objective that cannot fit one batch is broken)
-    debug=anomaly   `FiniteCheck`: torch's autograd anomaly detection (the backward op that made a
-                    NaN, with its forward traceback in error.log) and, at every step, a finite check
-                    of every module's output, the loss, the gradients and the parameters, naming the
-                    first non-finite tensor. Each check reads a flag back from the device: slow on
-                    purpose.
-    debug=profile   `Profile`: torch.profiler over a few training steps; writes a Chrome trace
-                    (chrome://tracing, ui.perfetto.dev) and a table of the top operators into
-                    <run folder>/profile/.
+"""The debug group's training-loop parts (conf/debug/; trainer hooks, see odex.training.trainer.call_hooks):
+`LossMustFall` (debug=overfit), `FiniteCheck` (debug=anomaly), `Profile` (debug=profile).
 """
 from __future__ import annotations
 

@@ -1,33 +1,7 @@
 """Speed settings (`trainer.precision`, `trainer.compile`, `trainer.channels_last`,
-`trainer.cuda_graph`), given to the parts when they are built, never switched on afterwards: the
-vector fields' options by `FastPaths.field_options()` (each ODE block is built with them, see
-odex.build.build_run and odex/ode/field_options.py), channels_last where the model is moved to its
-device, the training step by `FastPaths.train_step(...)`. How a solve is stepped is not here: it is
-the solver's choice (`solver.loop`, odex/ode/loops/).
-
-- precision=bf16: every vector-field evaluation runs under `torch.autocast(bfloat16)` and its
-  output is cast back to the state's dtype (odex.ode.nfe.CountedField), so the solver's state, its
-  stage combinations, its error control and an adjoint's state all stay in float32; only the
-  field's own arithmetic (convolutions, matmuls) drops to bf16.
-- compile: `torch.compile` of each ODE block's vector field when the block is built
-  (`nn.Module.compile` in odex.ode.nfe.CountedField, so the state_dict keys and checkpoints stay
-  those of the eager model). `true` means the default
-  backend (inductor); a string names a backend ("aot_eager" is a cheap one for testing).
-  The solver's Python stepping (torchdiffeq) stays eager. `auto` compiles (inductor) only where
-  a start-up probe of the field, eager against compiled, says the cold compile is repaid within
-  the run (odex/training/compile_choice.py: a throwaway build is probed once the data is there,
-  then the model is built with the choice, odex.build.build_run). Compiled fields need functorch's
-  donated buffers off, a process-wide switch set with the job's other settings
-  (odex.sweep.process_state.job_settings).
-- cuda_graph: the whole training step captured once as a CUDA graph and replayed per batch
-  (odex/training/cuda_graph.py); needs every block on odex's sync-free fixed grid (a fixed-step
-  solver with solver.loop=odex and a gradient method that supports it), refused (ConfigError,
-  before training) otherwise and off a CUDA device.
-- channels_last: the model's 4-d weights in channels-last memory format (cuDNN then picks NHWC
-  convolution kernels; the inputs follow the weights).
-
-All off by default: each is switched on only where a benchmark (scripts/bench.py) shows a gain and
-training still reaches the same accuracy. TF32 is a separate switch (trainer.tf32, on by default).
+`trainer.cuda_graph`), given to the parts when they are built, never switched on afterwards. All off
+by default; each is switched on only where a benchmark shows a gain at the same accuracy.
+Design notes: docs/design-notes.md, "odex/training/fast_paths.py".
 """
 from __future__ import annotations
 

@@ -1,30 +1,7 @@
-"""Run health: stop a run that cannot recover, within the epoch, with status `diverged: <reason>`.
-
-A diverging neural ODE does not only lose accuracy: an adaptive solver then needs ever more steps
-(dopri5's forward NFE per batch climbed from 14 to 315 on digits with lr=0.1, an epoch from 5 s to
-250 s), so the cost of a hopeless run is paid inside its epochs. The trainer (odex/training/trainer.py)
-asks `RunHealth` after every batch; the answer is decided on the host from a counter and the clock,
-and only a few times per epoch (`checks_per_epoch`, or when `check_every_s` seconds passed since the
-last look) are the device's running sums read back -- the epoch's loss sum and the NFE counters
-the loop keeps anyway -- in one transfer. Each look compares the window since the previous one
-with the run's own early level:
-
-    diverged  if  loss_w is not finite
-              or  loss_w  > loss_factor * loss_0          (loss far above where it started)
-              or  NFE_w   > nfe_factor  * NFE_0           (forward and backward apart)
-              or  the solver gave up (step size underflow, max_num_steps)
-              or  the epoch ran over epoch_budget_s
-
-where x_w is the mean per example (loss) or per batch (NFE) over the window, and x_0 the run's
-early level: its first batch (looked at on its own), raised to the first epoch's mean when that epoch ends
-(a healthy run's NFE grows while it learns; the first epoch's mean is the reference the limits are
-stated against). The same tests run on the epoch's means at its end.
-
-The defaults never stop a healthy run: a loss 100x its start or 10x the early NFE is far outside
-what training that goes on learning does (the experiment recipes and the test suite run untouched),
-and no time budget is set. `trainer.health.enabled=false` switches it off: a non-finite loss is then
-`failed` at the epoch's end, as before. The reference levels are kept in checkpoints, so a resumed
-run is judged against its own start.
+"""Run health: stop a run that cannot recover, within the epoch, with status `diverged: <reason>`
+(loss not finite or far above its start, NFE far above its early level, solver gave up, epoch over
+budget), reading the device's running sums only a few times per epoch. The defaults never stop a
+healthy run. Design notes: docs/design-notes.md, "odex/training/health.py".
 """
 from __future__ import annotations
 

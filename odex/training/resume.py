@@ -1,18 +1,7 @@
-"""`trainer.resume`: what a run does when its folder already holds an earlier attempt.
-
-    never  start afresh. A completed run stays as it is, where reports read it: the new attempt
-           runs in <run>/attempt-N/ (the first free N). An unfinished or failed earlier attempt is
-           moved into attempt-N/ (never deleted) once every check passed, and the new one runs
-           in the folder itself.
-    auto   continue from checkpoints/last.pt when there is one; skip a run that already completed
-           (its summary is kept); otherwise start afresh. The default: Hydra's run folders are new
-           for every run, so only a rerun into the same folder (a requeued SLURM job, a multirun
-           rerun with the same hydra.sweep.dir, an explicit hydra.run.dir) ever resumes.
-    must   like auto, but a folder without a checkpoint is an error
-
-A checkpoint remembers the configuration that made it; resuming with a different one (another
-optim.lr in the same folder, say) is a `ConfigError`, since the result would match neither run.
-Keys that do not change what is computed may differ: see `IGNORED`.
+"""`trainer.resume`: what a run does when its folder already holds an earlier attempt
+(never: start afresh; auto: continue from checkpoints/last.pt, skip a completed run; must: like
+auto, no checkpoint is an error). Resuming with a different configuration is a `ConfigError`,
+except for the keys in `IGNORED`. Design notes: docs/design-notes.md, "odex/training/resume.py".
 """
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
 """The run folder's lock and Hydra's record of the run, written only by the process that holds it.
-
-Hydra writes its record of a run -- `.hydra/` (config.yaml, hydra.yaml, overrides.yaml), the job's
-log file, and a sweep's `multirun.yaml` -- before the task function runs, that is before odex has
-taken the folder's lock or checked anything: a second process, or a rerun that odex refuses,
-would rewrite the record of a finished run (and odex-eval then reads a configuration that does
-not fit the checkpoint). Hydra has no setting that delays these writes, only ones that turn them
-off, so odex turns them off and writes them itself:
-
-- `claim` (odex-train's first act, before torch is imported): the run folder (`hydra.run.dir`) or
-  the sweep folder (`hydra.sweep.dir`) is composed, pinned (a `${now:...}` folder resolves once),
-  and locked, so a second process stops within a second of its start. It adds
-  `hydra.output_subdir=null` and sends Hydra's job log file to /dev/null.
-- `odex.train.run`, once it holds the lock and every check passed (or in a fresh folder, whose
-  failure is then recorded for the sweep's report): `write_job_record` writes `.hydra/` and
-  `start_log_file` opens `<job name>.log`, with the log lines of the run so far.
-- `multirun.yaml`: Hydra's BasicSweeper writes it with a plain truncating `OmegaConf.save` at the
-  start of every multirun, whatever the folder holds, and has no setting for it either; while
-  `odex-train -m` runs, `sweep_record` routes that one call through an atomic write that keeps an
-  existing record (the sweep's first command), and `claim` has already refused a multirun whose
-  overrides differ from the ones recorded there.
+Hydra writes `.hydra/`, the job log and `multirun.yaml` before odex has checked anything and has
+no setting that delays them, so odex turns them off and writes them itself (`claim`,
+`write_job_record`, `start_log_file`, `sweep_record`). Design notes: docs/design-notes.md, "odex/training/run_record.py".
 """
 from __future__ import annotations
 

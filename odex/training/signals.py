@@ -1,19 +1,6 @@
-"""Stopping cleanly when the scheduler says so (SLURM preemption, a time limit, `kill`).
-
-SIGTERM (preemption, `scancel`, `kill`), SIGUSR1 (`sbatch --signal=USR1@120`: the time limit is near)
-and SIGUSR2 (submitit's preemption/timeout signal) only set a flag here. The training loop reads that
-flag -- a Python attribute, so no GPU synchronisation -- at each batch boundary, writes a checkpoint
-there and raises `Preempted`; the run is recorded as `failed: preempted (...)` and `odex-train` then
-hands the signal over (`StopSignals.hand_over`): to submitit's own handler when the job runs under
-submitit (it pickles the job again and requeues it), otherwise it exits with 128 + the signal number.
-The requeued or rerun job continues from the checkpoint with `trainer.resume=auto`.
-
-A second stop signal while the first waits for a batch boundary (a long evaluation, a stiff solve)
-stops at once: the handler raises `Preempted`, the run is recorded as preempted, and the last
-checkpoint -- the previous epoch's, written atomically -- is what a rerun resumes from.
-
-Python runs a signal handler in the main thread between two bytecodes, so setting an attribute there
-is safe; anything heavier (saving tensors mid-step) would not be.
+"""Stopping cleanly when the scheduler says so (SLURM preemption, a time limit, `kill`): SIGTERM,
+SIGUSR1 and SIGUSR2 set a flag, read at each batch boundary (no GPU sync), where a checkpoint is
+written and `Preempted` raised; a second signal stops at once. Design notes: docs/design-notes.md, "odex/training/signals.py".
 """
 from __future__ import annotations
 

@@ -1,28 +1,7 @@
-"""`trainer.threads: auto | <int>`: how many CPU threads torch's operators use.
-
-torch picks its intra-op thread count from the CPUs it sees when it starts (the affinity mask), which
-is too many wherever the CPUs a process may really use are fewer: a SLURM task whose CPUs are not
-bound (TaskPlugin=task/none), a joblib worker sharing the machine with its siblings, a container
-with a CPU quota. More threads than CPUs make every operator wait on OpenMP hand-offs: on a busy
-2-core machine an epoch of the default model took 36-41 s with torch's default threading against
-3.6-3.7 s on one thread.
-
-`auto` is the smallest of the limits this process is given, never more than its affinity mask, nor
-than the CPUs that are free when the run starts (sampled from /proc/stat for 0.2 s):
-
-    the affinity mask                       os.sched_getaffinity(0) (taskset, SLURM's task/affinity)
-    SLURM_CPUS_PER_TASK                     the CPUs a SLURM task was given, bound or not
-    OMP_NUM_THREADS                         set by joblib in each worker (cores // n_jobs) or by hand
-    the cgroup CPU quota                    /sys/fs/cgroup/cpu.max (a container's --cpus)
-
-An integer is used as given (at least 1).
-
-OpenMP's wait policy: torch's OpenMP threads spin while they wait for work (GNU OpenMP's default),
-which is harmless on idle cores and ruinous on busy ones: beside two busy processes an epoch of the
-default model with 2 threads took 198 s against 29 s with `OMP_WAIT_POLICY=PASSIVE` or one thread.
-`passive_openmp_waits()` sets the passive policy (unless the user chose one) before torch loads
-OpenMP, which reads it once at start; on an idle machine it costs nothing measurable
-(docs/benchmarks.md, scripts/bench_threads.py).
+"""`trainer.threads: auto | <int>`: how many CPU threads torch's operators use. `auto` is the smallest
+of the affinity mask, SLURM_CPUS_PER_TASK, OMP_NUM_THREADS, the cgroup quota and the free CPUs;
+`passive_openmp_waits()` stops OpenMP threads spinning on busy cores (docs/benchmarks.md).
+Design notes: docs/design-notes.md, "odex/training/threads.py".
 """
 from __future__ import annotations
 

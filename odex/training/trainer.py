@@ -1,21 +1,6 @@
-"""The one training loop.
-
-Per epoch: shuffle on the device, for each batch compute the objective, backpropagate (the model's
-ODE blocks pick the gradient method), clip, step (odex/training/train_step.py; with trainer.cuda_graph=true
-one CUDA graph replay, odex/training/cuda_graph.py); every metric is accumulated in device tensors and
-read back once, at the epoch boundary, together with the NFE counters, after the single GPU
-synchronisation that also times the epoch. Then validation and test evaluation, one row to the
-tracker, and an atomic checkpoint. Run health (odex/training/health.py, trainer.health) looks at
-the epoch's running sums a few times per epoch and stops a run that cannot recover with `Diverged`
-(status `diverged: <reason>`); with it switched off, a non-finite loss or a failed solve stops the
-run with `TrainingFailed`. Either way the last good checkpoint and the curve stay.
-
-Resume and preemption (odex/training/resume.py, odex/training/signals.py): `fit(resume=checkpoint)` continues where
-the checkpoint left off. A stop signal is noticed at the next batch boundary; the loop then writes a
-mid-epoch checkpoint (the state after the batches done so far, the epoch's running sums and the
-batch generator's state at the epoch's start) and raises `Preempted`. Resuming replays the epoch's
-batch order from that generator state, skips the batches already done, and restores everything else
-just before the first batch it trains on, so the run ends with the numbers of an uninterrupted one.
+"""The one training loop: per epoch, batches on the device, metrics accumulated in device tensors and
+read back once at the epoch boundary; then evaluation, one tracker row and an atomic checkpoint.
+Run health, resume and preemption hook in here. Design notes: docs/design-notes.md, "odex/training/trainer.py".
 """
 from __future__ import annotations
 

@@ -1,22 +1,9 @@
-"""The continuous adjoint (Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018).
-
-Backwards in time, on each output interval [t_{i-1}, t_i], it solves the augmented system
-
-    dz/dt = f(t, z),   da/dt = -a^T df/dz,   d(dL/dtheta)/dt = -a^T df/dtheta,   d(dL/dt)/dt = -a^T df/dt
-
-from z(t_i) = y_i (the forward solution), a(t_i) += dL/dy_i, and adds each interval's integrals
-up. Memory O(1) in the number of steps; the gradient is exact only up to the backward tolerances
-(`grad.rtol`, `grad.atol`, null = the forward ones). The backward step-size control measures the
-augmented state as torchdiffeq does: the largest RMS over z, a, and each parameter's integral.
-
-`SeminormAdjoint` (Kidger, Chen, Lyons, "Hey, that's not an ODE", ICML 2021) leaves the parameter
-integrals out of that measure, which takes fewer backward steps for the same accuracy of z and a.
-
-Why not torchdiffeq's `odeint_adjoint`: its forward and backward solves call torchdiffeq's own
-`odeint`, which looks the method up in torchdiffeq's table, so neither odex's loop nor a tableau
-registered with odex could serve it. This is the same algorithm (same augmented state, same norms,
-hence the same steps, NFE and gradients: tests/test_loops.py compares it with `odeint_adjoint` in
-float64) with both solves through `odex.ode.loops.integrate`.
+"""The continuous adjoint (Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018) and
+`SeminormAdjoint` (Kidger, Chen, Lyons, "Hey, that's not an ODE", ICML 2021): z, a = dL/dz and
+dL/dtheta solved backwards per output interval; memory O(1) in the steps.
+Not torchdiffeq's `odeint_adjoint`: its solves go through torchdiffeq's own `odeint`, so odex's loop
+and tableaux could not serve it; this is the same algorithm (same steps, NFE and gradients,
+tests/test_loops.py) with both solves through `odex.ode.loops.integrate`. Design notes: docs/design-notes.md, "odex/ode/grad/adjoint.py".
 """
 from __future__ import annotations
 

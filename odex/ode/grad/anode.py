@@ -1,30 +1,9 @@
 """ANODE's checkpointed gradient (Gholami, Keutzer, Biros, "ANODE: Unconditionally Accurate
-Memory-Efficient Gradients for Neural ODEs", IJCAI 2019).
-
-The forward pass solves the ODE block with a fixed-step solver (euler, midpoint = RK2, rk4 with
-`solver.steps` = N_t) and keeps only the block's input; during `loss.backward()` the same steps are
-recomputed with the autograd graph and backpropagated. The gradient is therefore the exact gradient
-of the discretised map y0 -> y(t1) (the same as grad=direct on the same grid), unlike the
-continuous adjoint, whose reverse-time solve of z does not retrace the forward trajectory. Memory:
-O(one block's input) per ODE block between forward and backward, plus one block's N_t-step graph
-while that block's backward runs (O(L) + O(N_t) instead of O(L * N_t)).
-
-This is activation checkpointing of the block's solve. It is written as a small autograd.Function
-rather than through `torch.utils.checkpoint` because the forward here runs under no_grad (no graph
-nodes, no saved-tensor hooks): measured on CPU, 10% less time per iteration than non-reentrant
-`checkpoint`, which also imports torch._dynamo (seconds) on first use. Like `checkpoint`, it replays
-the RNG state, so dropout inside the field recomputes the same masks.
-
-Adaptive solvers are refused (`ConfigError`): their accepted and rejected steps depend on error
-estimates, which a recomputation is not guaranteed to reproduce bit for bit, and ANODE's claim of an
-exact gradient is one about a fixed grid.
-
-BatchNorm: the recomputation evaluates the field again on the same states, and a train-mode
-BatchNorm would update its running statistics a second time for every evaluation (the flaw noted
-in the authors' code). The recomputation runs inside `_RestoredBatchNormStats`, which saves every
-BatchNorm's running_mean, running_var and num_batches_tracked in the field before the recompute and
-copies them back after it, so the statistics are those of the forward pass alone. (In training mode
-BatchNorm normalises with the batch statistics, so the recomputed outputs equal the forward's.)
+Memory-Efficient Gradients for Neural ODEs", IJCAI 2019): the forward keeps only the block's input,
+the backward recomputes the fixed-step solve with its graph and backpropagates it (the exact
+gradient of the discretised map). Adaptive solvers are refused; train-mode BatchNorm statistics are
+restored around the recomputation. A small autograd.Function rather than `torch.utils.checkpoint`:
+10% faster on CPU, and no torch._dynamo import. Design notes: docs/design-notes.md, "odex/ode/grad/anode.py".
 """
 from __future__ import annotations
 

@@ -1,47 +1,9 @@
 """The Gauss–Legendre quadrature adjoint ("GQ"; Norcliffe & Deisenroth, "Faster Training of Neural
-ODEs Using Gauss–Legendre Quadrature", TMLR 2023).
-
-The continuous adjoint integrates the parameter gradient dL/dtheta = int a(t)^T df/dtheta dt as part
-of the backward ODE state, so every backward stage pays a vector-Jacobian product with respect to
-all parameters and the solver carries (and error-controls) a parameter-sized state. GQ instead
-solves only [z, a] backwards on each output interval [t_{i-1}, t_i]:
-
-    dz/dt = f(t, z),    da/dt = -a^T df/dz(t, z)         (one VJP with respect to z per stage)
-
-with the step error measured as max(rms z, rms a), and computes the parameter integral by
-Gauss–Legendre quadrature on that interval,
-
-    int_{t_{i-1}}^{t_i} a^T df/dtheta dt  ~=  sum_k w_k a(tau_k)^T df/dtheta(tau_k, z(tau_k)),
-
-with n_i = min(ceil(C * NFE_forward * (t_i - t_{i-1}) / (t_N - t_0)), max_nodes) nodes (`c` = C,
-default 0.1; a larger C means more nodes). The nodes tau_k are extra output times of the backward
-solve, so z(tau_k) and a(tau_k) come from the solver's dense output (no forced steps); each node
-costs one evaluation of f and one VJP with respect to theta, added to a running sum, so the
-parameter gradient's memory does not grow with n (the n node values of [z, a] themselves are
-state-sized and held only while their interval is processed). Between intervals z restarts from
-the stored forward output y(t_{i-1}) and a gains dL/dy(t_{i-1}). Backward NFE = backward solver
-stages + sum of n_i (+ one evaluation per output time when the times require grad).
-
-Gradients: the parameters of `func` that require grad, y0, and the times t when they require grad
-(dL/dt_i = dL/dy_i . f(t_i, y_i) for i >= 1, dL/dt_0 = -a(t_0) . f(t_0, y_0)).
-
-When GQ is not valid: train-mode BatchNorm inside the vector field (a `ConfigError` from `check()`
-at model construction, or from `solve()`). Every evaluation (backward stages at states the forward
-solve never visited, and the quadrature nodes) would update its running statistics, and its output
-couples the samples of the batch, so the node evaluations are not the forward's dynamics.
-(Eval-mode BatchNorm is a fixed affine map and fine.) The quadrature is only as exact as the
-integrand is smooth in t on each interval: a vector field with a kink in time inside an interval
-(e.g. piecewise-in-t dynamics) needs an output time there.
-
-Fixed-step solvers (euler, midpoint, rk4) work too: their backward solve takes steps of the
-forward's size, and since torchdiffeq's fixed-grid solvers interpolate linearly by default, the backward
-asks for their cubic Hermite interpolation (`interp="cubic"`), which costs one more evaluation of
-the [z, a] dynamics per node and per interval end. Like the adjoint's, the result approximates the
-gradient of the exact flow; for the exact gradient of the discretised map use grad=anode.
-
-Written here rather than taken from the authors' package (a-norcliffe/torch_gq_adjoint) because
-that vendors an old torchdiffeq and needs a `func.nfe` attribute; this one runs both solves through odex's
-`integrate` (torchdiffeq's solvers and loop, or odex's loop: `solver.loop`).
+ODEs Using Gauss–Legendre Quadrature", TMLR 2023): only [z, a] is solved backwards, and the parameter
+gradient int a^T df/dtheta dt is a Gauss–Legendre sum over nodes of the backward solve's dense output.
+Refuses train-mode BatchNorm in the field. Written here rather than taken from a-norcliffe/torch_gq_adjoint
+(which vendors an old torchdiffeq and needs `func.nfe`): both solves run through odex's `integrate`.
+Design notes: docs/design-notes.md, "odex/ode/grad/gq.py".
 """
 from __future__ import annotations
 

@@ -1,29 +1,9 @@
 """odex's adaptive loop (`solver.loop=odex` with dopri5, bosh3, ... or any adaptive tableau):
-embedded Runge-Kutta pairs with error control, one host read per attempted step.
-
-Per attempted step of size h from (t0, y0) (Hairer, Norsett, Wanner I, II.4):
-
-    y1, err = the tableau's step and its error estimate h sum_i e_i k_i   (rk_step.py, stacked)
-    ratio   = norm(err / (atol + rtol max(|y0|, |y1|)))
-    accept if ratio <= 1 (always at h <= min_step, never at h > max_step)
-    h_next  = h min(ifactor, max(safety ratio^(-1/order), dfactor))   (dfactor = 1 if ratio < 1;
-              h ifactor if ratio = 0), clamped to [min_step, max_step]
-
-the first h from the tableau's order (`initial_step`, HNW I, II.4), the outputs from the fourth-order
-polynomial through y0, y1, both end slopes and the dense-output midpoint (`fit`, `evaluate`).
-These are torchdiffeq's adaptive solvers' formulas, constants and defaults (safety 0.9, ifactor 10,
-dfactor 0.2), so the steps taken, accepted and rejected, the NFE and the solutions are theirs.
-
-torchdiffeq's loop reads device values back to the host about nine times per attempted step
-(the loop test, `isfinite(dt)`, the underflow and finite-state assertions, the min/max step tests,
-`if accept`, the two branches of the step-size update, the step count). Each read stalls the CPU
-until the GPU has drained its queue. Here the step's stages are queued, then one small tensor
-(error ratio, step size, new time, underflow and finite flags) comes back in one transfer and
-everything the step decides is decided from it; the output times, max_num_steps and the current
-time live on the host. Not supported: `step_t`, `jump_t`, events and step callbacks (odex uses
-none; they raise ValueError). Written here because no maintained library runs these exact steps
-without the reads (torchode, the one measured, keeps per-sample step sizes and takes more
-operations per step; docs/benchmarks.md).
+torchdiffeq's embedded-pair step-size control (same formulas, constants and defaults, hence the same
+steps, NFE and solutions) with one host read per attempted step instead of about nine.
+No `step_t`, `jump_t`, events or step callbacks (ValueError). Written here because no maintained
+library runs these exact steps without the reads (torchode measured: docs/benchmarks.md).
+Design notes: docs/design-notes.md, "odex/ode/loops/adaptive.py".
 """
 from __future__ import annotations
 

@@ -1,20 +1,7 @@
 """odex's fixed-grid loop (`solver.loop=odex` with euler, midpoint, rk4, heun3, ... or any fixed-step
-tableau): torchdiffeq's fixed-grid algorithm with no host reads of device values.
-
-torchdiffeq's fixed-grid loop reads the time grid back to the host on every solve and every step
-(the `.item()` of its grid constructor, `t[0] > t[1]` and the increasing-times check of its input
-checks, `t1 >= t[j]` in its output loop). On a GPU each read stalls the CPU until the queue drains,
-so the solve cannot run ahead of the GPU, and it cannot be captured in a CUDA graph. Here the grid
-is the same (`arange(n) * h + t0` in the time dtype, its last point set to the last output time),
-the steps are the tableau's (odex/ode/loops/rk_step.py), the outputs are torchdiffeq's linear or
-cubic Hermite interpolation, and every decision (how many steps, which output falls in which step)
-is made on a host copy of the times: the caller's (`times`, e.g. an ODE block's [0, t1], which the
-host knows already: no read at all) or one `tolist()` per solve.
-
-Written here rather than taken from torchdiffeq because its fixed-grid loop itself makes the host
-reads; no maintained solver library runs torchdiffeq's fixed-grid arithmetic without them.
-Gradients are plain backprop through these torch operations (or whatever the gradient method does
-around the solve).
+tableau): torchdiffeq's fixed-grid algorithm (same grid, steps and interpolation) with no host reads
+of device values, so a solve can run ahead of the GPU and be captured in a CUDA graph. Written here
+because torchdiffeq's own loop makes the reads. Design notes: docs/design-notes.md, "odex/ode/loops/fixed_grid.py".
 """
 from __future__ import annotations
 

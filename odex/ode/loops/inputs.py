@@ -1,17 +1,7 @@
 """A solve's input, brought to the one form the steppers take: a flat tensor state on increasing
-times, with the times also on the host.
-
-- A tuple state (y1, y2, ...) becomes one flat tensor; the field sees the tuple, the step-size
-  control measures it with the mixed norm max_i rms(y_i) (or the caller's norm of the tuple), and
-  the solution is cut back into the tuple (`flat_to_shape`).
-- Decreasing times are negated, and the field with them: dy/ds = -f(-s, y).
-- The field gets the time in the state's dtype, moved one ulp (`perturb`: +1 the next float, -1
-  the previous) where a stepper asks, so a field with a jump at a step's end sees the side the
-  step is on.
-
-This is what torchdiffeq's `odeint` does to its input (same wrappers in the same order, so the
-field is called with the same values), read from the host copy of the times: at most one host read
-of `t` per solve, none when the caller passes `times`.
+times, with the times also on the host (tuple states flattened, decreasing times negated, the time
+perturbed by one ulp where a stepper asks): what torchdiffeq's `odeint` does, with at most one host
+read of `t` per solve. Design notes: docs/design-notes.md, "odex/ode/loops/inputs.py".
 """
 from __future__ import annotations
 

@@ -1,17 +1,10 @@
 """One explicit Runge-Kutta step read from a Butcher tableau (odex/ode/tableau.py), the stepper of
-both odex loops (fixed grid and adaptive):
+both odex loops:
 
     k_i = f(t0 + c_i h, y0 + h sum_{j<i} a_ij k_j),     y1 - y0 = h sum_i b_i k_i.
 
-A node c_i = 1 is evaluated at t1 itself (not t0 + h), so the last stage of a step lands exactly on
-its end, one ulp before it where asked (`perturb_end`: the adaptive loop always, the fixed grid
-with the `perturb` option), as torchdiffeq does.
-
-The slopes are kept in one of two ways, the same sums in a different order of operations:
-`Slopes`, a list summed over the nonzero weights (one fused multiply-add per term: the fixed grid's
-fewest operations), or `StackedSlopes`, one tensor with the stages along its last dimension summed
-by one reduction (torchdiffeq's layout: the adaptive loop's steps are then torchdiffeq's to the
-last bits; summed the other way, a dopri8 solve of a few hundred steps drifts ~1e-12 from it).
+`Slopes` (fewest operations, the fixed grid) or `StackedSlopes` (torchdiffeq's layout, so the
+adaptive loop's steps are torchdiffeq's to the last bits). Design notes: docs/design-notes.md, "odex/ode/loops/rk_step.py".
 """
 from __future__ import annotations
 
