@@ -1,12 +1,7 @@
-"""`build_run(cfg)`: every part of a run built from its config, in one order, with the speed
-settings given to each part as it is built (odex-train, odex-eval and the benchmarks all build here).
-
-Order: seed (trainer.seed), data, solver, gradient method, model (its ODE blocks built with the
-field options, odex/ode/field_options.py; trainer.compile=auto first probes a throwaway build,
-odex/training/compile_choice.py), moved to the device (channels_last there), objective,
-evaluators, optimizer (capturable for trainer.cuda_graph), schedule. Every part draws its random
-numbers in this order, so a run's initial weights depend on its seed alone, not on the speed
-settings. Process-wide settings are not made here: odex.sweep.process_state.job_settings.
+"""`build_run(cfg)`: every part of a run built from its config, in one order (seed, data, solver,
+gradient method, model with its field options, device, objective, evaluators, optimizer, schedule),
+with the speed settings given to each part as it is built; odex-train, odex-eval and the benchmarks
+all build here. A run's initial weights depend on its seed alone. Design notes: docs/design-notes.md, "odex/build.py".
 """
 from __future__ import annotations
 

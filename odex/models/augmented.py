@@ -1,11 +1,6 @@
-"""Augmented neural ODE classifier (Dupont, Doucet, Teh, "Augmented Neural ODEs", NeurIPS 2019).
-
-Images: normalise -> conv encoder (3x3 conv to `channels`, then stride-2 convs until the maps are
-at most 8 pixels wide) -> append `augment_dim` zero channels -> ODE block dh/dt = f(t, h) on
-[0, t1] with a conv vector field of width `hidden` -> flatten -> linear readout.
-Vectors (e.g. nested spheres): the raw input with `augment_dim` zero features, an MLP vector field,
-a linear readout, and no encoder, as in the paper (so augmentation is what separates the classes).
-`augment_dim: 0` is the plain NODE.
+"""Augmented neural ODE classifier (Dupont, Doucet, Teh, "Augmented Neural ODEs", NeurIPS 2019):
+a conv encoder (images) or the raw input (vectors), `augment_dim` zero channels appended, an ODE
+block, a linear readout. `augment_dim: 0` is the plain NODE. Design notes: docs/design-notes.md, "odex/models/augmented.py".
 """
 from __future__ import annotations
 

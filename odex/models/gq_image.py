@@ -1,14 +1,7 @@
 """The image classifier of the GQ paper (Norcliffe & Deisenroth, TMLR 2023, Sec. 5 / experiments/
 images.py in a-norcliffe/torch_gq_adjoint): a small encoder, a wide autonomous conv drift on a
 10-channel state, a two-layer readout. Small state, many parameters: where GQ's quadrature pays.
-
-    encoder:  normalise -> BN -> ReLU -> conv3x3 (-> 10, unpadded) -> maxpool 2 -> ReLU
-              -> conv3x3 (10 -> 10, unpadded)                 (MNIST: state 10x11x11 = 1210)
-    drift:    f(h) = conv3x3(softplus(conv3x3(softplus(conv3x3(h)))))   10 -> w -> w -> 10,
-              padded, 9w^2 + 182w + 10 parameters
-    readout:  flatten -> Linear(-> 50) -> ReLU -> Linear(50 -> classes)
-
-Parameters for w = 50 / 200 / 350 / 500: 93,682 / 458,482 / 1,228,282 / 2,403,082 on MNIST.
+Design notes: docs/design-notes.md, "odex/models/gq_image.py" (layers and parameter counts).
 """
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The ODE block every model uses: y(t1) = y0 + integral_0^t1 f(t, y) dt.
-
-It wraps the vector field once in a `CountedField` (forward and backward NFE, and the field
-options it is built with: precision and compile, odex/ode/field_options.py), keeps the time
-grid as a buffer (so it moves with the model and costs no host-to-device copy per call), checks
-at construction that the loop steps the solver's method and that the gradient method can
-differentiate this field with this solver, and calls
-`odex.odeint`, the one place where gradient methods plug in.
+"""The ODE block every model uses: y(t1) = y0 + integral_0^t1 f(t, y) dt, its field wrapped once in a
+`CountedField`, its time grid a buffer, checked at construction against its loop and gradient
+method, solved by `odex.odeint`. Design notes: docs/design-notes.md, "odex/ode/block.py".
 """
 from __future__ import annotations
 

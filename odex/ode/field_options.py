@@ -1,12 +1,6 @@
 """How an ODE block evaluates its vector field: the autocast dtype (`trainer.precision`) and the
-torch.compile backend (`trainer.compile`), given to the block when it is built.
-
-Every model passes its solver and gradient method to its blocks, but not these: a model (a user's
-own too) is built by `instantiate(cfg.model, info=..., solver=..., grad=...)` and need not know
-about speed settings. The options reach each `ODEBlock` built inside `building(options)` (a
-context variable, as `torch.device(...)` is a context for where tensors are made), or are given to
-the block directly; the block hands them to its `CountedField`, which applies them from its
-constructor on. Nothing is switched on an object after it was built.
+torch.compile backend (`trainer.compile`), given to each `ODEBlock` built inside `building(options)`
+(a context variable, so a model need not know about speed settings). Design notes: docs/design-notes.md, "odex/ode/field_options.py".
 """
 from __future__ import annotations
 

@@ -2,10 +2,7 @@
 
     y = odeint(func, y0, t, grad="adjoint", method="dopri5", rtol=1e-3, atol=1e-3)
 
-returns the solution at the times `t` (first dimension), like `torchdiffeq.odeint`; `func(t, y)`
-is an `nn.Module`. `grad` names a method of conf/grad/ (its YAML's name; or is a `GradientMethod`
-instance, which is what the configs build) and `grad_options` are its options, such as the
-backward tolerances; `loop` is how the steps are taken ("torchdiffeq" or "odex", odex/ode/loops/).
+Design notes: docs/design-notes.md, "odex/ode/odeint.py".
 """
 from __future__ import annotations
 

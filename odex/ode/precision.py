@@ -1,10 +1,6 @@
-"""Arithmetic precision: full float32 where a bound is at stake, and the vector field's dtype
-(`trainer.precision`, given to each ODE block when it is built: odex/ode/field_options.py).
-
-On CUDA the trainer allows TF32 (about 10 mantissa bits) for matmuls and cuDNN convolutions, which
-is fine for training but too coarse for a spectral-norm estimate behind a Lipschitz bound or for
-the logits a certificate is read from. Inside `full_fp32()` both are off; the previous settings
-come back afterwards. It changes nothing on the CPU.
+"""Arithmetic precision: `full_fp32()` turns TF32 off where a bound is at stake (a spectral-norm
+estimate, a certificate's logits) and restores it after; nothing changes on the CPU.
+Design notes: docs/design-notes.md, "odex/ode/precision.py".
 """
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Which numerical solver integrates an ODE block, over which interval, stepped by which loop.
-
-A `Solver` only describes (one YAML per choice in conf/solver/; plain data, no torch); it is handed
-to every ODE block, which asks the loop whether it steps the method, and the block's gradient
-method solves with it. The methods are Butcher tableaux
-(odex/ode/tableau.py): adaptive `dopri5`, `bosh3`, ... with `rtol`/`atol`, and fixed-step `euler`,
-`midpoint` (RK2), `heun3`, `rk4` (the 3/8 rule, as torchdiffeq's) with either `step_size` or a
-number of `steps` on [0, t1]. `loop` says how the steps are taken: torchdiffeq's loop, or odex's
-(the same steps without torchdiffeq's host reads; odex/ode/loops/).
+"""Which numerical solver integrates an ODE block, over which interval, stepped by which loop: plain
+data (one YAML per choice in conf/solver/, no torch), handed to every ODE block. The methods are
+Butcher tableaux (odex/ode/tableau.py). Design notes: docs/design-notes.md, "odex/ode/solver.py".
 """
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Optimizers and learning-rate schedules from conf/optim/ and conf/schedule/.
-
-`cfg.optim` is a partial of any optimizer class (torch.optim, pytorch-optimizer, ...): it is called
-with the model's parameter groups. A model that needs groups with their own options defines
-`param_groups()`; every other model gets one group of all its trainable parameters.
-
-`cfg.schedule` is `{interval: epoch|step, scheduler: <partial of a torch LR scheduler> | null}`.
-A scheduler whose constructor takes `total_steps` (or `steps_per_epoch`) gets it from the trainer.
+"""Optimizers and learning-rate schedules from conf/optim/ and conf/schedule/: `cfg.optim` is a
+partial of any optimizer class, called with the model's parameter groups (`param_groups()` where
+the model defines it). Design notes: docs/design-notes.md, "odex/optim/optimizers.py".
 """
 from __future__ import annotations
 

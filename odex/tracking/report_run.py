@@ -12,11 +12,6 @@ from pathlib import Path
 from typing import Any
 
 
-def _common(jobs, key: str) -> Any:
-    values = {(j.summary or {}).get(key) for j in jobs} - {None}
-    return next(iter(values)) if len(values) == 1 else None
-
-
 def log_report(jobs, out: Path, pngs: list[str], counts: str, decision: list[str]) -> tuple[Any, list[str]]:
     """Write the report's offline W&B run; returns (its folder or None, a line for report.md)."""
     groups = sorted({(j.summary or {}).get("wandb/group") for j in jobs} - {None})

@@ -10,7 +10,7 @@ import copy
 import logging
 import statistics
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -37,7 +37,6 @@ class CompileChoice:
     compile_s: float | None = None         # the cold compile the probe paid (None: not compiled)
     evaluations: int = 0                   # n_f x iterations: expected evaluations in the run
     backend: str = "inductor"
-    timings: dict = dc_field(default_factory=dict)
 
     def summary(self) -> dict:
         return {"compile": self.backend if self.compile else "eager", "compile_reason": self.reason}
@@ -45,7 +44,7 @@ class CompileChoice:
 
 def decide(eager_s: float, evaluations: int, compiled_s: float | None = None,
            compile_s: float | None = None, *, prior_compile_s: float = PRIOR_COMPILE_S) -> tuple[bool | None, str]:
-    """The rule of steps 3 and 5. Returns (True|False, reason), or (None, reason) when the
+    """The rule of steps 3 and 5 (docs/design-notes.md). Returns (True|False, reason), or (None, reason) when the
     compiled timings are needed (step 4) and not given."""
     work = eager_s * evaluations
     if compiled_s is None:

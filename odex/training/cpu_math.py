@@ -33,7 +33,7 @@ def kernel_constant_ranges(library: str = "libtorch_cpu") -> list[tuple[int, int
 
 def map_kernel_constants() -> int:
     """Map every page of libtorch_cpu's read-only data into this process's page table (see the
-    module docstring); returns the bytes covered. Call after `import torch`."""
+    module docstring and docs/benchmarks.md); returns the bytes covered. Call after `import torch`."""
     import torch  # noqa: F401  (the library must be loaded for its mappings to exist)
 
     ranges = kernel_constant_ranges()

@@ -70,7 +70,7 @@ def _stepping_uncaptured():
 
 
 class GraphedTrainStep(TrainStep):
-    """A TrainStep that replays one CUDA graph per batch shape (see the module docstring)."""
+    """A TrainStep that replays one CUDA graph per batch shape (docs/design-notes.md)."""
 
     def __init__(self, model: nn.Module, objective, optimizer: torch.optim.Optimizer,
                  grad_clip: float | None = None, *, device: torch.device, warmup: int = 3):

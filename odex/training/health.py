@@ -26,7 +26,7 @@ class RunHealth:
         self.enabled = enabled
         self.checks_per_epoch, self.check_every_s = checks_per_epoch, check_every_s
         self.loss_factor, self.nfe_factor, self.epoch_budget_s = loss_factor, nfe_factor, epoch_budget_s
-        self.loss_ref: float | None = None      # the run's early levels (see the module docstring)
+        self.loss_ref: float | None = None      # the run's early levels (docs/design-notes.md)
         self.nfe_ref: tuple[float, float] | None = None
 
     # -- within the epoch -------------------------------------------------------------------------

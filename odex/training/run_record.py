@@ -155,12 +155,6 @@ def _check_sweep(sweep_dir: Path, given: list[str]) -> None:
                           "to finish it")
 
 
-def release() -> None:
-    """Drop this process's early lock (tests; the process's end does it otherwise)."""
-    while _CLAIMED:
-        _CLAIMED.pop().__exit__(None, None, None)
-
-
 # ---------------------------------------------------------------------------------------------
 # The record itself
 
@@ -253,7 +247,7 @@ def stop_log_file(handler: logging.Handler | None) -> None:
 @contextmanager
 def sweep_record() -> Iterator[None]:
     """While a multirun runs in this process: Hydra's BasicSweeper writes multirun.yaml atomically,
-    and only into a sweep folder without one (see the module's docstring)."""
+    and only into a sweep folder without one (docs/design-notes.md)."""
     from hydra._internal.core_plugins import basic_sweeper
     from omegaconf import OmegaConf
 

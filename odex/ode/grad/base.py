@@ -1,14 +1,7 @@
-"""What a gradient method is: a way to solve an ODE and get gradients of the solution.
-
-Adding one: a subclass with `solve` (its solves through `odex.ode.loops.integrate`), its `schema`
-(a dataclass with the method's keys and its `supports`: odex/schema.py for odex's own), and a YAML
-<name>.yaml in conf/grad/ (or in grad/ of a folder on hydra.searchpath) that names it by `_target_`.
-
-Every method has the same call as `odex.odeint` minus `grad`: it returns the solution at the
-times `t` (first dimension), and `loss.backward()` through that solution computes gradients with
-respect to `y0`, the vector field's parameters and (where supported) `t`. Its constructor takes
-the method's own options (backward tolerances, quadrature constant, ...), which are the keys of
-its YAML in conf/grad/.
+"""What a gradient method is: a way to solve an ODE and get gradients of the solution, with the call
+of `odex.odeint` minus `grad`. Adding one: a subclass with `solve` (through
+`odex.ode.loops.integrate`), its `schema` (keys and `supports`), and a YAML in conf/grad/ (or grad/
+of a folder on hydra.searchpath) naming it by `_target_`. Design notes: docs/design-notes.md, "odex/ode/grad/base.py".
 """
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""How a solve is stepped (`solver.loop`), and `integrate`, the one function every gradient method's
-solves go through.
-
-- `torchdiffeq` (torchdiffeq_loop.py): `torchdiffeq.odeint`, its own solvers and loop.
-- `odex` (odex_loop.py): odex's tableaux stepped by odex's stepper without torchdiffeq's host reads
-  of device values: a fixed grid decided on the host (fixed_grid.py: no read at all when the caller
-  knows the times, as an ODE block does), error control with one host read per attempted step
-  instead of about nine (adaptive.py). Same steps, NFE, solutions and gradients as torchdiffeq's
-  loop (to rounding; tests/test_loops.py checks it in float64 for every gradient method).
-
-host_reads.py counts a loop's host reads (the CPU stand-in for GPU syncs).
+"""How a solve is stepped (`solver.loop`: `torchdiffeq`, or `odex`: odex's tableaux without
+torchdiffeq's host reads, same steps, NFE, solutions and gradients), and `integrate`, the one
+function every gradient method's solves go through. Design notes: docs/design-notes.md, "odex/ode/loops/__init__.py".
 """
 from __future__ import annotations
 

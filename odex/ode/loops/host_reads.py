@@ -1,13 +1,6 @@
-"""Counting host reads of tensor values: `if tensor`, `.item()`, `.tolist()`, `float(t)`, `int(t)`.
-
-On a GPU every such read waits until the device has finished all queued work (a host-device
-synchronisation), so the CPU cannot queue kernels ahead of the arithmetic. torch can flag them on
-CUDA only (`torch.cuda.set_sync_debug_mode`); this counter sees the same reads on any device,
-so the CPU tests and benchmarks can check how many a training step or a solve makes.
-
-    with HostReads() as reads:
-        model(x)
-    reads.n
+"""Counting host reads of tensor values (`if tensor`, `.item()`, `.tolist()`, `float(t)`, `int(t)`),
+each a host-device synchronisation on a GPU, on any device: `with HostReads() as reads: ...; reads.n`.
+Design notes: docs/design-notes.md, "odex/ode/loops/host_reads.py".
 """
 from __future__ import annotations
 
