@@ -238,18 +238,8 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         choices: dict | None = None) -> dict[str, Any]:
     """Train one configuration; returns the summary (with `status`), never raises for the run.
 
-    Order, so that a failing command never changes an earlier result: validate every key
-    (odex/config.py), take the run folder's lock (already held when odex-train took it at its
-    start: odex/training/run_record.py), look at the folder without writing (resume decision,
-    damaged files), read the data, build every part, check the free disk space; only then is the
-    folder written (an earlier attempt continued, moved aside into attempt-N/, or -- resume=never
-    beside a completed run -- a new attempt-N/), Hydra's record included. A failure before that point writes nothing into a
-    folder that holds an earlier run (a fresh folder gets its failed summary.json and error.log).
-
-    With trainer.resume=auto|must an earlier attempt in `run_dir` is continued from its checkpoint,
-    or, when it completed, skipped (its summary is returned as it is). `stop` (see odex.training.signals)
-    ends training at a batch boundary with a checkpoint; the status then says how to resume.
-    """
+    Validate, lock, inspect the folder, read the data, build, check the disk; only then write the
+    folder, so a failing command never changes an earlier result (docs/design-notes.md)."""
     from contextlib import ExitStack
 
     import torch

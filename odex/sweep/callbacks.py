@@ -86,15 +86,9 @@ class SweepSummary(Callback):
 
 
 class SlurmJobStates(Callback):
-    """With hydra/launcher=slurm on a cluster without accounting storage (no slurmdbd: `sacct` says
-    "Slurm accounting storage is disabled"), submitit's job watcher fails on every poll and prints
-    that warning each time, and it never learns the state of a job that died without writing its
-    result (killed, node failure), so the sweep would wait for it forever. squeue knows the states
-    of current and recently finished jobs (MinJobAge, 300 s by default) in the same form, so the
-    watcher asks squeue instead, and says so once. Where sacct works nothing changes.
-
-    submitit offers no setting for this (its watcher is a class attribute of SlurmJob), hence the
-    replacement here; it only acts in the process that launches the sweep."""
+    """With hydra/launcher=slurm on a cluster without accounting storage (`sacct` disabled), submitit's
+    job watcher asks squeue instead (and says so once), so a job that died without a result is seen;
+    submitit has no setting for this. Acts only in the launching process (docs/design-notes.md)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         target = str(config.hydra.launcher.get("_target_", ""))

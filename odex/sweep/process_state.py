@@ -112,13 +112,9 @@ def isolated_job() -> Iterator[None]:
 
 @contextmanager
 def job_settings(*, threads: int | str, tf32: bool, device: torch.device, compiles: bool) -> Iterator[int]:
-    """Inside the block, the process runs as the job asks: `threads` (trainer.threads: auto or a
-    count, odex/training/threads.py) intra-op threads, TF32 matmuls and convolutions as `tf32` says
-    on a CUDA `device`, functorch's donated buffers off when `compiles` (torchdiffeq's adjoint takes
-    each field's VJP with retain_graph=True, which a compiled backward that donates its saved
-    buffers refuses; donation only saves memory), and torch's CPU-kernel constants mapped (a masked
-    load of an unmapped page slows log1p/softplus tenfold; changes no result: cpu_math.py). Yields
-    the thread count; the previous settings come back afterwards."""
+    """Inside the block, the process runs as the job asks: `threads`, TF32 on a CUDA `device`,
+    functorch's donated buffers off when `compiles`, the CPU-kernel constants mapped. Yields the
+    thread count; the previous settings come back afterwards (docs/design-notes.md)."""
     from odex.training import threads as cpu_threads
     from odex.training.cpu_math import map_kernel_constants
 

@@ -65,17 +65,10 @@ class ConsoleSink(Sink):
 
 
 class WandbSink(Sink):
-    """Weights & Biases. `mode`: offline (default; the run is written into the run folder and can
-    be uploaded later with `odex-sync <folder>`), online (needs `wandb login` or WANDB_API_KEY),
-    disabled.
-    Each run stands on its own in the dashboard: its config holds, besides the resolved settings,
-    a `run` block (odex.train._job_info) with the Hydra group choices (model=node and
-    model=augmented are told apart by name, not only by `_target_`), the experiment, the overrides,
-    the odex version and the git commit (and dirty flag) of the checkout; its tags name the choices
-    that differ from the defaults; the console output is captured (output.log); the summary holds
-    the final metrics and the status. In a sweep, runs are grouped by the sweep's date, time and
-    name, named after their swept values and tagged with job number, sweep and launcher. A resumed
-    run passes its earlier run's id (job["wandb_id"]) and goes on in the same wandb run."""
+    """Weights & Biases. `mode`: offline (default; in the run folder, uploaded later with `odex-sync
+    <folder>`), online (needs `wandb login` or WANDB_API_KEY), disabled. The run's config holds a
+    `run` block (odex.train._job_info); a sweep's runs are grouped, named and tagged by the sweep;
+    a resumed run goes on in its earlier run (job["wandb_id"]) (docs/design-notes.md)."""
 
     def __init__(self, mode: str | None = "offline", project: str = "odex", entity: str | None = None,
                  group: str | None = None, job_type: str = "train", tags: list[str] | None = None,

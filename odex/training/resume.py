@@ -220,18 +220,9 @@ LOCK_NAME = ".lock"
 
 
 class RunLock:
-    """An exclusive `fcntl` lock on <run>/.lock for the life of the run: a second process pointed
-    at the same folder stops at once with one line. The kernel drops the lock when the process
-    ends, however it ends (kill -9 included), so a stale lock file never blocks a rerun.
-
-    `odex-train` takes it as its first act, before torch is imported (`odex.training.run_record.claim`),
-    and `run` takes it again: within one process the lock is shared (counted), since a second
-    flock of the same file from the same process would refuse itself.
-
-    A folder that cannot be written (a read-only mount, no permission) is locked through a
-    read-only descriptor when its `.lock` is there (flock needs no write access), else not at all;
-    `read_only` is then true and the run only reads: a completed run is reported as done, anything
-    else is one line (`ReadOnlyFolder`)."""
+    """An exclusive `fcntl` lock on <run>/.lock for the life of the run (shared within one process,
+    dropped by the kernel however the process ends); a folder that cannot be written is locked
+    read-only where it can be and `read_only` is true (docs/design-notes.md)."""
 
     _held: dict[str, list] = {}       # resolved folder -> [fd, count, read_only], this process's locks
 

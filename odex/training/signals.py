@@ -65,13 +65,8 @@ class StopSignals:
             self._installed = False
 
     def hand_over(self) -> None:
-        """After the checkpoint: pass the signal on to whoever handled it before us, then exit.
-
-        Under submitit that handler checkpoints the launcher's call and requeues the job (it exits
-        itself); for SIGTERM it only logs. Everywhere else this process exits with 128 + signum, the
-        status a shell reports for a process the signal ended, so a sweep stops here too; rerunning
-        it with the same hydra.sweep.dir resumes this job and skips the finished ones.
-        """
+        """After the checkpoint: pass the signal on to whoever handled it before us (submitit requeues
+        the job), else exit with 128 + signum (docs/design-notes.md)."""
         if self.signum is None:
             return
         previous = self._previous.get(self.signum)
@@ -115,15 +110,9 @@ def _rerun_command() -> str:
 
 
 class SweepParentSignals:
-    """In the process that runs a multirun (the launcher's parent): SIGTERM or SIGINT stops the
-    workers too. joblib's loky workers and submitit_local's job processes are this process's
-    descendants; without this, killing the parent left them running (and a worker started a
-    queued job after the parent had died). The handler sends the signal on to every descendant
-    (a running job checkpoints at its next batch boundary, odex.training.signals.StopSignals), waits up to
-    `grace_s` for them, kills what is left, and exits with 128 + the signal number. Rerunning the
-    same command with the same hydra.sweep.dir finishes the unfinished jobs (trainer.resume=auto).
-    Jobs that the basic launcher runs in this very process have their own StopSignals, which take
-    over while a job runs."""
+    """In the process that runs a multirun: SIGTERM or SIGINT is sent on to every descendant (the
+    launcher's workers, which checkpoint), waited for up to `grace_s`, the rest killed, and the
+    process exits with 128 + the signal number (docs/design-notes.md)."""
 
     def __init__(self, grace_s: float = 30.0):
         self.grace_s = grace_s
