@@ -972,10 +972,7 @@ def preflight(argv: list[str]) -> list[str]:
 
     from hydra._internal.utils import get_args_parser
 
-    try:
-        args, _ = get_args_parser().parse_known_args(argv)
-    except SystemExit:
-        raise
+    args, _ = get_args_parser().parse_known_args(argv)
     _register_help()         # --help's page lists conf/'s groups through this resolver
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
             or args.config_path or args.experimental_rerun:
@@ -1015,8 +1012,7 @@ def preflight(argv: list[str]) -> list[str]:
             check_hydra(master, multirun=True)
         if jobs is None:
             return argv
-        first = check_composed(config_name, jobs[0], validate_too=False)
-        if first.hydra.sweeper.get("params") or "BasicSweeper" not in str(first.hydra.sweeper.get("_target_")):
+        if job0.hydra.sweeper.get("params") or "BasicSweeper" not in str(job0.hydra.sweeper.get("_target_")):
             return argv          # the sweeper (a sweep config, Optuna) chooses the values: checked per job
         first_error, valid = None, 0
         for job in jobs[:1000]:

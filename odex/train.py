@@ -71,15 +71,6 @@ def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
             "odex/git_dirty": block["git_dirty"]}
 
 
-def _short(value: str) -> str:
-    """A swept value for a label: numbers to 3 significant figures (Optuna's 0.004430375245218269
-    becomes 0.00443), anything else as written."""
-    try:
-        return f"{float(value):.3g}" if not value.lstrip("-").isdigit() else value
-    except ValueError:
-        return value
-
-
 def _job_info() -> dict[str, Any]:
     """What the tracker and the terminal say about this run: W&B group, name and tags, the `run`
     block added to the W&B config (Hydra group choices, experiment, overrides, odex version, git
@@ -93,6 +84,7 @@ def _job_info() -> dict[str, Any]:
     except (ImportError, ValueError):
         return {}
     import odex.tracking.provenance as provenance
+    from odex.sweep.jobs import short
 
     task = list(hc.overrides.task)
     choices = {g: c for g, c in OmegaConf.to_container(hc.runtime.choices).items()}
@@ -113,7 +105,7 @@ def _job_info() -> dict[str, Any]:
     tags += [f"job{hc.job.num}", "sweep", f"launcher:{choices.get('hydra/launcher', 'basic')}"]
     if choices.get("sweep"):
         tags.append(f"sweep:{choices.get('sweep')}")
-    label_values = " ".join(f"{o.split('=', 1)[0]}={_short(o.split('=', 1)[1])}" for o in varied if "=" in o)
+    label_values = " ".join(f"{o.split('=', 1)[0]}={short(o.split('=', 1)[1])}" for o in varied if "=" in o)
     n_jobs = (hc.launcher.get("n_jobs") if hasattr(hc.launcher, "get") else None) or 1
     return {"group": _sweep_group(hc, choices), "name": ",".join(varied) or f"job{hc.job.num}",
             "tags": list(dict.fromkeys(tags)), "run": run_block,
