@@ -189,7 +189,7 @@ class DatasetCommon:
 
     @classmethod
     def data_shape(cls, node: dict) -> "DataShape":
-        """What the models see of this dataset (issue 27: a model's rules ask it before any data is read)."""
+        """What the models see of this dataset (a model's rules ask it before any data is read)."""
         return DataShape(tuple(cls.shape), cls.classes, cls.images)
 
     @classmethod
