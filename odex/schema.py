@@ -731,7 +731,7 @@ class PGDAccuracy(Eval):
 
 
 Norm = Literal["linf", "l2"]
-AutoAttackName = Literal["apgd_ce", "apgd_t", "square"]      # FAB-T is not implemented (odex/evaluate/autoattack.py)
+AutoAttackName = Literal["apgd_ce", "apgd_t", "fab_t", "square"]
 
 
 @dataclass
@@ -750,7 +750,7 @@ class SquareAccuracy(Eval):
 
 @dataclass
 class AutoAttackAccuracy(SquareAccuracy):
-    attacks: Annotated[list[AutoAttackName], Length(1)] = field(default_factory=lambda: ["apgd_ce", "apgd_t", "square"])
+    attacks: Annotated[list[AutoAttackName], Length(1)] = field(default_factory=lambda: ["apgd_ce", "apgd_t", "fab_t", "square"])
     steps: PosInt = 100
     targets: PosInt = 9
 
