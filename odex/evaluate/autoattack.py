@@ -170,7 +170,7 @@ class AutoAttackAccuracy(_PixelAttack):
     of the earlier ones): `<prefix>/autoattack_<norm>_acc`, and after each attack
     `<prefix>/autoattack_<norm>_acc_<attack>` (AutoAttack's per-attack report); the clean accuracy
     of the attacked examples `<prefix>/autoattack_clean_acc`, their number `<prefix>/autoattack_n`,
-    the wall time, the Square budget, and the masking flag (module docstring). `limit`: the first N
+    the wall time, the budget (`<prefix>/autoattack_steps`, `_targets`, `_square_queries`), and the masking flag (module docstring). `limit`: the first N
     test images (null: all)."""
 
     name = "autoattack"
@@ -219,6 +219,9 @@ class AutoAttackAccuracy(_PixelAttack):
             out[f"{prefix}/autoattack_{norm}_acc_{attack}"] = c.float() / n
         out[f"{prefix}/autoattack_{norm}_time_s"] = torch.tensor(time.perf_counter() - t0, device=dev)
         out[f"{prefix}/autoattack_n"] = torch.tensor(float(n), device=dev)
+        # the budget beside the figure: below the standard 100 steps and 9 targets is a weaker attack
+        out[f"{prefix}/autoattack_steps"] = torch.tensor(float(self.steps), device=dev)
+        out[f"{prefix}/autoattack_targets"] = torch.tensor(float(self.targets), device=dev)
         flag = 0.0
         if "square" in self.attacks:
             out[f"{prefix}/autoattack_square_queries"] = torch.tensor(float(self.queries), device=dev)
