@@ -51,15 +51,19 @@ done
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-cols = ["test/acc", "test/pgd_linf_acc", "test/autoattack_linf_acc", "test/square_linf_acc", "test/cert_acc@36/255",
+cols = ["test/acc", "test/autoattack_n", "test/autoattack_clean_acc", "test/pgd_linf_acc", "test/autoattack_linf_acc",
+        "stages", "test/square_linf_acc", "test/cert_acc@36/255",
         "test/pgd_masking_flag", "test/autoattack_linf_masking_flag", "test/transfer_masking_flag"]
-print("| run | clean | PGD | AutoAttack | Square | cert. l2 36/255 | masking flag (pgd / autoattack / transfer) | transfer matrix (rows: crafted under; columns: judged under) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| run | clean (test set) | N attacked | clean (the N) | PGD | AutoAttack | after APGD-CE / APGD-T / FAB-T / Square "
+      "| Square alone | cert. l2 36/255 | masking flag (pgd / autoattack / transfer) | transfer matrix (rows: crafted under; columns: judged under) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for f in sorted(out.glob("eval-*/metrics.jsonl")):
     row = json.loads(f.read_text().splitlines()[-1])
-    g = lambda k: f"{row[k]:.3f}" if k in row else "-"
+    g = lambda k: (f"{row[k]:.0f}" if k.endswith("_n") else f"{row[k]:.3f}") if k in row else "-"
+    stages = " / ".join(g(f"test/autoattack_linf_acc_{a}") for a in ("apgd_ce", "apgd_t", "fab_t", "square"))
     names = [k.split("@", 1)[1] for k in row if k.startswith("test/transfer_clean_acc@")]
     matrix = "; ".join(f"{a}: " + " / ".join(f"{row[f'test/transfer_acc@{a}->{b}']:.3f}" for b in names) for a in names)
-    flags = " / ".join(str(int(row[k])) if k in row else "-" for k in cols[5:])
-    print(f"| {f.parent.name.removeprefix('eval-')} | " + " | ".join(g(k) for k in cols[:5]) + f" | {flags} | {matrix} (columns {', '.join(names)}) |")
+    flags = " / ".join(str(int(row[k])) if k in row else "-" for k in cols[8:])
+    cells = [stages if k == "stages" else g(k) for k in cols[:8]]
+    print(f"| {f.parent.name.removeprefix('eval-')} | " + " | ".join(cells) + f" | {flags} | {matrix} (columns {', '.join(names)}) |")
 PY
