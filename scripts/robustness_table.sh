@@ -11,7 +11,7 @@
 #   augmented, CPL: the first LIMIT test images (100), STEPS=25 APGD and FAB-T steps, TARGETS=9 target
 #   classes (APGD-T and FAB-T), Square QUERIES=500 queries;
 #   LyaNet (dopri5, ~1,000 NFE per test solve): LYA_LIMIT=40 images, LYA_STEPS=10, LYA_TARGETS=3,
-#   LYA_QUERIES=200. MODELS="augmented lyanet cpl" (the default) picks and orders the stand-ins.
+#   LYA_QUERIES=200, and Square alone again at LYA_LONG_QUERIES=1000 (eval-<data>-lyanet-square1000). MODELS="augmented lyanet cpl" (the default) picks and orders the stand-ins.
 # Everywhere: l-inf 8/255, PGD step 2/255 10 steps (LyaNet's setting), rk4 on 32 steps as the fine grid.
 set -euo pipefail
 t10k=$(cd "$1" && pwd); out=$(mkdir -p "$2" && cd "$2" && pwd); shift 2
@@ -43,6 +43,12 @@ for d in $sets; do
         "eval.autoattack.targets=$targets" "eval.autoattack.queries=$queries" \
         "eval.square.limit=$limit" "eval.square.queries=$queries" "eval.transfer.limit=$limit" \
         "eval.transfer.solvers.rk4_fine.steps=32"
+      # LyaNet: Square alone once more at a larger budget (LYA_LONG_QUERIES, 0 = skip), beside PGD
+      long=${LYA_LONG_QUERIES:-1000}
+      if [ "$m" = lyanet ] && [ "$long" -gt 0 ] && [ ! -f "$out/eval-$d-$m-square$long/summary.json" ]; then
+        "$bin/odex-eval" "ckpt_path=$run/checkpoints/last.pt" "out_dir=$out/eval-$d-$m-square$long" "eval=[clean,pgd,square]" \
+          eval.pgd.l2=null "eval.pgd.limit=$limit" "eval.square.limit=$limit" "eval.square.queries=$long"
+      fi
     fi
   done
 done
@@ -59,6 +65,9 @@ print("| run | clean (test set) | N attacked | clean (the N) | PGD | AutoAttack 
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for f in sorted(out.glob("eval-*/metrics.jsonl")):
     row = json.loads(f.read_text().splitlines()[-1])
+    for k in ("n", "clean_acc"):                      # a Square-only run: its own N and clean figure
+        if f"test/square_{k}" in row:
+            row.setdefault(f"test/autoattack_{k}", row[f"test/square_{k}"])
     g = lambda k: (f"{row[k]:.0f}" if k.endswith("_n") else f"{row[k]:.3f}") if k in row else "-"
     stages = " / ".join(g(f"test/autoattack_linf_acc_{a}") for a in ("apgd_ce", "apgd_t", "fab_t", "square"))
     names = [k.split("@", 1)[1] for k in row if k.startswith("test/transfer_clean_acc@")]
