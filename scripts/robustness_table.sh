@@ -74,5 +74,5 @@ for f in sorted(out.glob("eval-*/metrics.jsonl")):
     matrix = "; ".join(f"{a}: " + " / ".join(f"{row[f'test/transfer_acc@{a}->{b}']:.3f}" for b in names) for a in names)
     flags = " / ".join(str(int(row[k])) if k in row else "-" for k in cols[8:])
     cells = [stages if k == "stages" else g(k) for k in cols[:8]]
-    print(f"| {f.parent.name.removeprefix('eval-')} | " + " | ".join(cells) + f" | {flags} | {matrix} (columns {', '.join(names)}) |")
+    print(f"| {f.parent.name.removeprefix('eval-')} | " + " | ".join(cells) + f" | {flags} | " + (f"{matrix} (columns {', '.join(names)})" if names else "-") + " |")
 PY
