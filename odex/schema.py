@@ -779,7 +779,7 @@ class PGDAccuracy(Eval):
 
 
 Norm = Literal["linf", "l2"]
-AutoAttackName = Literal["apgd_ce", "apgd_t", "square"]      # FAB-T is not implemented (odex/evaluate/autoattack.py)
+AutoAttackName = Literal["apgd_ce", "apgd_t", "fab_t", "square"]
 
 
 @dataclass

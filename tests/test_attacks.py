@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY, read_metrics, train_in_process
+from digits_mlp import trained_digits_mlp
 from torch import nn
 
 from odex.evaluate.attacks import dlr, pgd
@@ -24,19 +25,7 @@ from odex.ode.solver import Solver
 @pytest.fixture(scope="module")
 def digits_mlp():
     """A small MLP trained for a second on the digits, and the test split."""
-    from odex.data.digits import digits
-
-    torch.manual_seed(0)
-    data = digits()
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(15):
-        for idx in torch.randperm(len(data.train)).split(128):
-            loss = F.cross_entropy(model(data.train.x[idx]), data.train.y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval(), data.test.x, data.test.y
+    return trained_digits_mlp()
 
 
 def torchattacks_reference(model, images, labels, eps, alpha, steps, norm):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import TINY, read_metrics, train_in_process
+from digits_mlp import trained_digits_mlp
 from torch import nn
 
 from odex.data.batches import Batches
@@ -16,6 +16,7 @@ from odex.evaluate.apgd import apgd
 from odex.evaluate.attacks import attack_mode, pgd
 from odex.evaluate.autoattack import AutoAttackAccuracy, SquareAccuracy, _apgd_t
 from odex.evaluate.evaluators import PGDAccuracy, evaluate
+from odex.evaluate.fab import fab_t
 from odex.evaluate.square import square
 from odex.evaluate.transfer import SolverTransfer
 from odex.ode.block import ODEBlock
@@ -29,20 +30,7 @@ torchattacks = pytest.importorskip("torchattacks", reason="the oracle: pip insta
 @pytest.fixture(scope="module")
 def mlp():
     """A small MLP trained for a second on the digits; the clean-correct test images."""
-    from odex.data.digits import digits
-
-    torch.manual_seed(0)
-    data = digits()
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(15):
-        for idx in torch.randperm(len(data.train)).split(128):
-            loss = F.cross_entropy(model(data.train.x[idx]), data.train.y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    x, y = data.test.x, data.test.y
+    model, x, y = trained_digits_mlp()
     with torch.no_grad():
         ok = model(x).argmax(1) == y
     return model, x, y, x[ok], y[ok]
@@ -102,24 +90,6 @@ def test_square_matches_torchattacks_robust_accuracy(mlp, norm, eps):
     assert (size <= eps * (1 + 1e-5)).all() and ours.min() >= 0 and ours.max() <= 1
 
 
-def test_autoattack_matches_torchattacks_ensemble(mlp):
-    """torchattacks' AutoAttack without FAB-T (its MultiAttack of APGD, APGDT, Square), same settings."""
-    model, x_all, y_all, _, _ = mlp
-    eps, steps, queries = 4 / 255, 20, 300
-    ref = torchattacks.MultiAttack([
-        torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, seed=0, loss="ce"),
-        torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, seed=0, n_classes=10),
-        torchattacks.Square(model, norm="Linf", eps=eps, n_queries=queries, seed=0)])(x_all, y_all)
-    ev = AutoAttackAccuracy(eps=eps, steps=steps, queries=queries, limit=None, seed=0)
-    out = ev(model, Batches(Split(x_all, y_all), len(y_all)))
-    acc_ref = (_predict(model, ref) == y_all).float().mean().item()
-    assert out["test/autoattack_linf_acc"].item() == pytest.approx(acc_ref, abs=0.01)
-    # the per-attack figures fall monotonically from the clean accuracy
-    accs = [out[f"test/autoattack_linf_acc_{a}"].item() for a in ("apgd_ce", "apgd_t", "square")]
-    assert out["test/autoattack_clean_acc"].item() >= accs[0] >= accs[1] >= accs[2] == out["test/autoattack_linf_acc"].item()
-    assert out["test/autoattack_square_queries"].item() == queries and out["test/autoattack_n"].item() == len(y_all)
-
-
 @pytest.mark.parametrize("label", ["18/255", "36/255"])
 def test_no_attack_breaks_a_certified_image(trained_cpl, label):
     net, x, y = trained_cpl
@@ -132,6 +102,7 @@ def test_no_attack_breaks_a_certified_image(trained_cpl, label):
     with attack_mode(net):
         advs = {"pgd": pgd(net, x, y, eps=eps, alpha=eps / 4, steps=20, norm="l2", loss="dlr"),
                 "apgd_ce": apgd(net, x, y, eps=eps, norm="l2", steps=20)[0],
+                "fab_t": fab_t(net, x, y, eps=eps, norm="l2", steps=20)[0],
                 "square": square(net, x, y, eps=eps, norm="l2", queries=300)}
     batches = Batches(Split(x, y), 60)
     cert_acc = certified.float().mean().item()
@@ -260,8 +231,8 @@ def test_bad_settings_are_refused_in_one_line():
         with pytest.raises(ConfigError) as e:
             validate(compose_cfg(overrides))
         assert str(e.value).startswith(message) and "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match="fab_t"):
-        AutoAttackAccuracy(attacks=["apgd_ce", "fab_t"])
+    with pytest.raises(ConfigError, match="distinct names from .*'fab_t'"):   # FAB-T is targeted only
+        AutoAttackAccuracy(attacks=["apgd_ce", "fab"])
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):     # custom data outside the pixel range, at run time
         SquareAccuracy(queries=1)(nn.Flatten(), Batches(Split(torch.full((2, 1, 4, 4), 2.0), torch.zeros(2, dtype=torch.long)), 2))
 
