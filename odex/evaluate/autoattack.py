@@ -32,7 +32,7 @@ from torch import nn
 
 from odex.errors import ConfigError
 from odex.evaluate.apgd import apgd
-from odex.evaluate.attacks import NORMS, attack_mode
+from odex.evaluate.attacks import attack_mode
 from odex.evaluate.evaluators import first_examples, parse_eps
 from odex.evaluate.fab import fab_t
 from odex.evaluate.square import square
@@ -81,12 +81,6 @@ class _PixelAttack:
 
     def __init__(self, norm: str, eps, limit: int | None, seed: int, solver: dict | None,
                  every: int | None, masking_gap: float):
-        if norm not in NORMS:
-            raise ConfigError(f"eval.{self.name}.norm must be one of {NORMS}, got {norm!r}")
-        if every is not None and every < 1:
-            raise ConfigError(f"eval.{self.name}.every must be >= 1 or null, got {every}")
-        if not 0 <= masking_gap <= 1:
-            raise ConfigError(f"eval.{self.name}.masking_gap must be in [0, 1], got {masking_gap}")
         self.norm, (self.eps, self.eps_label) = norm, parse_eps(eps)
         self.limit, self.seed, self.every, self.masking_gap = limit, seed, every, masking_gap
         self.solver = check_solver(solver, f"eval.{self.name}.solver")
@@ -184,11 +178,6 @@ class AutoAttackAccuracy(_PixelAttack):
         unknown = [a for a in self.attacks if a not in STAGES]
         if not self.attacks or unknown or len(set(self.attacks)) < len(self.attacks):
             raise ConfigError(f"eval.autoattack.attacks must be distinct names from {sorted(STAGES)}, got {self.attacks}")
-        for key, value in (("steps", steps), ("targets", targets), ("queries", queries)):
-            if int(value) != value or value < 1:
-                raise ConfigError(f"eval.autoattack.{key} must be an integer >= 1, got {value}")
-        if not 0 < p_init <= 1:
-            raise ConfigError(f"eval.autoattack.p_init must be in (0, 1], got {p_init}")
         self.steps, self.targets, self.queries, self.p_init = int(steps), int(targets), int(queries), p_init
         self._reason = ""
 
@@ -255,10 +244,6 @@ class SquareAccuracy(_PixelAttack):
                  limit: int | None = 1000, seed: int = 0, solver: dict | None = None,
                  every: int | None = None, masking_gap: float = 0.03):
         super().__init__(norm, eps, limit, seed, solver, every, masking_gap)
-        if int(queries) != queries or queries < 1:
-            raise ConfigError(f"eval.square.queries must be an integer >= 1, got {queries}")
-        if not 0 < p_init <= 1:
-            raise ConfigError(f"eval.square.p_init must be in (0, 1], got {p_init}")
         self.queries, self.p_init = int(queries), p_init
 
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
