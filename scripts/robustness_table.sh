@@ -23,7 +23,7 @@ common=(logger=none trainer.progress=false)
 declare -A data=([digits]="dataset=digits" [t10k]="dataset=mnist_t10k dataset.root=$root dataset.limit_train=2000")
 declare -A model=(
   [augmented]="trainer.max_epochs=5"
-  [lyanet]="experiment=lyanet_fmnist model.encoder=small model.hidden=32 trainer.max_epochs=4 schedule.scheduler.step_size=2 callbacks.swa.after_epoch=2 eval.pgd.limit=10 solver.max_num_steps=4000"
+  [lyanet]="experiment=lyanet_fmnist model.encoder=small model.hidden=32 trainer.max_epochs=4 schedule.scheduler.step_size=2 callbacks.swa.after_epoch=2 eval.pgd.limit=10"
   [cpl]="model=cpl model.size=tiny model.channels=16 objective=margin trainer.max_epochs=5")
 budget() {  # limit steps targets queries
   if [ "$1" = lyanet ]; then echo "${LYA_LIMIT:-40} ${LYA_STEPS:-10} ${LYA_TARGETS:-3} ${LYA_QUERIES:-200}"
