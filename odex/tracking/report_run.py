@@ -43,5 +43,7 @@ def log_report(jobs, out: Path, pngs: list[str], counts: str, decision: list[str
         folder = Path(run.dir).parent
     finally:
         run.finish()
+    from odex.tracking.wandb_offline import wait_written
+    wait_written(folder)           # the file complete before anyone reads it
     return folder, [f"W&B: the report's own run (table and plots) in group `{group}`: {folder}; "
                     f"upload with the jobs' runs: odex-sync {out.parent}"]

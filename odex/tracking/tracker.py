@@ -124,6 +124,8 @@ class WandbSink(Sink):
             self.run.finish(exit_code=1 if failed else 0)
             if offline_dir:
                 run_folder = Path(offline_dir).parent
+                from odex.tracking.wandb_offline import wait_written
+                wait_written(run_folder)       # the file complete before the run is reported done
                 log.info("wandb: offline run in %s; upload it with: odex-sync %s", run_folder, self.run_dir)
         finally:
             self.run = None

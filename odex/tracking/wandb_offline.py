@@ -38,6 +38,34 @@ def _records(data: bytes):
             pending = b""
 
 
+def wait_written(folder: str | Path, timeout_s: float = 60.0) -> bool:
+    """Wait until the offline run file under `folder` ends with its `exit` record. `run.finish()`
+    returns once wandb's service acknowledged the run's end, but the service may still hold the
+    file's last block in its buffer: a reader right after (odex-sync, odex-report's tests) then finds
+    a file without even its `run` record. True when complete, False after `timeout_s`."""
+    import time
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for path in Path(folder).rglob("run-*.wandb"):
+            last = None
+            try:
+                for raw in _records(path.read_bytes()):
+                    last = raw
+            except (OSError, ValueError, struct.error):
+                last = None
+            if last is not None:
+                rec = pb.Record()
+                rec.ParseFromString(last)
+                if rec.WhichOneof("record_type") == "exit":
+                    return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def read_offline_run(path: str | Path) -> dict:
     """{'id', 'group', 'name', 'job_type', 'tags', 'config': {...}, 'history': [row, ...],
     'summary': {...}, 'console': captured output} of an offline run file, or of the single
