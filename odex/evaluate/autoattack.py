@@ -108,23 +108,28 @@ def _apgd_ce(ev, model, x, y):
     return apgd(model, x, y, eps=ev.eps, norm=ev.norm, steps=ev.steps, loss="ce", generator=g)[0]
 
 
-def _apgd_t(ev, model, x, y):
-    """One APGD run per target class (ranks 2..targets + 1 of the clean logits), the generator
-    seeded once for all of them (torchattacks' APGDT); each run attacks the images the earlier
-    targets left correct."""
-    g = torch.Generator(device=x.device).manual_seed(ev.seed)
-    classes = _classes(model, x, 4, "apgd_t's targeted DLR loss")
+def _per_target(ev, model, x, y, classes: int, attack):
+    """One run of `attack(x, y, rank) -> (adv, still_correct)` per target class (ranks 2..targets + 1
+    of the clean logits), each on the images the earlier targets left correct."""
     adv_all = x.clone()
     alive = torch.ones_like(y, dtype=torch.bool)
     for rank in range(2, min(ev.targets, classes - 1) + 2):
         idx = alive.nonzero()[:, 0]              # one read-back per target class
         if len(idx) == 0:
             break
-        adv, correct = apgd(model, x[idx], y[idx], eps=ev.eps, norm=ev.norm, steps=ev.steps, loss="dlr_t",
-                            target_rank=rank, generator=g)
+        adv, correct = attack(x[idx], y[idx], rank)
         adv_all[idx[~correct]] = adv[~correct]
         alive[idx[~correct]] = False
     return adv_all
+
+
+def _apgd_t(ev, model, x, y):
+    """APGD with the targeted DLR loss per target class, the generator seeded once for all of them
+    (torchattacks' APGDT)."""
+    g = torch.Generator(device=x.device).manual_seed(ev.seed)
+    classes = _classes(model, x, 4, "apgd_t's targeted DLR loss")
+    return _per_target(ev, model, x, y, classes, lambda xs, ys, rank: apgd(
+        model, xs, ys, eps=ev.eps, norm=ev.norm, steps=ev.steps, loss="dlr_t", target_rank=rank, generator=g))
 
 
 def _classes(model, x, need: int, why: str) -> int:
@@ -137,19 +142,10 @@ def _classes(model, x, need: int, why: str) -> int:
 
 
 def _fab_t(ev, model, x, y):
-    """One FAB-T run per target class (ranks 2..targets + 1 of the clean logits, as apgd_t), each on
-    the images the earlier targets left robust; an image counts as broken only within eps."""
+    """FAB-T per target class; an image counts as broken only within eps."""
     classes = _classes(model, x, 2, "fab_t (a target class besides the true one)")
-    adv_all = x.clone()
-    alive = torch.ones_like(y, dtype=torch.bool)
-    for rank in range(2, min(ev.targets, classes - 1) + 2):
-        idx = alive.nonzero()[:, 0]              # one read-back per target class
-        if len(idx) == 0:
-            break
-        adv, robust = fab_t(model, x[idx], y[idx], eps=ev.eps, norm=ev.norm, steps=ev.steps, target_rank=rank)
-        adv_all[idx[~robust]] = adv[~robust]
-        alive[idx[~robust]] = False
-    return adv_all
+    return _per_target(ev, model, x, y, classes, lambda xs, ys, rank: fab_t(
+        model, xs, ys, eps=ev.eps, norm=ev.norm, steps=ev.steps, target_rank=rank))
 
 
 def _square(ev, model, x, y):

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmarks.common import command, report, table
-from odex.build import build_run
+from benchmarks.grad_fidelity import trained_model
 from odex.data.batches import Batches
 from odex.evaluate.evaluators import PGDAccuracy
 
@@ -42,12 +42,7 @@ def main(argv=None) -> list:
                      limit=args.limit, solver=solver)
     rows = []
     for run in args.runs:
-        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-        cfg.trainer.device = "cpu"
-        built = build_run(cfg, training=False)
-        model, data = built.model, built.data
-        state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        _, model, data = trained_model(run)
         out = ev(model, Batches(data.test, 100))
         rows.append([run.name, *(f"{out[k].item():.4g}" for k in KEYS)])
     report(command("pgd-masking", argv),
