@@ -543,7 +543,7 @@ def solver_problems(node: dict, rel: str, full: str, grad: GradSupports | None =
     if not tableau.exists(method):
         return
     fixed = is_fixed_step(method)
-    if node.get("loop", "torchdiffeq") == "torchdiffeq" and method not in tableau.built_in():
+    if node.get("loop", "torchdiffeq") == "torchdiffeq" and method not in tableau.names():
         yield Problem(f"{rel}loop", "torchdiffeq", f"steps only torchdiffeq's own methods; {full}method={method} "
                                                    f"is a tableau of your own: set {full}loop=odex")
     if node.get("loop") == "odex" and method in tableau.TORCHDIFFEQ_ONLY:

@@ -62,10 +62,8 @@ def embedded(b: tuple[float, ...], b_hat: tuple[float, ...]) -> tuple[float, ...
 def _at_half(*polynomial: float) -> float:
     """A dense-output weight of dopri8 at theta = 1/2: (p5 h^5 + ... + p1 h + p0) / (1 / h), h = 1/2,
     summed in torchdiffeq's order (highest power first)."""
-    h, total = 1 / 2, 0.0
-    for power, p in zip(range(len(polynomial) - 1, -1, -1), polynomial):
-        total = p * (h ** power) if power == len(polynomial) - 1 else total + p * (h ** power)
-    return total / (1 / h)
+    h = 1 / 2
+    return sum(p * (h ** power) for power, p in zip(reversed(range(len(polynomial))), polynomial)) / (1 / h)
 
 
 #: Fixed-step methods. torchdiffeq's `rk4` is Kutta's 3/8 rule, so ours is too.
@@ -169,14 +167,11 @@ ADAPTIVE_NAMES = tuple(ADAPTIVE_TABLEAUX)
 #: Methods only torchdiffeq's loop steps (multistep, not Runge-Kutta: no tableau).
 TORCHDIFFEQ_ONLY = ("explicit_adams", "implicit_adams")
 
-def built_in() -> tuple[str, ...]:
-    """The methods odex ships: every one is also torchdiffeq's (same name, same coefficients)."""
-    return (*ADAPTIVE_NAMES, *FIXED_TABLEAUX, *TORCHDIFFEQ_ONLY)
-
 
 def names() -> tuple[str, ...]:
-    """odex's own solver names (a tableau of the user's own is named by its path, `of_user`)."""
-    return built_in()
+    """The methods odex ships, every one also torchdiffeq's (same name, same coefficients); a
+    tableau of the user's own is named by its path (`of_user`)."""
+    return (*ADAPTIVE_NAMES, *FIXED_TABLEAUX, *TORCHDIFFEQ_ONLY)
 
 
 def is_adaptive(name: str) -> bool:
@@ -187,20 +182,14 @@ def is_adaptive(name: str) -> bool:
 
 def exists(name: str) -> bool:
     """Whether `name` is odex's own method or the path of a tableau of the user's own."""
-    if name in built_in():
-        return True
-    try:
-        of_user(name)
-        return True
-    except LookupError:
-        return False
+    return name in names() or tableau(name) is not None
 
 
 def tableau(name: str) -> ButcherTableau | None:
     """The tableau of the Runge-Kutta method `name` (odex's own, or the path <module>.<NAME> of one
     of the user's own); None for a method without (the Adams methods) or an unknown name."""
     found = FIXED_TABLEAUX.get(name) or ADAPTIVE_TABLEAUX.get(name)
-    if found is None and name not in built_in():
+    if found is None and name not in names():
         try:
             found = of_user(name)
         except LookupError:
@@ -215,7 +204,7 @@ def of_user(path: str) -> ButcherTableau:
     from odex import plugins
 
     if "." not in str(path):
-        raise LookupError(f"is not one of odex's methods ({', '.join(built_in())}) nor a path <module>.<NAME> "
+        raise LookupError(f"is not one of odex's methods ({', '.join(names())}) nor a path <module>.<NAME> "
                           "of a ButcherTableau of your own")
     obj = plugins.locate(path)
     if not isinstance(obj, ButcherTableau):

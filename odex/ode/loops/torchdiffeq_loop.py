@@ -11,9 +11,9 @@ from odex.ode import tableau as tableaux
 
 def check(method: str) -> None:
     """A ConfigError unless torchdiffeq has `method`."""
-    if method not in tableaux.built_in():
+    if method not in tableaux.names():
         raise ConfigError(f"solver.method={method}: solver.loop=torchdiffeq steps only torchdiffeq's own "
-                          f"methods ({', '.join(tableaux.built_in())}); use solver.loop=odex")
+                          f"methods ({', '.join(tableaux.names())}); use solver.loop=odex")
 
 
 def integrate(func, y0, t, *, method, rtol, atol, options, times=None):
