@@ -1,11 +1,11 @@
 """ANODE's checkpointed gradient (Gholami, Keutzer, Biros, "ANODE: Unconditionally Accurate
 Memory-Efficient Gradients for Neural ODEs", IJCAI 2019): the forward keeps only the block's input,
 the backward recomputes the fixed-step solve with its graph and backpropagates it (the exact
-gradient of the discretised map). Adaptive solvers are refused; train-mode BatchNorm statistics are
-restored around the recomputation. A small autograd.Function rather than `torch.utils.checkpoint`:
-10% faster on CPU, and no torch._dynamo import. Design notes: docs/design-notes.md, "odex/ode/grad/anode.py".
+gradient of the discretised map). Design notes: docs/design-notes.md, "odex/ode/grad/anode.py".
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -49,7 +49,7 @@ class _RecomputedSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, block, func, y0, t, *params):
         ctx.block, ctx.func = block, func
-        ctx.rng = _rng_state(y0.device)
+        ctx.rng = torch.get_rng_state(), torch.cuda.get_rng_state(y0.device) if y0.device.type == "cuda" else None
         ctx.save_for_backward(y0, t, *params)
         return block(y0, t)
 
@@ -58,9 +58,10 @@ class _RecomputedSolve(torch.autograd.Function):
     def backward(ctx, grad_ys):
         y0, t, *params = ctx.saved_tensors
         devices = [y0.device] if y0.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), _RestoredBatchNormStats(ctx.func), \
-                torch.enable_grad():
-            _set_rng_state(ctx.rng, y0.device)
+        with torch.random.fork_rng(devices=devices), _restored_batchnorm_stats(ctx.func), torch.enable_grad():
+            torch.set_rng_state(ctx.rng[0])
+            if devices:
+                torch.cuda.set_rng_state(ctx.rng[1], y0.device)
             y0_ = y0.detach().requires_grad_(ctx.needs_input_grad[2])
             t_ = t.detach().requires_grad_(ctx.needs_input_grad[3])
             ys = ctx.block(y0_, t_)
@@ -71,33 +72,15 @@ class _RecomputedSolve(torch.autograd.Function):
         return (None, None, *(next(grads) if need else None for need in ctx.needs_input_grad[2:]))
 
 
-def _rng_state(device: torch.device):
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state, device: torch.device) -> None:
-    cpu, cuda = state
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state(cuda, device)
-
-
-class _RestoredBatchNormStats:
-    """Context manager: BatchNorm running statistics in `module` are the same on exit as on entry."""
-
-    def __init__(self, module: nn.Module):
-        self.buffers = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                        for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
-        self.saved: list[torch.Tensor] = []
-
-    def __enter__(self):
-        self.saved = [b.clone() for b in self.buffers]
-        return self
-
-    def __exit__(self, *exc):
+@contextmanager
+def _restored_batchnorm_stats(module: nn.Module):
+    """BatchNorm running statistics in `module` are the same on exit as on entry."""
+    buffers = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            for b, s in zip(self.buffers, self.saved):
+            for b, s in zip(buffers, saved):
                 b.copy_(s)
-        self.saved = []
-        return False
