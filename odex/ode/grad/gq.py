@@ -1,16 +1,13 @@
 """The Gauss–Legendre quadrature adjoint ("GQ"; Norcliffe & Deisenroth, "Faster Training of Neural
 ODEs Using Gauss–Legendre Quadrature", TMLR 2023): only [z, a] is solved backwards, and the parameter
 gradient int a^T df/dtheta dt is a Gauss–Legendre sum over nodes of the backward solve's dense output.
-Refuses train-mode BatchNorm in the field. Written here rather than taken from a-norcliffe/torch_gq_adjoint
-(which vendors an old torchdiffeq and needs `func.nfe`): both solves run through odex's `integrate`.
 Design notes: docs/design-notes.md, "odex/ode/grad/gq.py".
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import math
 from functools import lru_cache
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -46,10 +43,10 @@ class GaussLegendreAdjoint(GradientMethod):
         if not isinstance(y0, torch.Tensor):
             raise ConfigError("grad=gq takes a tensor state y0, not a tuple")
         params = tuple(p for p in func.parameters() if p.requires_grad)
-        setup = SimpleNamespace(method=method, loop=loop, times=times, rtol=rtol, atol=atol, options=dict(options or {}),
-                       backward_rtol=rtol if self.rtol is None else self.rtol,
-                       backward_atol=atol if self.atol is None else self.atol,
-                       c=self.c, max_nodes=self.max_nodes)
+        setup = SimpleNamespace(method=method, loop=loop, times=times, rtol=rtol, atol=atol,
+                                options=dict(options or {}), c=self.c, max_nodes=self.max_nodes,
+                                backward_rtol=rtol if self.rtol is None else self.rtol,
+                                backward_atol=atol if self.atol is None else self.atol)
         return _GaussLegendreAdjointFn.apply(setup, func, y0, t, *params)
 
 
@@ -134,7 +131,7 @@ class _GaussLegendreAdjointFn(torch.autograd.Function):
                 z = z.detach().requires_grad_(True)
                 f = func(-s, z)
                 vjp = _vjp(f, (z,), a)[0]
-            return torch.stack((f.detach().neg(), _zeros_if_none(vjp, z)))
+            return torch.stack((f.detach().neg(), torch.zeros_like(z) if vjp is None else vjp))
 
         grad_params: list[torch.Tensor | None] = [None] * len(params)
         grad_t = torch.zeros_like(t) if want_t else None
@@ -172,18 +169,10 @@ def _vjp(f: torch.Tensor, inputs: tuple[torch.Tensor, ...], cotangent: torch.Ten
     return torch.autograd.grad(f, inputs, cotangent, allow_unused=True)
 
 
-def _zeros_if_none(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like) if g is None else g
-
-
 def _accumulate(total: list[torch.Tensor | None], new) -> None:
-    if all(g is not None for g in new) and all(g is not None for g in total):
+    if all(g is not None for g in (*total, *new)):
         torch._foreach_add_(total, list(new))      # one fused launch on a GPU
         return
     for j, g in enumerate(new):
-        if g is None:
-            continue
-        if total[j] is None:
-            total[j] = g
-        else:
-            total[j].add_(g)
+        if g is not None:
+            total[j] = g if total[j] is None else total[j].add_(g)
