@@ -32,19 +32,14 @@ class CountedField(nn.Module):
         device = (y[0] if isinstance(y, (tuple, list)) else y).device.type
         with torch.autocast(device, dtype=self.options.dtype):
             out = self.field(t, y)
-        return _cast_like(out, y)
+        if isinstance(out, torch.Tensor):         # back in the dtype(s) of the state
+            return out.to(y.dtype)
+        return type(out)(o.to(s.dtype) for o, s in zip(out, y))
 
     def reset(self) -> None:
         self.nfe_forward.zero_()
         self.nfe_backward.zero_()
         self.backward_phase = False
-
-
-def _cast_like(out, like):
-    """`out` in the dtype(s) of the state `like` (a tensor or a tuple of tensors)."""
-    if isinstance(out, torch.Tensor):
-        return out.to(like.dtype)
-    return type(out)(o.to(s.dtype) for o, s in zip(out, like))
 
 
 def counted_fields(model: nn.Module) -> list[CountedField]:
