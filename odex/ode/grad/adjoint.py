@@ -1,9 +1,7 @@
 """The continuous adjoint (Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018) and
 `SeminormAdjoint` (Kidger, Chen, Lyons, "Hey, that's not an ODE", ICML 2021): z, a = dL/dz and
-dL/dtheta solved backwards per output interval; memory O(1) in the steps.
-Not torchdiffeq's `odeint_adjoint`: its solves go through torchdiffeq's own `odeint`, so odex's loop
-and tableaux could not serve it; this is the same algorithm (same steps, NFE and gradients,
-tests/test_loops.py) with both solves through `odex.ode.loops.integrate`. Design notes: docs/design-notes.md, "odex/ode/grad/adjoint.py".
+dL/dtheta solved backwards per output interval; memory O(1) in the steps. torchdiffeq's algorithm,
+with both solves through `odex.ode.loops.integrate`. Design notes: docs/design-notes.md, "odex/ode/grad/adjoint.py".
 """
 from __future__ import annotations
 

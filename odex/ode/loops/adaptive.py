@@ -1,8 +1,6 @@
 """odex's adaptive loop (`solver.loop=odex` with dopri5, bosh3, ... or any adaptive tableau):
 torchdiffeq's embedded-pair step-size control (same formulas, constants and defaults, hence the same
 steps, NFE and solutions) with one host read per attempted step instead of about nine.
-No `step_t`, `jump_t`, events or step callbacks (ValueError). Written here because no maintained
-library runs these exact steps without the reads (torchode measured: docs/benchmarks.md).
 Design notes: docs/design-notes.md, "odex/ode/loops/adaptive.py".
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """odex's fixed-grid loop (`solver.loop=odex` with euler, midpoint, rk4, heun3, ... or any fixed-step
 tableau): torchdiffeq's fixed-grid algorithm (same grid, steps and interpolation) with no host reads
-of device values, so a solve can run ahead of the GPU and be captured in a CUDA graph. Written here
-because torchdiffeq's own loop makes the reads. Design notes: docs/design-notes.md, "odex/ode/loops/fixed_grid.py".
+of device values, so a solve can run ahead of the GPU and be captured in a CUDA graph.
+Design notes: docs/design-notes.md, "odex/ode/loops/fixed_grid.py".
 """
 from __future__ import annotations
 
