@@ -25,7 +25,7 @@ class ODEBlock(nn.Module):
         """`options`: how the field is evaluated; None takes those in force where the model is
         built (`field_options.building`, eager float32 elsewhere)."""
         super().__init__()
-        self.field = CountedField(field, field_options.current() if options is None else options)
+        self.field = CountedField(field, field_options.CURRENT.get() if options is None else options)
         self.solver = solver
         self.grad = gradient_method(grad)
         check_loop(solver.loop, solver.method)
@@ -93,10 +93,7 @@ def solver_changed(model: nn.Module, changes: dict | None):
     saved = [b.solver for b in blocks]
     try:
         for b in blocks:
-            try:
-                solver = replace(b.solver, **changes)
-            except TypeError as e:
-                raise ConfigError(f"bad evaluation solver {changes}: {e}") from None
+            solver = replace(b.solver, **changes)      # keys: odex/schema.py EvalSolver, checked before the run
             check_loop(solver.loop, solver.method)
             b.grad.check(solver, b.field.field)
             b.solver = solver

@@ -1,6 +1,7 @@
 """How an ODE block evaluates its vector field: the autocast dtype (`trainer.precision`) and the
 torch.compile backend (`trainer.compile`), given to each `ODEBlock` built inside `building(options)`
-(a context variable, so a model need not know about speed settings). Design notes: docs/design-notes.md, "odex/ode/field_options.py".
+(a context variable, so a model need not know about speed settings).
+Design notes: docs/design-notes.md, "odex/ode/field_options.py".
 """
 from __future__ import annotations
 
@@ -21,19 +22,15 @@ class FieldOptions:
 
 
 EAGER = FieldOptions()
-_current: contextvars.ContextVar[FieldOptions] = contextvars.ContextVar("odex_field_options", default=EAGER)
-
-
-def current() -> FieldOptions:
-    """The options an ODE block built now gets (EAGER outside `building`)."""
-    return _current.get()
+#: The options an ODE block built now gets (EAGER outside `building`).
+CURRENT: contextvars.ContextVar[FieldOptions] = contextvars.ContextVar("odex_field_options", default=EAGER)
 
 
 @contextmanager
 def building(options: FieldOptions) -> Iterator[FieldOptions]:
     """Every ODE block built inside the block evaluates its field with `options`."""
-    token = _current.set(options)
+    token = CURRENT.set(options)
     try:
         yield options
     finally:
-        _current.reset(token)
+        CURRENT.reset(token)

@@ -1,7 +1,5 @@
 """Counting function evaluations (NFE) of a vector field, forward and backward apart, in device
-tensors (no host sync, correct inside CUDA graphs). Every field evaluation passes through
-`CountedField`, so the block's field options act here too: autocast for trainer.precision=bf16
-(output cast back to the state's dtype) and `nn.Module.compile` for trainer.compile.
+tensors (no host sync, correct inside CUDA graphs); the block's field options act here too.
 Design notes: docs/design-notes.md, "odex/ode/nfe.py".
 """
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """What a gradient method is: a way to solve an ODE and get gradients of the solution, with the call
-of `odex.odeint` minus `grad`. Adding one: a subclass with `solve` (through
-`odex.ode.loops.integrate`), its `schema` (keys and `supports`), and a YAML in conf/grad/ (or grad/
-of a folder on hydra.searchpath) naming it by `_target_`. Design notes: docs/design-notes.md, "odex/ode/grad/base.py".
+of `odex.odeint` minus `grad`. Adding one: docs/design-notes.md, "odex/ode/grad/base.py".
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ Design notes: docs/design-notes.md, "odex/ode/loops/fixed_grid.py".
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch
@@ -19,7 +18,7 @@ def host_grid(t0: float, t1: float, step_size: float, dtype: torch.dtype) -> tup
     """torchdiffeq's grid on [t0, t1], computed on the CPU in the time dtype: ceil((t1 - t0) / h + 1)
     points arange(n) * h + t0, the last set to t1."""
     ends = torch.tensor([t0, t1], dtype=dtype)
-    n = int(math.ceil(torch.ceil((ends[1] - ends[0]) / step_size + 1).item()))
+    n = int(torch.ceil((ends[1] - ends[0]) / step_size + 1).item())
     grid = torch.arange(0, n, dtype=dtype) * step_size + ends[0]
     grid[-1] = ends[1]
     return tuple(grid.tolist())
@@ -42,14 +41,12 @@ class FixedGridLoop:
         self.step_size, self.interp, self.perturb = float(step_size), interp, bool(perturb)
 
     def integrate(self, t: torch.Tensor) -> torch.Tensor:
-        times = self.times
+        func, tab, y0, times = self.func, self.tableau, self.y0, self.times
         grid_host = host_grid(times[0], times[-1], self.step_size, t.dtype)
         n = len(grid_host)
         grid = torch.arange(0, n, dtype=t.dtype, device=t.device) * self.step_size + t[0]
         grid[-1] = t[-1]
         dts = grid[1:] - grid[:-1]
-        func, tab = self.func, self.tableau
-        y0 = self.y0
         solution, j = [y0], 1
         for k in range(n - 1):
             t0, t1, dt = grid[k], grid[k + 1], dts[k]

@@ -1,7 +1,5 @@
-"""odex's loop (`solver.loop=odex`): any tableau of odex/ode/tableau.py, stepped by rk_step.py on a
-fixed grid (fixed_grid.py: no host read at all when the caller knows the times, as an ODE block
-does) or with error control (adaptive.py: one host read per attempted step), after odex's own
-input handling (inputs.py: tuple states, decreasing times, the time perturbations)."""
+"""odex's loop (`solver.loop=odex`): any tableau of odex/ode/tableau.py, on a fixed grid (fixed_grid.py)
+or with error control (adaptive.py), after odex's own input handling (inputs.py)."""
 from __future__ import annotations
 
 from odex.errors import ConfigError

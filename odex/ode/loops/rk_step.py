@@ -4,7 +4,7 @@ both odex loops:
     k_i = f(t0 + c_i h, y0 + h sum_{j<i} a_ij k_j),     y1 - y0 = h sum_i b_i k_i.
 
 `Slopes` (fewest operations, the fixed grid) or `StackedSlopes` (torchdiffeq's layout, so the
-adaptive loop's steps are torchdiffeq's to the last bits). Design notes: docs/design-notes.md, "odex/ode/loops/rk_step.py".
+adaptive loop's steps are torchdiffeq's to the last bits). Design notes: docs/design-notes.md.
 """
 from __future__ import annotations
 

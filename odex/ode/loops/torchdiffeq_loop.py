@@ -1,7 +1,5 @@
-"""torchdiffeq's loop (`solver.loop=torchdiffeq`, the default): `torchdiffeq.odeint` itself, through
-its public API, for the methods torchdiffeq has (every built-in of odex/ode/tableau.py, and its
-Adams methods). A tableau of the user's own (solver.method=<module>.<NAME>) is odex's alone: this loop refuses it.
-
+"""torchdiffeq's loop (`solver.loop=torchdiffeq`, the default): `torchdiffeq.odeint` itself, for the
+methods torchdiffeq has (odex/ode/tableau.py's `names()`; not a tableau of the user's own).
 The one place outside the tests where odex imports torchdiffeq."""
 from __future__ import annotations
 
