@@ -1,18 +1,18 @@
 """What every config key may hold: one typed schema per `_target_`, and what each part supports.
 
-Each schema's `_target_` default is the registry (`by_target`). Read by the validation stage
-(odex/config.py: `validate`) after Hydra composed the config and before anything is built; this
-module must not import torch. Plain dataclasses checked after composition rather than Hydra
-structured configs: OmegaConf 2.3 has no Union types, and a type error at composition would abort a
-whole sweep instead of failing its one job. Design notes: docs/design-notes.md, "odex/schema.py".
+Read by the validation stage (odex/config.py: `validate`) after Hydra composed the config and before
+anything is built; this module must not import torch. Why plain dataclasses rather than Hydra
+structured configs: docs/design-notes.md, "odex/schema.py".
 """
 from __future__ import annotations
 
 import functools
 import math
 import typing
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+from odex.ode import tableau      # plain Python, no torch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,14 +37,11 @@ class Range:
         return True
 
     def describe(self) -> str:
-        parts = []
-        if self.lo is not None:
-            parts.append(f"{'>' if self.lo_open else '>='} {_num(self.lo)}")
-        if self.hi is not None:
-            parts.append(f"{'<' if self.hi_open else '<='} {_num(self.hi)}")
         if self.lo is not None and self.hi is not None:
             return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
-        return " and ".join(parts)
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        return "" if self.hi is None else f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
 
 
 def show_num(x) -> str:
@@ -406,8 +403,7 @@ class PixelModel(Model):
         if preset is not None and preset not in presets:
             yield Problem("preset", preset, f"must be one of {', '.join(presets) or '(no presets defined)'}")
             return
-        row = presets.get(preset) or {} if preset is not None else {}
-        row = {k: v for k, v in row.items() if v is not None}
+        row = {k: v for k, v in (presets.get(preset) or {}).items() if v is not None}
         unknown = sorted(set(row) - set(cls.preset_keys))
         if unknown:
             yield Problem(f"presets.{preset}", row, f"sets {', '.join(unknown)}, which this model does not take; "
@@ -507,7 +503,6 @@ class SolverMethod:
 
 def is_fixed_step(method) -> bool:
     """Whether `method` is a fixed-step solver (needs solver.steps or solver.step_size)."""
-    from odex.ode import tableau      # plain Python, no torch
     return tableau.exists(method) and not tableau.is_adaptive(method)
 
 
@@ -537,8 +532,6 @@ def solver_problems(node: dict, rel: str, full: str, grad: GradSupports | None =
     odex's grids would silently cut it to one step of t1); odex's loop steps tableaux only; a
     gradient method that recomputes a fixed grid refuses an adaptive one. `rel`: the keys' prefix
     relative to the checked node, `full`: as the user writes them."""
-    from odex.ode import tableau      # plain Python, no torch
-
     method, t1 = node.get("method"), node.get("t1", 1.0)
     if not tableau.exists(method):
         return
@@ -980,9 +973,8 @@ class WandbSink:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which schema a node follows: each schema above states the `_target_` it describes as its
-# `_target_` default, so the index is read off the classes (a string: nothing is imported). A
-# `_target_` no schema states is a part of the user's own (odex/plugins.py).
+# Which schema a node follows, read off the classes' `_target_` defaults (strings: nothing is
+# imported). A `_target_` no schema states is a part of the user's own (odex/plugins.py).
 
 
 @functools.cache
@@ -1071,5 +1063,5 @@ def schema_fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
-__all__ = ["by_target", "TOP_LEVEL", "Range", "Radius", "SolverMethod", "Length", "GradSupports", "ModelTraits", "Needs",
-           "schema_fields", "is_dataclass", "MISSING"]
+__all__ = ["by_target", "TOP_LEVEL", "Range", "Radius", "SolverMethod", "Length", "GradSupports", "ModelTraits",
+           "Needs", "schema_fields"]
