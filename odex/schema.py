@@ -279,13 +279,9 @@ class Spheres(DatasetCommon):
 
     @classmethod
     def problems(cls, node: dict, ctx: "Context"):
-        yield from super().problems(node, ctx)
-        yield from cls.geometry(node)
-
-    @staticmethod
-    def geometry(node: dict):
         """Class 0 fills the ball of radius inner_radius, class 1 the shell outer_range[0]..[1]: the
         two must not touch, or the labels contradict each other (Dupont et al.'s r1 < r2 <= r3)."""
+        yield from super().problems(node, ctx)
         lo, hi = node["outer_range"]
         if hi < lo:
             yield Problem("outer_range", [lo, hi], "must be [r2, r3] with r2 <= r3")

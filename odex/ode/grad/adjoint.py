@@ -71,7 +71,6 @@ class _AdjointFn(torch.autograd.Function):
     def backward(ctx, grad_ys):
         setup, func = ctx.setup, ctx.func
         t, ys, *params = ctx.saved_tensors
-        params = tuple(params)
         want_t = ctx.needs_input_grad[3]
 
         def augmented(s, aug):
@@ -84,8 +83,8 @@ class _AdjointFn(torch.autograd.Function):
                 s_ = s.detach().requires_grad_(True)
                 z = z.detach().requires_grad_(True)
                 f = func(s_, z)
-                vjps = torch.autograd.grad(f, (s_, z, *params), -a, allow_unused=True, retain_graph=True)
-            vjps = [torch.zeros_like(x) if g is None else g for g, x in zip(vjps, (s_, z, *params))]
+                vjps = torch.autograd.grad(f, (s_, z, *params), -a, retain_graph=True, allow_unused=True,
+                                           materialize_grads=True)      # zeros for what f does not depend on
             return (vjps[0], f, *vjps[1:])
 
         with torch.no_grad():

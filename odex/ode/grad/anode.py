@@ -6,6 +6,7 @@ gradient of the discretised map). Design notes: docs/design-notes.md, "odex/ode/
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import nn
@@ -32,11 +33,7 @@ class CheckpointedANODE(GradientMethod):
     def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
         if is_adaptive(method):
             raise ConfigError(_ADAPTIVE_MSG.format(method))
-
-        def block(y0, t):
-            return integrate(func, y0, t, method=method, loop=loop, rtol=rtol, atol=atol, options=options,
-                             times=times)
-
+        block = partial(integrate, func, method=method, loop=loop, rtol=rtol, atol=atol, options=options, times=times)
         params = tuple(p for p in func.parameters() if p.requires_grad)
         return _RecomputedSolve.apply(block, func, y0, t, *params)
 

@@ -110,7 +110,6 @@ class _GaussLegendreAdjointFn(torch.autograd.Function):
     def backward(ctx, grad_ys):
         setup, func = ctx.setup, ctx.func
         t, ys, *params = ctx.saved_tensors
-        params = tuple(params)
         want_y0, want_t = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         n_int = len(t) - 1
         tt = t.detach().to(torch.float64)

@@ -4,21 +4,19 @@ function every gradient method's solves go through. Design notes: docs/design-no
 """
 from __future__ import annotations
 
-import importlib
-from functools import cache
 from typing import Any
 
 from odex.errors import ConfigError
+from odex.ode.loops import odex_loop, torchdiffeq_loop
 
-#: loop name -> the module that implements it (`check(method)`, `integrate(...)`), imported on use
-LOOPS: dict[str, str] = {"torchdiffeq": "odex.ode.loops.torchdiffeq_loop", "odex": "odex.ode.loops.odex_loop"}
+#: loop name -> the module that implements it (`check(method)`, `integrate(...)`)
+LOOPS = {"torchdiffeq": torchdiffeq_loop, "odex": odex_loop}
 
 
-@cache
 def _loop(loop: str):
     if loop not in LOOPS:
         raise ConfigError(f"solver.loop={loop}: must be one of {', '.join(LOOPS)}")
-    return importlib.import_module(LOOPS[loop])
+    return LOOPS[loop]
 
 
 def check(loop: str, method: str) -> None:

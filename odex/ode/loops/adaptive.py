@@ -99,11 +99,8 @@ def initial_step(func, t0, y0, order, rtol, atol, norm, f0) -> torch.Tensor:
     dtype, device = y0.dtype, y0.device
     scale = atol + torch.abs(y0) * rtol
     d0, d1 = norm(y0 / scale).abs(), norm(f0 / scale).abs()
-    if bool((d0 < 1e-5) | (d1 < 1e-5)):
-        h0 = torch.tensor(1e-6, dtype=dtype, device=device)
-    else:
-        h0 = 0.01 * d0 / d1
-    h0 = h0.abs()
+    small = bool((d0 < 1e-5) | (d1 < 1e-5))
+    h0 = (torch.tensor(1e-6, dtype=dtype, device=device) if small else 0.01 * d0 / d1).abs()
     f1 = func(t0 + h0, y0 + h0 * f0)
     d2 = torch.abs(norm((f1 - f0) / scale) / h0)
     tiny, d2_larger = torch.stack([(d1 <= 1e-15) & (d2 <= 1e-15), d2 > d1]).tolist()
