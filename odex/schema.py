@@ -28,13 +28,9 @@ class Range:
     hi_open: bool = False
 
     def ok(self, x: float) -> bool:
-        if not math.isfinite(x):
-            return False
-        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
-            return False
-        if self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi):
-            return False
-        return True
+        below = self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo)
+        above = self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi)
+        return math.isfinite(x) and not below and not above
 
     def describe(self) -> str:
         if self.lo is not None and self.hi is not None:

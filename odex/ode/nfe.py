@@ -52,6 +52,4 @@ def reset_nfe(model: nn.Module) -> None:
 def total_nfe(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(forward, backward) evaluations summed over every ODE block, as device tensors."""
     fields = counted_fields(model)
-    if not fields:
-        return None
-    return (sum(m.nfe_forward for m in fields), sum(m.nfe_backward for m in fields))
+    return (sum(m.nfe_forward for m in fields), sum(m.nfe_backward for m in fields)) if fields else None

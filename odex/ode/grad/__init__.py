@@ -1,7 +1,6 @@
 """Gradient methods, by name: a method's name is its YAML, conf/grad/<name>.yaml, whose `_target_`
 names the class (no list of methods here). A method of the user's own is a YAML in grad/ of a
-folder on `hydra.searchpath` and a .py beside it (tests/plugins/ holds one): what lists the methods
-(`names`) or builds one by name (`gradient_method`, `odex.odeint(grad=...)`) is given that folder.
+folder on `hydra.searchpath` (and a .py beside it): `names` and `gradient_method` are given that folder.
 """
 from __future__ import annotations
 

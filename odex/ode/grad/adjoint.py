@@ -26,15 +26,14 @@ class Adjoint(GradientMethod):
 
     def solve(self, func, y0, t, *, method, rtol, atol, options, loop="torchdiffeq", times=None):
         params = tuple(p for p in func.parameters() if p.requires_grad)
-        backward_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+        options = dict(options or {})       # the backward solve's: without the forward's norm
         # A tuple state is flattened into one tensor (and decreasing times negated) once, here, so
         # the autograd function sees one tensor; the solves inside it see a plain solve.
-        flat = prepare(func, y0, t, rtol, atol, (options or {}).get("norm"), times)
+        flat = prepare(func, y0, t, rtol, atol, options.pop("norm", None), times)
         setup = SimpleNamespace(method=method, loop=loop, rtol=flat.rtol, atol=flat.atol,
-                                options={**(options or {}), "norm": flat.norm}, times=flat.times,
+                                options={**options, "norm": flat.norm}, times=flat.times,
                                 backward_rtol=rtol if self.rtol is None else self.rtol,
-                                backward_atol=atol if self.atol is None else self.atol,
-                                backward_options=backward_options,
+                                backward_atol=atol if self.atol is None else self.atol, backward_options=options,
                                 backward_norm=_augmented_norm(flat.norm, self.seminorm))
         return flat.solution(_AdjointFn.apply(setup, flat.func, flat.y0, flat.t, *params))
 

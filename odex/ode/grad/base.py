@@ -15,9 +15,8 @@ from odex.ode.solver import Solver
 
 class GradientMethod:
     name: str = "?"
-    # Its keys and what it supports (adaptive solvers, tuple states, train-mode BatchNorm in the
-    # field, a random field, a CUDA graph), declared once: odex's own in odex/schema.py, a method of
-    # the user's own beside it. The validation stage reads it before anything is built.
+    # Its keys and what it supports, declared once: odex's own in odex/schema.py, a method of the
+    # user's own beside it. The validation stage reads it before anything is built.
     schema: ClassVar[type] = schemas.Grad
 
     @property

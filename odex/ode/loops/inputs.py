@@ -92,9 +92,8 @@ def prepare(func: Callable, y0, t: torch.Tensor, rtol, atol, norm: Callable | No
     if not (isinstance(t, torch.Tensor) and t.ndim == 1 and torch.is_floating_point(t)):
         raise TypeError("t must be a one-dimensional floating-point tensor")
     times = tuple(t.tolist()) if times is None else tuple(times)        # the one read, if any
-    pairs = list(zip(times, times[1:]))
     reversed_time = len(times) > 1 and times[0] > times[1]
-    if not all((a > b) if reversed_time else (a < b) for a, b in pairs):
+    if not all((a > b) if reversed_time else (a < b) for a, b in zip(times, times[1:])):
         raise ValueError("t must be strictly increasing or decreasing")
     shapes = None
     if not isinstance(y0, torch.Tensor):
