@@ -856,7 +856,7 @@ class BestCheckpoint:
         if not name or name in (".", "..") or "/" in name or "\\" in name:
             yield Problem("filename", name, "must be a plain file name (it is written into the run's "
                                             "checkpoints/ folder), e.g. best.pt")
-        elif name in OWN_CHECKPOINTS or any(name == f"{n}.tmp" for n in OWN_CHECKPOINTS):
+        elif name.removesuffix(".tmp") in OWN_CHECKPOINTS:
             yield Problem("filename", name, f"is odex's own checkpoint ({', '.join(OWN_CHECKPOINTS)}, written "
                                             "every epoch): choose another name, e.g. best.pt")
 

@@ -26,9 +26,8 @@ def odeint(func: nn.Module, y0: torch.Tensor, t: torch.Tensor, *,
 
     func:         an `nn.Module` called as func(t, y) (its parameters are what the adjoint methods
                   differentiate); y0 a tensor (or a tuple of tensors where the method supports it).
-    grad:         a name of conf/grad/ ("direct", "adjoint", "seminorm", "gq", "anode": odex.ode.grad.names()) or
-                  a `GradientMethod` instance (what conf/grad/ builds); `grad_options` are its
-                  options, e.g. the backward tolerances.
+    grad:         a name of conf/grad/ (odex.ode.grad.names(): "direct", "adjoint", "gq", ...) or a
+                  `GradientMethod` instance; `grad_options` are its options (backward tolerances, ...).
     method, rtol, atol, options: the solver, as in torchdiffeq (options e.g. {"step_size": 0.1});
                   `method` names a tableau in odex.ode.tableau (torchdiffeq's names), or is the path
                   <module>.<NAME> of a ButcherTableau of your own (loop="odex" steps it).

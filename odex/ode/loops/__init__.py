@@ -30,6 +30,6 @@ def integrate(func, y0, t, *, method: str, loop: str = "torchdiffeq", rtol: Any 
     dimension), as `torchdiffeq.odeint` does, stepping `method` with `loop`. `y0` is a tensor or a
     tuple of tensors; `t` increasing or decreasing. `options` are the solver's (step_size,
     max_num_steps, norm, interp, ...). `times` is a host copy of `t` where the caller has one: the
-    odex loop then reads nothing back to decide its steps."""
+    odex loop then reads nothing back to decide its steps. The loop gets its own copy of `options`."""
     return _loop(loop).integrate(func, y0, t, method=method, rtol=rtol, atol=atol, options=dict(options or {}),
                                  times=times)

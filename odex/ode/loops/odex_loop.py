@@ -19,7 +19,6 @@ def check(method: str) -> None:
 def integrate(func, y0, t, *, method, rtol, atol, options, times=None):
     check(method)
     tab = tableaux.tableau(method)
-    options = dict(options)
     p = prepare(func, y0, t, rtol, atol, options.pop("norm", None), times)
     if tab.adaptive:
         loop = AdaptiveLoop(tab, p.func, p.y0, p.rtol, p.atol, times=p.times, norm=p.norm, **options)
