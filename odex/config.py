@@ -1,15 +1,38 @@
 """Where the configs are, and instantiation that keeps user errors as one clear line."""
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import textwrap
+import typing
+import zipfile
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from odex import plugins, schema
 from odex.errors import ConfigError, OdexError
+from odex.ode import tableau
 
 
 def config_dir() -> str:
@@ -77,11 +100,6 @@ def refuse(key: str, value, allowed: str) -> ConfigError:
 
 def describe(ann) -> str:
     """What an annotation of odex/schema.py allows, in words."""
-    import typing
-    from dataclasses import fields, is_dataclass
-
-    from odex import schema
-
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Annotated:
         base, metas = args[0], args[1:]
@@ -113,7 +131,6 @@ def describe(ann) -> str:
     if ann is schema.Radius:
         return "a radius >= 0 (a number, or a fraction such as 8/255)"
     if ann is schema.SolverMethod:
-        from odex.ode import tableau
         return "one of " + ", ".join(tableau.names()) + ", or the path <module>.<NAME> of a ButcherTableau of your own"
     if is_dataclass(ann):
         return "{" + ", ".join(f.name for f in fields(ann)) + "}"
@@ -122,12 +139,6 @@ def describe(ann) -> str:
 
 def check_value(value, ann, key: str, where: str = "") -> None:
     """Raise the one-line `ConfigError` when `value` (plain Python, resolved) does not fit `ann`."""
-    import math
-    import typing
-    from dataclasses import is_dataclass
-
-    from odex import schema
-
     def bad():
         return refuse(key, value, f"must be {describe(ann)}")
 
@@ -197,7 +208,6 @@ def check_value(value, ann, key: str, where: str = "") -> None:
             raise bad()
         return
     if ann is schema.SolverMethod:
-        from odex.ode import tableau
         if not isinstance(value, str) or "." not in value:
             if value not in tableau.names():
                 raise bad()
@@ -221,17 +231,13 @@ def check_value(value, ann, key: str, where: str = "") -> None:
 
 
 def _suggest(name: str, known) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
 def check_node(node: dict, cls, key: str, where: str = "") -> None:
     """Every key of `node` is a field of the schema dataclass `cls`, with a value that fits it."""
-    from odex.schema import schema_fields
-
-    known = schema_fields(cls)
+    known = schema.schema_fields(cls)
     for name, value in node.items():
         full = f"{key}.{name}" if key else name
         if name not in known:
@@ -258,16 +264,13 @@ def _schema_for(group: str, node, key: str, choices: dict, where: str = ""):
     """The schema dataclass of the node `key`: odex's own, stated by its `_target_` (odex/schema.py),
     or the one a part of the user's own declares (odex/plugins.py: its module is imported). None for
     a part of the user's own without one: then its signature says which keys it takes."""
-    from odex import plugins
-    from odex.schema import by_target
-
     if not isinstance(node, dict):
         raise refuse(key, node, f"must be a config group: choose {group}=<name> (see conf/{group.split('.')[0]}/)")
     target = node.get("_target_")
     if target is None:
         raise refuse(f"{key}._target_", None, "every part names the class that builds it")
-    if target in by_target():
-        return by_target()[target]
+    if target in schema.by_target():
+        return schema.by_target()[target]
     try:
         obj = plugins.locate(target)
     except LookupError as e:
@@ -281,8 +284,6 @@ def _schema_for(group: str, node, key: str, choices: dict, where: str = ""):
 def _check_signature(node: dict, obj, key: str, where: str) -> None:
     """A part of the user's own without a schema: every key is a parameter of its constructor (or
     function), unless it takes **kwargs. Hydra's own keys (_target_, _partial_, ...) aside."""
-    import inspect
-
     try:
         params = inspect.signature(obj).parameters
     except (TypeError, ValueError):
@@ -298,12 +299,9 @@ def _check_signature(node: dict, obj, key: str, where: str) -> None:
 
 def _searchpath(cfg) -> list:
     """hydra.searchpath of the composed config (with its hydra node), or of the running Hydra job."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig) and "hydra" in cfg:
         return list(OmegaConf.select(cfg, "hydra.searchpath", default=None) or [])
     try:
-        from hydra.core.hydra_config import HydraConfig
         return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
     except Exception:  # noqa: BLE001 -- no Hydra run (the Python API): nothing to add
         return []
@@ -314,10 +312,6 @@ def validate(cfg, choices: dict | None = None) -> None:
     against odex/schema.py, then every combination of the chosen parts. Raises one `ConfigError`
     (`<full.key>=<value>: <what is allowed>`) at the first problem. Touches nothing on disk and
     imports no torch (a part of the user's own is imported to read its schema: odex/plugins.py)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from odex import plugins, schema
-
     plugins.on_path(plugins.folders(_searchpath(cfg)))      # the user's own parts' .py, beside their YAMLs
     if isinstance(cfg, DictConfig):
         tree = {}
@@ -334,7 +328,6 @@ def validate(cfg, choices: dict | None = None) -> None:
         tree = {k: v for k, v in dict(cfg).items() if k != "hydra"}
     if choices is None:
         try:
-            from hydra.core.hydra_config import HydraConfig
             choices = dict(HydraConfig.get().runtime.choices)
         except ValueError:      # not inside a Hydra run (a test, the Python API)
             choices = {}
@@ -404,8 +397,6 @@ def _torch_checkpoint(path) -> bool:
     """Whether `path` is a file torch.save wrote (its zip format: an archive holding data.pkl), read
     without torch, so a wrong or truncated file is refused before a run folder or W&B run exists.
     Whether its weights fit the model is known only once the model is built."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(Path(path).expanduser()) as z:
             return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
@@ -422,8 +413,6 @@ def _node(tree: dict, key: str):
 def _part_problems(tree: dict, parts: dict) -> None:
     """Ask every part whose schema has rules of its own (`problems(node, ctx)`, odex/schema.py)
     and raise the first problem as the one-line error, named by its full key."""
-    from odex import schema
-
     data_cls, grad_cls = parts.get("dataset"), parts.get("grad")
     data = data_cls.data_shape(tree["dataset"]) if data_cls is not None else None
     for key, cls in parts.items():
@@ -440,21 +429,15 @@ def _part_problems(tree: dict, parts: dict) -> None:
 def _part_of(group: str, name: str):
     """The schema of odex's choice conf/<group>/<name>.yaml, by its `_target_` (following the
     YAML's defaults list to the choice it extends); None for a choice without one."""
-    import yaml
-
-    from odex.schema import by_target
-
     node = yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}
     if "_target_" not in node:
         bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
         return _part_of(group, bases[0]) if bases else None
-    return by_target().get(node["_target_"])
+    return schema.by_target().get(node["_target_"])
 
 
 def _yaml_key(group: str, name: str, key: str):
     """One key of odex's choice conf/<group>/<name>.yaml, as written there."""
-    import yaml
-
     return (yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}).get(key)
 
 
@@ -478,8 +461,6 @@ def _use_instead(needs) -> str:
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     """Values that are fine alone but not together, and the combinations of parts that cannot work,
     each asked of what the parts declare (odex/schema.py)."""
-    from odex import schema
-
     ds, solver, trainer = tree["dataset"], tree["solver"], tree["trainer"]
     model_cls, grad_cls, obj_cls = parts["model"], parts["grad"], parts["objective"]
     c = lambda g: _choice(choices, g, tree[g]["_target_"])          # noqa: E731
@@ -492,7 +473,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     # trainer.device
     device = trainer.get("device")
     if parts["trainer"] is not None and isinstance(device, str):
-        import re
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
             raise refuse("trainer.device", device, "must be auto, cpu, cuda or cuda:N")
     init_from = trainer.get("init_from")
@@ -617,8 +597,6 @@ def _compose(config_name: str, overrides: list[str]):
 
 @functools.lru_cache(maxsize=16)
 def _compose_cached(config_name: str, overrides: tuple[str, ...]):
-    from hydra import compose, initialize_config_dir
-
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name, overrides=list(overrides), return_hydra_config=True)
 
@@ -632,8 +610,6 @@ def _groups() -> dict[str, list[str]]:
 
 def _node_at(cfg, dotted: str):
     """The deepest existing node on the path `dotted`, its key, and the first missing part."""
-    from omegaconf import OmegaConf
-
     node, done = cfg, []
     for part in dotted.split("."):
         if OmegaConf.is_dict(node) and part in node:
@@ -645,8 +621,6 @@ def _node_at(cfg, dotted: str):
 
 def _explain(override, previous: list[str], config_name: str, error: Exception) -> ConfigError:
     """One line for the override that Hydra could not compose."""
-    from omegaconf import OmegaConf
-
     key = override.get_key_element()
     bare = key.lstrip("+~")
     text = override.input_line
@@ -661,8 +635,7 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
             wrong = [v for v in values if v not in groups[bare]] or values
             return ConfigError(f"{bare}={value}: {bare} must be one of {', '.join(groups[bare])}"
                                f"{_suggest(wrong[0], groups[bare]) if wrong else ''}")
-        from odex.schema import TOP_LEVEL
-        known = sorted(set(groups) | set(TOP_LEVEL))
+        known = sorted(set(groups) | set(schema.TOP_LEVEL))
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare, known)}; "
                            f"odex's config groups: {', '.join(g for g in known if g != 'sweep')}")
     try:
@@ -670,8 +643,7 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
     except Exception:  # noqa: BLE001
         return ConfigError(f"{text}: {hydra_msg}")
     if bare.split(".")[0] not in cfg and bare.split(".")[0] not in groups:
-        from odex.schema import TOP_LEVEL
-        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], TOP_LEVEL)}")
+        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], schema.TOP_LEVEL)}")
     node, found, missing = _node_at(cfg, bare)
     if missing is not None and found in ("eval", "callbacks") and missing in groups.get(found, []):
         chosen = [k for k in (node.keys() if OmegaConf.is_dict(node) else [])]
@@ -699,8 +671,6 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
 
 def _first_bad_override(config_name: str, overrides: list[str], error: Exception) -> ConfigError:
     """Compose with more and more of the overrides until it fails: that one is to blame."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     for i, text in enumerate(overrides):
         try:
@@ -741,8 +711,6 @@ def _comma_without_multirun(parsed) -> ConfigError:
 
 def _parse_all(overrides: list[str]) -> list:
     """Every override read by Hydra's grammar, or the one-line error for the first it cannot read."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser, parsed = OverridesParser.create(), []
     for text in overrides:
         try:
@@ -755,10 +723,6 @@ def _parse_all(overrides: list[str]) -> list:
 def _compose_multirun(config_name: str, overrides: list[str]):
     """The config Hydra composes before a multirun's first job (for its own settings: sweeper,
     launcher, sweep folder): every swept group at its default, every other override applied."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return GlobalHydra.instance().hydra.compose_config(
             config_name=config_name, overrides=list(overrides), run_mode=RunMode.MULTIRUN,
@@ -797,9 +761,6 @@ def check_output_folder(key: str, path) -> None:
     odex-report's --out): not a file, and a folder can be made there. Probes with a temporary
     folder in the nearest existing parent, removed at once (os.access says yes to root everywhere,
     /proc included); an existing folder is only looked at."""
-    import os
-    import tempfile
-
     p = Path(os.path.expanduser(str(path)))
     if p.exists() and not p.is_dir():
         raise refuse(key, str(path), "is a file, not a folder")
@@ -825,10 +786,6 @@ def check_hydra(cfg, multirun: bool) -> None:
     """Hydra's own settings odex's runs depend on, before Hydra acts on them: the output folder,
     and in a multirun the launcher's and the sweeper's values (odex/schema.py HYDRA_TARGETS; their
     keys and types Hydra's structured configs already check at composition)."""
-    from omegaconf import OmegaConf
-
-    from odex import schema
-
     folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
         folder = OmegaConf.select(cfg, folder_key)
@@ -860,8 +817,6 @@ def check_environment(cfg) -> None:
     exists (else the run fails seconds later, its folder made): CUDA for trainer.device=cuda[:N]
     and torch.compile's backend for trainer.compile=<name> (torch is imported for those questions
     only), a W&B key for logger.mode=online."""
-    from omegaconf import OmegaConf
-
     device = OmegaConf.select(cfg, "trainer.device", default=None)
     if isinstance(device, str) and device.startswith("cuda"):
         import torch
@@ -881,8 +836,6 @@ def check_environment(cfg) -> None:
     except Exception:  # noqa: BLE001 -- an interpolation only a run resolves
         mode = None
     if mode == "online":
-        import os
-
         from odex.tracking.tracker import _netrc_has_wandb
         if not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
             raise refuse("logger.mode", "online", "needs a W&B API key: run `wandb login` or set WANDB_API_KEY "
@@ -892,8 +845,6 @@ def check_environment(cfg) -> None:
 def _plus_keys(overrides: list[str]) -> None:
     """`+group.key=value` adds a key odex's parts do not read (its class would be given an
     argument it does not take, or the key silently ignored): refused."""
-    from odex.schema import TOP_LEVEL
-
     for text in overrides:
         key, _, value = text.partition("=")
         if key.startswith("+") and not key.startswith("++"):
@@ -901,7 +852,7 @@ def _plus_keys(overrides: list[str]) -> None:
             parts = bare.split(".")
             if parts[0] in ("eval", "callbacks") and len(parts) >= 3 and parts[1] not in _groups().get(parts[0], []):
                 continue      # a new named entry of a list-valued group (a class of your own): allowed
-            if "." in bare and bare.split(".")[0] in TOP_LEVEL:
+            if "." in bare and bare.split(".")[0] in schema.TOP_LEVEL:
                 raise ConfigError(f"{text}: adds a key that {bare.split('.')[0]} does not have; "
                                   f"drop the + to set an existing key")
 
@@ -921,9 +872,6 @@ def check_composed(config_name: str, overrides: list[str], *, validate_too: bool
 def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
     """The jobs of a basic-sweeper multirun (the cartesian product of the sweep overrides), or None
     for another sweeper."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parsed = OverridesParser.create().parse_overrides(overrides)
     batches = BasicSweeper.split_arguments(parsed, None)
     return [list(job) for batch in batches for job in batch]
@@ -934,10 +882,6 @@ def help_groups() -> str:
     choices, the default starred (from conf/train.yaml's defaults list), and Hydra's launchers (odex's
     own in conf/hydra/launcher/ and those the installed plugins register). Internal folders such as
     dataset/shared are no choice and are not listed."""
-    import textwrap
-
-    import yaml
-
     root = Path(config_dir())
     defaults = {}
     for entry in yaml.safe_load((root / "train.yaml").read_text()).get("defaults", []):
@@ -946,7 +890,6 @@ def help_groups() -> str:
     rows = {g: [f"{c}*" if c == defaults.get(g) else c for c in choices] for g, choices in _groups().items()}
     launchers = {p.stem for p in (root / "hydra" / "launcher").glob("*.yaml")}
     try:
-        from hydra.core.config_store import ConfigStore
         launchers |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher")}
     except Exception:  # noqa: BLE001 -- plugins not loaded: odex's own launchers only
         pass
@@ -958,8 +901,6 @@ def help_groups() -> str:
 
 
 def _register_help() -> None:
-    from omegaconf import OmegaConf
-
     if not OmegaConf.has_resolver("odex_help_groups"):
         OmegaConf.register_new_resolver("odex_help_groups", help_groups)
 
@@ -968,10 +909,6 @@ def preflight(argv: list[str]) -> list[str]:
     """The torch-free first stage of `odex-train`: parse the command line as Hydra does, compose
     and validate. A mistake ends here with one stderr line and exit status 2, before Hydra creates
     a run folder. Returns the arguments to hand to Hydra (the same ones)."""
-    import sys
-
-    from hydra._internal.utils import get_args_parser
-
     args, _ = get_args_parser().parse_known_args(argv)
     _register_help()         # --help's page lists conf/'s groups through this resolver
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
