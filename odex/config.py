@@ -41,13 +41,6 @@ def config_dir() -> str:
     for candidate in (here / "conf", here.parent / "conf"):
         if (candidate / "train.yaml").is_file():
             return str(candidate)
-    try:   # an editable install maps the package odex.conf to the repository's conf/
-        from importlib.resources import files
-        path = Path(str(files("odex.conf")))
-        if (path / "train.yaml").is_file():
-            return str(path)
-    except (ModuleNotFoundError, TypeError):
-        pass
     raise RuntimeError(f"odex's configs are missing: no train.yaml next to {here}")
 
 
@@ -98,6 +91,15 @@ def refuse(key: str, value, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={show(value)}: {allowed}")
 
 
+# the plain types of odex/schema.py: what each allows, in words, and whether a value fits it
+_PLAIN = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
+
 def describe(ann) -> str:
     """What an annotation of odex/schema.py allows, in words."""
     origin, args = typing.get_origin(ann), typing.get_args(ann)
@@ -120,14 +122,8 @@ def describe(ann) -> str:
         return f"a list of ({describe(args[0])})" if args else "a list"
     if origin is dict:
         return f"a mapping of names to ({describe(args[1])})"
-    if ann is bool:
-        return "true or false"
-    if ann is int:
-        return "an integer"
-    if ann is float:
-        return "a number"
-    if ann is str:
-        return "a string"
+    if ann in _PLAIN:
+        return _PLAIN[ann][0]
     if ann is schema.Radius:
         return "a radius >= 0 (a number, or a fraction such as 8/255)"
     if ann is schema.SolverMethod:
@@ -191,20 +187,8 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         for k, v in value.items():
             check_value(v, args[1], f"{key}.{k}", where)
         return
-    if ann is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return
-    if ann is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return
-    if ann is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad()
-        return
-    if ann is str:
-        if not isinstance(value, str):
+    if ann in _PLAIN:
+        if not _PLAIN[ann][1](value):
             raise bad()
         return
     if ann is schema.SolverMethod:
@@ -404,12 +388,6 @@ def _torch_checkpoint(path) -> bool:
         return False
 
 
-def _node(tree: dict, key: str):
-    for part in key.split("."):
-        tree = tree[part]
-    return tree
-
-
 def _part_problems(tree: dict, parts: dict) -> None:
     """Ask every part whose schema has rules of its own (`problems(node, ctx)`, odex/schema.py)
     and raise the first problem as the one-line error, named by its full key."""
@@ -419,7 +397,7 @@ def _part_problems(tree: dict, parts: dict) -> None:
         rules = getattr(cls, "problems", None) if cls is not None else None
         if rules is None:
             continue
-        node = _node(tree, key)
+        node = functools.reduce(dict.get, key.split("."), tree)      # eval.pgd: tree["eval"]["pgd"]
         ctx = schema.Context(data=data, solver=tree["solver"], key=key,
                              grad=grad_cls.supports if grad_cls is not None else None)
         for p in rules(node, ctx):
@@ -429,16 +407,16 @@ def _part_problems(tree: dict, parts: dict) -> None:
 def _part_of(group: str, name: str):
     """The schema of odex's choice conf/<group>/<name>.yaml, by its `_target_` (following the
     YAML's defaults list to the choice it extends); None for a choice without one."""
-    node = yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}
+    node = _conf(group, name)
     if "_target_" not in node:
         bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
         return _part_of(group, bases[0]) if bases else None
     return schema.by_target().get(node["_target_"])
 
 
-def _yaml_key(group: str, name: str, key: str):
-    """One key of odex's choice conf/<group>/<name>.yaml, as written there."""
-    return (yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}).get(key)
+def _conf(group: str, name: str) -> dict:
+    """odex's choice conf/<group>/<name>.yaml, as written there."""
+    return yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}
 
 
 def _choices_where(group: str, test) -> str:
@@ -562,7 +540,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     solves = obj_cls is None or obj_cls.solves_in_training
     if not supports.adaptive_solvers and not fixed:
         fixed_solvers = [n for n in _groups().get("solver", [])
-                         if schema.is_fixed_step(_yaml_key("solver", n, "method"))]
+                         if schema.is_fixed_step(_conf("solver", n).get("method"))]
         raise refuse("grad", g.split("=", 1)[1], f"{g} recomputes a fixed-step solve, but solver.method={method} "
                      f"is adaptive: use solver={', '.join(fixed_solvers[:-1])} or {fixed_solvers[-1]} with solver.steps=N")
     if traits.tuple_state and not supports.tuple_states:
@@ -589,14 +567,10 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
 USAGE_ERROR = 2      # the shell's status for a usage error
 
 
-def _compose(config_name: str, overrides: list[str]):
+@functools.lru_cache(maxsize=16)
+def _compose(config_name: str, overrides: tuple[str, ...]):
     """Hydra's composition, as `odex-train` will do it (read-only use: cached per override list,
     since finding the override to blame composes the same prefixes again)."""
-    return _compose_cached(config_name, tuple(overrides))
-
-
-@functools.lru_cache(maxsize=16)
-def _compose_cached(config_name: str, overrides: tuple[str, ...]):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name, overrides=list(overrides), return_hydra_config=True)
 
@@ -639,7 +613,7 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare, known)}; "
                            f"odex's config groups: {', '.join(g for g in known if g != 'sweep')}")
     try:
-        cfg = _compose(config_name, previous)
+        cfg = _compose(config_name, tuple(previous))
     except Exception:  # noqa: BLE001
         return ConfigError(f"{text}: {hydra_msg}")
     if bare.split(".")[0] not in cfg and bare.split(".")[0] not in groups:
@@ -671,18 +645,15 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
 
 def _first_bad_override(config_name: str, overrides: list[str], error: Exception) -> ConfigError:
     """Compose with more and more of the overrides until it fails: that one is to blame."""
-    parser = OverridesParser.create()
-    for i, text in enumerate(overrides):
-        try:
-            parsed = parser.parse_override(text)
-        except Exception as e:  # noqa: BLE001 -- Hydra's grammar: one line from its message
-            return _grammar_error(text, e)
-        if parsed.is_sweep_override():      # only a single run composes a sweep value: -m is missing
-            return _comma_without_multirun(parsed)
+    for i, (text, parsed) in enumerate(zip(overrides, _parse_all(overrides))):
+        if parsed.is_sweep_override():      # eval=clean,pgd without -m: a single run composes a sweep value
+            key, _, value = text.partition("=")
+            return ConfigError(f"{text}: a comma-separated value is a sweep: use -m (one job per value), "
+                               f"or {key}=[{value}] for a list")
         try:
             if i == len(overrides) - 1:
                 raise error            # all before it composed: this one is to blame
-            _compose(config_name, overrides[: i + 1])
+            _compose(config_name, tuple(overrides[: i + 1]))
         except Exception as e:  # noqa: BLE001
             try:
                 return _explain(parsed, overrides[:i], config_name, e)
@@ -699,14 +670,6 @@ def _grammar_error(text: str, error: Exception) -> ConfigError:
     key = text.split("=", 1)[0] if "=" in text else text
     return ConfigError(f"{text}: Hydra cannot read this override ({first}); write a sweep as {key}=a,b "
                        f"(with -m), a list as {key}=[a,b], text with commas in quotes: {key}='a,b'")
-
-
-def _comma_without_multirun(parsed) -> ConfigError:
-    """`eval=clean,pgd` without -m: both values may be valid; the brackets or -m are missing."""
-    text = parsed.input_line
-    key, _, value = text.partition("=")
-    return ConfigError(f"{text}: a comma-separated value is a sweep: use -m (one job per value), "
-                       f"or {key}=[{value}] for a list")
 
 
 def _parse_all(overrides: list[str]) -> list:
@@ -747,7 +710,7 @@ def _explain_multirun(config_name: str, overrides: list[str], parsed: list, erro
         key = o.get_key_element().lstrip("+~")
         group = key.split(".")[0]
         if group in swept_groups:
-            default = _compose(config_name, []).hydra.runtime.choices.get(group)
+            default = _compose(config_name, ()).hydra.runtime.choices.get(group)
             return ConfigError(f"{o.input_line}: a multirun is first composed with {group}={default} (the "
                                f"default, before the sweep over {group}), which has no key "
                                f"{key.split('.', 1)[1]!r}: write ++{key}={o.input_line.split('=', 1)[1]} "
@@ -861,7 +824,7 @@ def check_composed(config_name: str, overrides: list[str], *, validate_too: bool
     """Compose like Hydra and validate; returns the composed config or raises `ConfigError`."""
     _plus_keys(overrides)
     try:
-        cfg = _compose(config_name, overrides)
+        cfg = _compose(config_name, tuple(overrides))
     except Exception as e:  # noqa: BLE001 -- any composition error: find the override to blame
         raise _first_bad_override(config_name, overrides, e) from None
     if validate_too:
@@ -900,17 +863,13 @@ def help_groups() -> str:
                                    subsequent_indent=" " * (width + 2)) for g, choices in rows.items())
 
 
-def _register_help() -> None:
-    if not OmegaConf.has_resolver("odex_help_groups"):
-        OmegaConf.register_new_resolver("odex_help_groups", help_groups)
-
-
 def preflight(argv: list[str]) -> list[str]:
     """The torch-free first stage of `odex-train`: parse the command line as Hydra does, compose
     and validate. A mistake ends here with one stderr line and exit status 2, before Hydra creates
     a run folder. Returns the arguments to hand to Hydra (the same ones)."""
     args, _ = get_args_parser().parse_known_args(argv)
-    _register_help()         # --help's page lists conf/'s groups through this resolver
+    if not OmegaConf.has_resolver("odex_help_groups"):     # --help's page lists conf/'s groups through it
+        OmegaConf.register_new_resolver("odex_help_groups", help_groups)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
             or args.config_path or args.experimental_rerun:
         return argv
