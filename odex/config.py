@@ -322,12 +322,13 @@ def validate(cfg, choices: dict | None = None) -> None:
             hint = _suggest(name, schema.TOP_LEVEL)
             raise refuse(name, value, f"not a key odex reads{hint}; odex's config groups: "
                                       f"{', '.join(schema.TOP_LEVEL)}")
-    for name in ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger"):
-        if name not in tree or tree[name] is None:
+    required = ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger")
+    for name in required:
+        if tree.get(name) is None:
             raise refuse(name, None, f"choose one of conf/{name}/")
 
     parts: dict[str, Any] = {}
-    for group in ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger"):
+    for group in required:
         node = tree[group]
         cls = _schema_for(group, node, group, choices)
         parts[group] = cls
@@ -354,9 +355,7 @@ def validate(cfg, choices: dict | None = None) -> None:
                                  "(eval=clean, or eval=[clean,pgd] for several)")
 
     for group in ("eval", "callbacks"):
-        entries = tree.get(group)
-        if entries is None:
-            entries = {}
+        entries = {} if tree.get(group) is None else tree[group]
         if not isinstance(entries, dict):
             raise refuse(group, entries, f"choose entries of conf/{group}/: {group}=[a,b]")
         for name, node in entries.items():
@@ -364,10 +363,9 @@ def validate(cfg, choices: dict | None = None) -> None:
             if node is None:
                 continue
             if isinstance(node, dict) and "_target_" not in node:
-                if name not in _groups().get(group, []):
+                if name not in (ours := _groups().get(group, [])):
                     raise refuse(f"{key}._target_", None, f"{group}.{name} is not one of conf/{group}/ "
-                                 f"({', '.join(_groups().get(group, []))}){_suggest(name, _groups().get(group, []))}; "
-                                 f"an entry of your own needs a _target_")
+                                 f"({', '.join(ours)}){_suggest(name, ours)}; an entry of your own needs a _target_")
                 continue       # an experiment's settings for an entry the command line left out (not built)
             cls = _schema_for(group, node, key, {}, f"{group}={name}")
             if cls is not None:
@@ -448,23 +446,22 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     # each part's own rules (a schema's `problems`): the solver's step, an evaluation's solver,
     # sizes against the dataset's shape, torch's own argument rules, file names, ...
     _part_problems(tree, parts)
-    # trainer.device
-    device = trainer.get("device")
-    if parts["trainer"] is not None and isinstance(device, str):
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+    device, init_from = trainer.get("device"), trainer.get("init_from")
+    if parts["trainer"] is not None:
+        if isinstance(device, str) and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
             raise refuse("trainer.device", device, "must be auto, cpu, cuda or cuda:N")
-    init_from = trainer.get("init_from")
-    if parts["trainer"] is not None and isinstance(init_from, str) and not Path(init_from).expanduser().is_file():
-        raise refuse("trainer.init_from", init_from, "no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
-    if parts["trainer"] is not None and isinstance(init_from, str) and not _torch_checkpoint(init_from):
-        raise refuse("trainer.init_from", init_from, "not a checkpoint torch saved (odex writes "
-                                                     "<run folder>/checkpoints/last.pt)")
+        if isinstance(init_from, str) and not Path(init_from).expanduser().is_file():
+            raise refuse("trainer.init_from", init_from, "no such file (an odex checkpoint, e.g. "
+                                                         "<run folder>/checkpoints/last.pt)")
+        if isinstance(init_from, str) and not _torch_checkpoint(init_from):
+            raise refuse("trainer.init_from", init_from, "not a checkpoint torch saved (odex writes "
+                                                         "<run folder>/checkpoints/last.pt)")
     model = tree["model"]      # (a preset must be one of the model's: its schema's rules, odex/schema.py)
     # eval=pgd: something to attack
     pgd = (tree.get("eval") or {}).get("pgd")
-    if parts.get("eval.pgd") is not None and pgd.get("linf") is None and pgd.get("l2") is None:
-        raise refuse("eval.pgd.l2", None, "with eval.pgd.linf null too, eval=pgd attacks nothing")
     if parts.get("eval.pgd") is not None:
+        if pgd.get("linf") is None and pgd.get("l2") is None:
+            raise refuse("eval.pgd.l2", None, "with eval.pgd.linf null too, eval=pgd attacks nothing")
         losses = [pgd["losses"]] if isinstance(pgd.get("losses"), str) else list(pgd.get("losses") or [])
         if len(set(losses)) < len(losses):
             raise refuse("eval.pgd.losses", losses, "must name each loss once (ce, dlr)")
@@ -616,23 +613,22 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
         cfg = _compose(config_name, tuple(previous))
     except Exception:  # noqa: BLE001
         return ConfigError(f"{text}: {hydra_msg}")
-    if bare.split(".")[0] not in cfg and bare.split(".")[0] not in groups:
-        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], schema.TOP_LEVEL)}")
+    group = bare.split(".")[0]
+    if group not in cfg and group not in groups:
+        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(group, schema.TOP_LEVEL)}")
     node, found, missing = _node_at(cfg, bare)
     if missing is not None and found in ("eval", "callbacks") and missing in groups.get(found, []):
-        chosen = [k for k in (node.keys() if OmegaConf.is_dict(node) else [])]
+        chosen = list(node.keys()) if OmegaConf.is_dict(node) else []
         return ConfigError(f"{bare}={value}: {found}.{missing} exists only when chosen: add "
                            f"{found}=[{','.join([*map(str, chosen), missing])}]")
-    group = bare.split(".")[0]
     if missing is not None and node is None and group in groups and found != group:
         choice = cfg.hydra.runtime.choices.get(group)
         return ConfigError(f"{bare}={value}: {found} is null with {group}={choice}: choose another {group} "
                            f"first ({', '.join(c for c in groups[group] if c != choice)})")
     if missing is not None and OmegaConf.is_dict(node):
         keys = [k for k in node.keys() if not str(k).startswith("_")]
-        where = found or "the config"
         choice = cfg.hydra.runtime.choices.get(found) if found in groups else None
-        where = f"{found}={choice}" if choice else where
+        where = f"{found}={choice}" if choice else found or "the config"
         return ConfigError(f"{bare}={value}: {where} has no key {missing!r}{_suggest(missing, keys)}; "
                            f"its keys: {', '.join(map(str, keys))}")
     if missing is not None:
