@@ -474,12 +474,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
                 and not parts["dataset"].images:
             raise refuse("eval", key.split(".", 1)[1],
                          f"attacks pixels in [0, 1]; {c('dataset')} holds vectors that are not in [0, 1] (use image data)")
-    for key in ("eval.autoattack.solver", "eval.square.solver"):     # pgd, dynamics: their schemas' problems
-        group, name, _ = key.split(".")
-        node = ((tree.get(group) or {}).get(name) or {}).get("solver")
-        if parts.get(f"{group}.{name}") is not None and node and schema.is_fixed_step(node.get("method", "dopri5")) \
-                and node.get("steps") is None and node.get("step_size") is None:
-            raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
     transfer = (tree.get("eval") or {}).get("transfer") or {}
     if parts.get("eval.transfer") is not None and sum(v is None for v in (transfer.get("solvers") or {}).values()) != 1:
         raise refuse("eval.transfer.solvers", transfer.get("solvers"), "needs exactly one setting that is null "
