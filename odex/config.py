@@ -91,12 +91,14 @@ def refuse(key: str, value, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={show(value)}: {allowed}")
 
 
-# the plain types of odex/schema.py: what each allows, in words, and whether a value fits it
+# the plain types of odex/schema.py (and its radius): what each allows, in words, and whether a value fits it
 _PLAIN = {
     bool: ("true or false", lambda v: isinstance(v, bool)),
     int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
     str: ("a string", lambda v: isinstance(v, str)),
+    schema.Radius: ("a radius >= 0 (a number, or a fraction such as 8/255)",
+                    lambda v: schema.Radius.parse(v) is not None),
 }
 
 
@@ -124,8 +126,6 @@ def describe(ann) -> str:
         return f"a mapping of names to ({describe(args[1])})"
     if ann in _PLAIN:
         return _PLAIN[ann][0]
-    if ann is schema.Radius:
-        return "a radius >= 0 (a number, or a fraction such as 8/255)"
     if ann is schema.SolverMethod:
         return "one of " + ", ".join(tableau.names()) + ", or the path <module>.<NAME> of a ButcherTableau of your own"
     if is_dataclass(ann):
@@ -201,10 +201,6 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         except LookupError as e:
             raise refuse(key, value, f"{e} (solver.method is one of {', '.join(tableau.names())}, or the "
                                      "path <module>.<NAME> of a ButcherTableau of your own)") from None
-        return
-    if ann is schema.Radius:
-        if schema.Radius.parse(value) is None:
-            raise bad()
         return
     if is_dataclass(ann):
         if not isinstance(value, dict):
@@ -310,12 +306,9 @@ def validate(cfg, choices: dict | None = None) -> None:
                 raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
     else:
         tree = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    if choices is None:
-        try:
-            choices = dict(HydraConfig.get().runtime.choices)
-        except ValueError:      # not inside a Hydra run (a test, the Python API)
-            choices = {}
-    choices = dict(choices or {})
+    if choices is None:         # outside a Hydra run (a test, the Python API): none
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    choices = dict(choices)
 
     for name, value in tree.items():
         if name not in schema.TOP_LEVEL:
@@ -750,19 +743,14 @@ def check_hydra(cfg, multirun: bool) -> None:
         return
     for node_key, table in schema.HYDRA_TARGETS.items():
         node = OmegaConf.select(cfg, node_key)
-        if node is None:
-            continue
-        cls = table.get(str(node.get("_target_")))
-        if cls is None:
-            continue
-        known = schema.schema_fields(cls)
-        for name in known:
-            if name in node:
-                try:
-                    value = OmegaConf.to_container(node, resolve=True)[name]
-                except Exception:  # noqa: BLE001 -- an interpolation of the sweep folder: not a range
-                    continue
-                check_value(value, known[name], f"{node_key}.{name}")
+        cls = table.get(str(node.get("_target_"))) if node is not None else None
+        known = schema.schema_fields(cls) if cls is not None else {}
+        for name in (n for n in known if n in node):
+            try:
+                value = OmegaConf.to_container(node, resolve=True)[name]
+            except Exception:  # noqa: BLE001 -- an interpolation of the sweep folder: not a range
+                continue
+            check_value(value, known[name], f"{node_key}.{name}")
 
 
 def check_environment(cfg) -> None:
@@ -805,9 +793,9 @@ def _plus_keys(overrides: list[str]) -> None:
             parts = bare.split(".")
             if parts[0] in ("eval", "callbacks") and len(parts) >= 3 and parts[1] not in _groups().get(parts[0], []):
                 continue      # a new named entry of a list-valued group (a class of your own): allowed
-            if "." in bare and bare.split(".")[0] in schema.TOP_LEVEL:
-                raise ConfigError(f"{text}: adds a key that {bare.split('.')[0]} does not have; "
-                                  f"drop the + to set an existing key")
+            if "." in bare and parts[0] in schema.TOP_LEVEL:
+                raise ConfigError(f"{text}: adds a key that {parts[0]} does not have; "
+                                  "drop the + to set an existing key")
 
 
 def check_composed(config_name: str, overrides: list[str], *, validate_too: bool = True):
@@ -820,14 +808,6 @@ def check_composed(config_name: str, overrides: list[str], *, validate_too: bool
     if validate_too:
         validate(cfg, dict(cfg.hydra.runtime.choices))
     return cfg
-
-
-def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
-    """The jobs of a basic-sweeper multirun (the cartesian product of the sweep overrides), or None
-    for another sweeper."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
 
 
 def help_groups() -> str:
@@ -882,8 +862,8 @@ def preflight(argv: list[str]) -> list[str]:
                 raise ConfigError(f"{o.input_line}: Hydra does not sweep its own settings (hydra.*): one "
                                   "value per multirun")
         _plus_keys(overrides)
-        try:
-            jobs = _sweep_jobs(overrides)
+        try:        # the basic sweeper's jobs: the cartesian product of the sweep overrides
+            jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         except Exception:  # noqa: BLE001 -- another sweeper's syntax (Optuna's interval(...)): per job
             jobs = None
         if jobs is not None:
