@@ -61,8 +61,7 @@ def build(node, **kwargs):
         if isinstance(cause, OdexError):
             raise cause from e
         if isinstance(e.__cause__, TypeError) or "_target_" in str(e):
-            msg = " ".join(str(e).split())
-            raise ConfigError(f"bad configuration: {msg}") from e
+            raise ConfigError(f"bad configuration: {' '.join(str(e).split())}") from e
         raise
     except TypeError as e:      # a wrong key reaches the constructor only once called
         if kwargs and "argument" in str(e):
@@ -154,10 +153,8 @@ def check_value(value, ann, key: str, where: str = "") -> None:
                 raise bad()
         return
     if origin is typing.Union:
-        if value is None:
-            if type(None) in args:
-                return
-            raise bad()
+        if value is None and type(None) in args:
+            return
         options = [a for a in args if a is not type(None)]
         if isinstance(value, dict):          # a mapping: the one structured choice decides, with its own message
             for a in options:
@@ -281,10 +278,7 @@ def _searchpath(cfg) -> list:
     """hydra.searchpath of the composed config (with its hydra node), or of the running Hydra job."""
     if isinstance(cfg, DictConfig) and "hydra" in cfg:
         return list(OmegaConf.select(cfg, "hydra.searchpath", default=None) or [])
-    try:
-        return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
-    except Exception:  # noqa: BLE001 -- no Hydra run (the Python API): nothing to add
-        return []
+    return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []     # none: the Python API
 
 
 def validate(cfg, choices: dict | None = None) -> None:
@@ -295,9 +289,7 @@ def validate(cfg, choices: dict | None = None) -> None:
     plugins.on_path(plugins.folders(_searchpath(cfg)))      # the user's own parts' .py, beside their YAMLs
     if isinstance(cfg, DictConfig):
         tree = {}
-        for name in cfg:
-            if name == "hydra":
-                continue
+        for name in (n for n in cfg if n != "hydra"):
             try:
                 node = cfg[name]
                 tree[name] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
@@ -385,7 +377,7 @@ def _part_problems(tree: dict, parts: dict) -> None:
     data_cls, grad_cls = parts.get("dataset"), parts.get("grad")
     data = data_cls.data_shape(tree["dataset"]) if data_cls is not None else None
     for key, cls in parts.items():
-        rules = getattr(cls, "problems", None) if cls is not None else None
+        rules = getattr(cls, "problems", None)
         if rules is None:
             continue
         node = functools.reduce(dict.get, key.split("."), tree)      # eval.pgd: tree["eval"]["pgd"]
@@ -476,7 +468,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
                 and node.get("step_size") is None:
             raise refuse(f"eval.transfer.solvers.{name}.steps", None,
                          f"method {node.get('method')} is fixed-step: set steps or step_size")
-    # schedule piecewise_linear: points rise from 0 to 1, as many factors
     sch = (tree.get("schedule") or {}).get("scheduler") or {}
     if sch.get("_target_") == "odex.optim.schedules.PiecewiseLinear":
         pts, fac = list(sch.get("points", [])), list(sch.get("factors", []))
@@ -484,7 +475,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
             raise refuse("schedule.scheduler.points", pts, "must rise strictly from 0 to 1")
         if len(fac) != len(pts):
             raise refuse("schedule.scheduler.factors", fac, f"must have as many entries as points ({len(pts)})")
-    # augmentation and validation split
     if parts["dataset"] is not None and ds.get("augment") not in (False, None) and not parts["dataset"].images:
         raise refuse("dataset.augment", ds["augment"], f"random crops and flips need images; {c('dataset')} "
                                                        "has vectors: set dataset.augment=false")
