@@ -723,10 +723,8 @@ def check_hydra(cfg, multirun: bool) -> None:
     and in a multirun the launcher's and the sweeper's values (odex/schema.py HYDRA_TARGETS; their
     keys and types Hydra's structured configs already check at composition)."""
     folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        folder = OmegaConf.select(cfg, folder_key)
-    except Exception:  # noqa: BLE001 -- an interpolation only Hydra's run resolves: checked when made
-        folder = None
+    # None for an interpolation only Hydra's run resolves: checked when made
+    folder = OmegaConf.select(cfg, folder_key, throw_on_resolution_failure=False)
     if folder is not None:
         check_output_folder(folder_key, folder)
     if not multirun:
@@ -762,10 +760,7 @@ def check_environment(cfg) -> None:
     if isinstance(backend, str) and backend.lower() not in ("", "none", "false", "eager", "true", "auto", "inductor"):
         from odex.training.fast_paths import FastPaths     # torch's backends, asked as the run will ask them
         FastPaths(compile=backend)
-    try:
-        mode = OmegaConf.select(cfg, "logger.mode", default=None)
-    except Exception:  # noqa: BLE001 -- an interpolation only a run resolves
-        mode = None
+    mode = OmegaConf.select(cfg, "logger.mode", throw_on_resolution_failure=False)   # None: only a run resolves it
     if mode == "online":
         from odex.tracking.tracker import _netrc_has_wandb
         if not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
@@ -806,10 +801,8 @@ def help_groups() -> str:
     own in conf/hydra/launcher/ and those the installed plugins register). Internal folders such as
     dataset/shared are no choice and are not listed."""
     root = Path(config_dir())
-    defaults = {}
-    for entry in yaml.safe_load((root / "train.yaml").read_text()).get("defaults", []):
-        if isinstance(entry, dict):
-            defaults.update({str(k): v for k, v in entry.items()})
+    entries = yaml.safe_load((root / "train.yaml").read_text()).get("defaults", [])
+    defaults = {str(k): v for entry in entries if isinstance(entry, dict) for k, v in entry.items()}
     rows = {g: [f"{c}*" if c == defaults.get(g) else c for c in choices] for g, choices in _groups().items()}
     launchers = {p.stem for p in (root / "hydra" / "launcher").glob("*.yaml")}
     try:
