@@ -13,15 +13,6 @@ from typing import Any
 log = logging.getLogger("odex")
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def chosen_parts(node, group: str) -> dict[str, Any]:
     """Build a list-valued group (eval=[clean,pgd], callbacks=[swa]): one object per entry. An entry
     with settings but no `_target_` is a choice an experiment configured and the command line left
@@ -56,6 +47,7 @@ def build_run(cfg, *, trainer=None, epochs_done: int = 0, training: bool = True)
     """The run's parts for the composed, validated `cfg`. `trainer`: cfg.trainer already built;
     `epochs_done`: epochs a resumed run has behind it (trainer.compile=auto weighs the rest);
     `training=False` (an evaluation): trainer.compile=auto stays eager, no probe."""
+    import numpy as np
     import torch
 
     from odex.config import build
@@ -64,7 +56,9 @@ def build_run(cfg, *, trainer=None, epochs_done: int = 0, training: bool = True)
 
     trainer = build(cfg.trainer) if trainer is None else trainer
     fast = trainer.fast_paths
-    seed_everything(trainer.seed)
+    random.seed(trainer.seed)
+    np.random.seed(trainer.seed)
+    torch.manual_seed(trainer.seed)
     data = build(cfg.dataset).to(trainer.device)
     solver = build(cfg.solver)
     grad = build(cfg.grad)

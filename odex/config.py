@@ -1,15 +1,38 @@
 """Where the configs are, and instantiation that keeps user errors as one clear line."""
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import textwrap
+import typing
+import zipfile
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from odex import plugins, schema
 from odex.errors import ConfigError, OdexError
+from odex.ode import tableau
 
 
 def config_dir() -> str:
@@ -18,13 +41,6 @@ def config_dir() -> str:
     for candidate in (here / "conf", here.parent / "conf"):
         if (candidate / "train.yaml").is_file():
             return str(candidate)
-    try:   # an editable install maps the package odex.conf to the repository's conf/
-        from importlib.resources import files
-        path = Path(str(files("odex.conf")))
-        if (path / "train.yaml").is_file():
-            return str(path)
-    except (ModuleNotFoundError, TypeError):
-        pass
     raise RuntimeError(f"odex's configs are missing: no train.yaml next to {here}")
 
 
@@ -45,8 +61,7 @@ def build(node, **kwargs):
         if isinstance(cause, OdexError):
             raise cause from e
         if isinstance(e.__cause__, TypeError) or "_target_" in str(e):
-            msg = " ".join(str(e).split())
-            raise ConfigError(f"bad configuration: {msg}") from e
+            raise ConfigError(f"bad configuration: {' '.join(str(e).split())}") from e
         raise
     except TypeError as e:      # a wrong key reaches the constructor only once called
         if kwargs and "argument" in str(e):
@@ -75,13 +90,19 @@ def refuse(key: str, value, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={show(value)}: {allowed}")
 
 
+# the plain types of odex/schema.py (and its radius): what each allows, in words, and whether a value fits it
+_PLAIN = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+    str: ("a string", lambda v: isinstance(v, str)),
+    schema.Radius: ("a radius >= 0 (a number, or a fraction such as 8/255)",
+                    lambda v: schema.Radius.parse(v) is not None),
+}
+
+
 def describe(ann) -> str:
     """What an annotation of odex/schema.py allows, in words."""
-    import typing
-    from dataclasses import fields, is_dataclass
-
-    from odex import schema
-
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Annotated:
         base, metas = args[0], args[1:]
@@ -102,18 +123,9 @@ def describe(ann) -> str:
         return f"a list of ({describe(args[0])})" if args else "a list"
     if origin is dict:
         return f"a mapping of names to ({describe(args[1])})"
-    if ann is bool:
-        return "true or false"
-    if ann is int:
-        return "an integer"
-    if ann is float:
-        return "a number"
-    if ann is str:
-        return "a string"
-    if ann is schema.Radius:
-        return "a radius >= 0 (a number, or a fraction such as 8/255)"
+    if ann in _PLAIN:
+        return _PLAIN[ann][0]
     if ann is schema.SolverMethod:
-        from odex.ode import tableau
         return "one of " + ", ".join(tableau.names()) + ", or the path <module>.<NAME> of a ButcherTableau of your own"
     if is_dataclass(ann):
         return "{" + ", ".join(f.name for f in fields(ann)) + "}"
@@ -122,12 +134,6 @@ def describe(ann) -> str:
 
 def check_value(value, ann, key: str, where: str = "") -> None:
     """Raise the one-line `ConfigError` when `value` (plain Python, resolved) does not fit `ann`."""
-    import math
-    import typing
-    from dataclasses import is_dataclass
-
-    from odex import schema
-
     def bad():
         return refuse(key, value, f"must be {describe(ann)}")
 
@@ -147,10 +153,8 @@ def check_value(value, ann, key: str, where: str = "") -> None:
                 raise bad()
         return
     if origin is typing.Union:
-        if value is None:
-            if type(None) in args:
-                return
-            raise bad()
+        if value is None and type(None) in args:
+            return
         options = [a for a in args if a is not type(None)]
         if isinstance(value, dict):          # a mapping: the one structured choice decides, with its own message
             for a in options:
@@ -180,24 +184,11 @@ def check_value(value, ann, key: str, where: str = "") -> None:
         for k, v in value.items():
             check_value(v, args[1], f"{key}.{k}", where)
         return
-    if ann is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return
-    if ann is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return
-    if ann is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad()
-        return
-    if ann is str:
-        if not isinstance(value, str):
+    if ann in _PLAIN:
+        if not _PLAIN[ann][1](value):
             raise bad()
         return
     if ann is schema.SolverMethod:
-        from odex.ode import tableau
         if not isinstance(value, str) or "." not in value:
             if value not in tableau.names():
                 raise bad()
@@ -208,10 +199,6 @@ def check_value(value, ann, key: str, where: str = "") -> None:
             raise refuse(key, value, f"{e} (solver.method is one of {', '.join(tableau.names())}, or the "
                                      "path <module>.<NAME> of a ButcherTableau of your own)") from None
         return
-    if ann is schema.Radius:
-        if schema.Radius.parse(value) is None:
-            raise bad()
-        return
     if is_dataclass(ann):
         if not isinstance(value, dict):
             raise bad()
@@ -221,17 +208,13 @@ def check_value(value, ann, key: str, where: str = "") -> None:
 
 
 def _suggest(name: str, known) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
 def check_node(node: dict, cls, key: str, where: str = "") -> None:
     """Every key of `node` is a field of the schema dataclass `cls`, with a value that fits it."""
-    from odex.schema import schema_fields
-
-    known = schema_fields(cls)
+    known = schema.schema_fields(cls)
     for name, value in node.items():
         full = f"{key}.{name}" if key else name
         if name not in known:
@@ -258,16 +241,13 @@ def _schema_for(group: str, node, key: str, choices: dict, where: str = ""):
     """The schema dataclass of the node `key`: odex's own, stated by its `_target_` (odex/schema.py),
     or the one a part of the user's own declares (odex/plugins.py: its module is imported). None for
     a part of the user's own without one: then its signature says which keys it takes."""
-    from odex import plugins
-    from odex.schema import by_target
-
     if not isinstance(node, dict):
         raise refuse(key, node, f"must be a config group: choose {group}=<name> (see conf/{group.split('.')[0]}/)")
     target = node.get("_target_")
     if target is None:
         raise refuse(f"{key}._target_", None, "every part names the class that builds it")
-    if target in by_target():
-        return by_target()[target]
+    if target in schema.by_target():
+        return schema.by_target()[target]
     try:
         obj = plugins.locate(target)
     except LookupError as e:
@@ -281,8 +261,6 @@ def _schema_for(group: str, node, key: str, choices: dict, where: str = ""):
 def _check_signature(node: dict, obj, key: str, where: str) -> None:
     """A part of the user's own without a schema: every key is a parameter of its constructor (or
     function), unless it takes **kwargs. Hydra's own keys (_target_, _partial_, ...) aside."""
-    import inspect
-
     try:
         params = inspect.signature(obj).parameters
     except (TypeError, ValueError):
@@ -298,15 +276,9 @@ def _check_signature(node: dict, obj, key: str, where: str) -> None:
 
 def _searchpath(cfg) -> list:
     """hydra.searchpath of the composed config (with its hydra node), or of the running Hydra job."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig) and "hydra" in cfg:
         return list(OmegaConf.select(cfg, "hydra.searchpath", default=None) or [])
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
-    except Exception:  # noqa: BLE001 -- no Hydra run (the Python API): nothing to add
-        return []
+    return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []     # none: the Python API
 
 
 def validate(cfg, choices: dict | None = None) -> None:
@@ -314,16 +286,10 @@ def validate(cfg, choices: dict | None = None) -> None:
     against odex/schema.py, then every combination of the chosen parts. Raises one `ConfigError`
     (`<full.key>=<value>: <what is allowed>`) at the first problem. Touches nothing on disk and
     imports no torch (a part of the user's own is imported to read its schema: odex/plugins.py)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from odex import plugins, schema
-
     plugins.on_path(plugins.folders(_searchpath(cfg)))      # the user's own parts' .py, beside their YAMLs
     if isinstance(cfg, DictConfig):
         tree = {}
-        for name in cfg:
-            if name == "hydra":
-                continue
+        for name in (n for n in cfg if n != "hydra"):
             try:
                 node = cfg[name]
                 tree[name] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
@@ -332,25 +298,22 @@ def validate(cfg, choices: dict | None = None) -> None:
                 raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
     else:
         tree = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    if choices is None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-            choices = dict(HydraConfig.get().runtime.choices)
-        except ValueError:      # not inside a Hydra run (a test, the Python API)
-            choices = {}
-    choices = dict(choices or {})
+    if choices is None:         # outside a Hydra run (a test, the Python API): none
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    choices = dict(choices)
 
     for name, value in tree.items():
         if name not in schema.TOP_LEVEL:
             hint = _suggest(name, schema.TOP_LEVEL)
             raise refuse(name, value, f"not a key odex reads{hint}; odex's config groups: "
                                       f"{', '.join(schema.TOP_LEVEL)}")
-    for name in ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger"):
-        if name not in tree or tree[name] is None:
+    required = ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger")
+    for name in required:
+        if tree.get(name) is None:
             raise refuse(name, None, f"choose one of conf/{name}/")
 
     parts: dict[str, Any] = {}
-    for group in ("dataset", "model", "solver", "grad", "objective", "optim", "trainer", "logger"):
+    for group in required:
         node = tree[group]
         cls = _schema_for(group, node, group, choices)
         parts[group] = cls
@@ -377,9 +340,7 @@ def validate(cfg, choices: dict | None = None) -> None:
                                  "(eval=clean, or eval=[clean,pgd] for several)")
 
     for group in ("eval", "callbacks"):
-        entries = tree.get(group)
-        if entries is None:
-            entries = {}
+        entries = {} if tree.get(group) is None else tree[group]
         if not isinstance(entries, dict):
             raise refuse(group, entries, f"choose entries of conf/{group}/: {group}=[a,b]")
         for name, node in entries.items():
@@ -387,10 +348,9 @@ def validate(cfg, choices: dict | None = None) -> None:
             if node is None:
                 continue
             if isinstance(node, dict) and "_target_" not in node:
-                if name not in _groups().get(group, []):
+                if name not in (ours := _groups().get(group, [])):
                     raise refuse(f"{key}._target_", None, f"{group}.{name} is not one of conf/{group}/ "
-                                 f"({', '.join(_groups().get(group, []))}){_suggest(name, _groups().get(group, []))}; "
-                                 f"an entry of your own needs a _target_")
+                                 f"({', '.join(ours)}){_suggest(name, ours)}; an entry of your own needs a _target_")
                 continue       # an experiment's settings for an entry the command line left out (not built)
             cls = _schema_for(group, node, key, {}, f"{group}={name}")
             if cls is not None:
@@ -404,8 +364,6 @@ def _torch_checkpoint(path) -> bool:
     """Whether `path` is a file torch.save wrote (its zip format: an archive holding data.pkl), read
     without torch, so a wrong or truncated file is refused before a run folder or W&B run exists.
     Whether its weights fit the model is known only once the model is built."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(Path(path).expanduser()) as z:
             return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
@@ -413,24 +371,16 @@ def _torch_checkpoint(path) -> bool:
         return False
 
 
-def _node(tree: dict, key: str):
-    for part in key.split("."):
-        tree = tree[part]
-    return tree
-
-
 def _part_problems(tree: dict, parts: dict) -> None:
     """Ask every part whose schema has rules of its own (`problems(node, ctx)`, odex/schema.py)
     and raise the first problem as the one-line error, named by its full key."""
-    from odex import schema
-
     data_cls, grad_cls = parts.get("dataset"), parts.get("grad")
     data = data_cls.data_shape(tree["dataset"]) if data_cls is not None else None
     for key, cls in parts.items():
-        rules = getattr(cls, "problems", None) if cls is not None else None
+        rules = getattr(cls, "problems", None)
         if rules is None:
             continue
-        node = _node(tree, key)
+        node = functools.reduce(dict.get, key.split("."), tree)      # eval.pgd: tree["eval"]["pgd"]
         ctx = schema.Context(data=data, solver=tree["solver"], key=key,
                              grad=grad_cls.supports if grad_cls is not None else None)
         for p in rules(node, ctx):
@@ -440,22 +390,16 @@ def _part_problems(tree: dict, parts: dict) -> None:
 def _part_of(group: str, name: str):
     """The schema of odex's choice conf/<group>/<name>.yaml, by its `_target_` (following the
     YAML's defaults list to the choice it extends); None for a choice without one."""
-    import yaml
-
-    from odex.schema import by_target
-
-    node = yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}
+    node = _conf(group, name)
     if "_target_" not in node:
         bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
         return _part_of(group, bases[0]) if bases else None
-    return by_target().get(node["_target_"])
+    return schema.by_target().get(node["_target_"])
 
 
-def _yaml_key(group: str, name: str, key: str):
-    """One key of odex's choice conf/<group>/<name>.yaml, as written there."""
-    import yaml
-
-    return (yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}).get(key)
+def _conf(group: str, name: str) -> dict:
+    """odex's choice conf/<group>/<name>.yaml, as written there."""
+    return yaml.safe_load((Path(config_dir()) / group / f"{name}.yaml").read_text()) or {}
 
 
 def _choices_where(group: str, test) -> str:
@@ -478,8 +422,6 @@ def _use_instead(needs) -> str:
 def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     """Values that are fine alone but not together, and the combinations of parts that cannot work,
     each asked of what the parts declare (odex/schema.py)."""
-    from odex import schema
-
     ds, solver, trainer = tree["dataset"], tree["solver"], tree["trainer"]
     model_cls, grad_cls, obj_cls = parts["model"], parts["grad"], parts["objective"]
     c = lambda g: _choice(choices, g, tree[g]["_target_"])          # noqa: E731
@@ -489,24 +431,22 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     # each part's own rules (a schema's `problems`): the solver's step, an evaluation's solver,
     # sizes against the dataset's shape, torch's own argument rules, file names, ...
     _part_problems(tree, parts)
-    # trainer.device
-    device = trainer.get("device")
-    if parts["trainer"] is not None and isinstance(device, str):
-        import re
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+    device, init_from = trainer.get("device"), trainer.get("init_from")
+    if parts["trainer"] is not None:
+        if isinstance(device, str) and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
             raise refuse("trainer.device", device, "must be auto, cpu, cuda or cuda:N")
-    init_from = trainer.get("init_from")
-    if parts["trainer"] is not None and isinstance(init_from, str) and not Path(init_from).expanduser().is_file():
-        raise refuse("trainer.init_from", init_from, "no such file (an odex checkpoint, e.g. <run folder>/checkpoints/last.pt)")
-    if parts["trainer"] is not None and isinstance(init_from, str) and not _torch_checkpoint(init_from):
-        raise refuse("trainer.init_from", init_from, "not a checkpoint torch saved (odex writes "
-                                                     "<run folder>/checkpoints/last.pt)")
+        if isinstance(init_from, str) and not Path(init_from).expanduser().is_file():
+            raise refuse("trainer.init_from", init_from, "no such file (an odex checkpoint, e.g. "
+                                                         "<run folder>/checkpoints/last.pt)")
+        if isinstance(init_from, str) and not _torch_checkpoint(init_from):
+            raise refuse("trainer.init_from", init_from, "not a checkpoint torch saved (odex writes "
+                                                         "<run folder>/checkpoints/last.pt)")
     model = tree["model"]      # (a preset must be one of the model's: its schema's rules, odex/schema.py)
     # eval=pgd: something to attack
     pgd = (tree.get("eval") or {}).get("pgd")
-    if parts.get("eval.pgd") is not None and pgd.get("linf") is None and pgd.get("l2") is None:
-        raise refuse("eval.pgd.l2", None, "with eval.pgd.linf null too, eval=pgd attacks nothing")
     if parts.get("eval.pgd") is not None:
+        if pgd.get("linf") is None and pgd.get("l2") is None:
+            raise refuse("eval.pgd.l2", None, "with eval.pgd.linf null too, eval=pgd attacks nothing")
         losses = [pgd["losses"]] if isinstance(pgd.get("losses"), str) else list(pgd.get("losses") or [])
         if len(set(losses)) < len(losses):
             raise refuse("eval.pgd.losses", losses, "must name each loss once (ce, dlr)")
@@ -519,12 +459,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
                 and not parts["dataset"].images:
             raise refuse("eval", key.split(".", 1)[1],
                          f"attacks pixels in [0, 1]; {c('dataset')} holds vectors that are not in [0, 1] (use image data)")
-    for key in ("eval.autoattack.solver", "eval.square.solver"):     # pgd, dynamics: their schemas' problems
-        group, name, _ = key.split(".")
-        node = ((tree.get(group) or {}).get(name) or {}).get("solver")
-        if parts.get(f"{group}.{name}") is not None and node and schema.is_fixed_step(node.get("method", "dopri5")) \
-                and node.get("steps") is None and node.get("step_size") is None:
-            raise refuse(f"{key}.steps", None, f"method {node.get('method')} is fixed-step: set steps or step_size")
     transfer = (tree.get("eval") or {}).get("transfer") or {}
     if parts.get("eval.transfer") is not None and sum(v is None for v in (transfer.get("solvers") or {}).values()) != 1:
         raise refuse("eval.transfer.solvers", transfer.get("solvers"), "needs exactly one setting that is null "
@@ -534,7 +468,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
                 and node.get("step_size") is None:
             raise refuse(f"eval.transfer.solvers.{name}.steps", None,
                          f"method {node.get('method')} is fixed-step: set steps or step_size")
-    # schedule piecewise_linear: points rise from 0 to 1, as many factors
     sch = (tree.get("schedule") or {}).get("scheduler") or {}
     if sch.get("_target_") == "odex.optim.schedules.PiecewiseLinear":
         pts, fac = list(sch.get("points", [])), list(sch.get("factors", []))
@@ -542,7 +475,6 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
             raise refuse("schedule.scheduler.points", pts, "must rise strictly from 0 to 1")
         if len(fac) != len(pts):
             raise refuse("schedule.scheduler.factors", fac, f"must have as many entries as points ({len(pts)})")
-    # augmentation and validation split
     if parts["dataset"] is not None and ds.get("augment") not in (False, None) and not parts["dataset"].images:
         raise refuse("dataset.augment", ds["augment"], f"random crops and flips need images; {c('dataset')} "
                                                        "has vectors: set dataset.augment=false")
@@ -582,7 +514,7 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
     solves = obj_cls is None or obj_cls.solves_in_training
     if not supports.adaptive_solvers and not fixed:
         fixed_solvers = [n for n in _groups().get("solver", [])
-                         if schema.is_fixed_step(_yaml_key("solver", n, "method"))]
+                         if schema.is_fixed_step(_conf("solver", n).get("method"))]
         raise refuse("grad", g.split("=", 1)[1], f"{g} recomputes a fixed-step solve, but solver.method={method} "
                      f"is adaptive: use solver={', '.join(fixed_solvers[:-1])} or {fixed_solvers[-1]} with solver.steps=N")
     if traits.tuple_state and not supports.tuple_states:
@@ -609,16 +541,10 @@ def _cross_checks(tree: dict, parts: dict, choices: dict) -> None:
 USAGE_ERROR = 2      # the shell's status for a usage error
 
 
-def _compose(config_name: str, overrides: list[str]):
+@functools.lru_cache(maxsize=16)
+def _compose(config_name: str, overrides: tuple[str, ...]):
     """Hydra's composition, as `odex-train` will do it (read-only use: cached per override list,
     since finding the override to blame composes the same prefixes again)."""
-    return _compose_cached(config_name, tuple(overrides))
-
-
-@functools.lru_cache(maxsize=16)
-def _compose_cached(config_name: str, overrides: tuple[str, ...]):
-    from hydra import compose, initialize_config_dir
-
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name, overrides=list(overrides), return_hydra_config=True)
 
@@ -632,8 +558,6 @@ def _groups() -> dict[str, list[str]]:
 
 def _node_at(cfg, dotted: str):
     """The deepest existing node on the path `dotted`, its key, and the first missing part."""
-    from omegaconf import OmegaConf
-
     node, done = cfg, []
     for part in dotted.split("."):
         if OmegaConf.is_dict(node) and part in node:
@@ -645,8 +569,6 @@ def _node_at(cfg, dotted: str):
 
 def _explain(override, previous: list[str], config_name: str, error: Exception) -> ConfigError:
     """One line for the override that Hydra could not compose."""
-    from omegaconf import OmegaConf
-
     key = override.get_key_element()
     bare = key.lstrip("+~")
     text = override.input_line
@@ -661,32 +583,29 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
             wrong = [v for v in values if v not in groups[bare]] or values
             return ConfigError(f"{bare}={value}: {bare} must be one of {', '.join(groups[bare])}"
                                f"{_suggest(wrong[0], groups[bare]) if wrong else ''}")
-        from odex.schema import TOP_LEVEL
-        known = sorted(set(groups) | set(TOP_LEVEL))
+        known = sorted(set(groups) | set(schema.TOP_LEVEL))
         return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare, known)}; "
                            f"odex's config groups: {', '.join(g for g in known if g != 'sweep')}")
     try:
-        cfg = _compose(config_name, previous)
+        cfg = _compose(config_name, tuple(previous))
     except Exception:  # noqa: BLE001
         return ConfigError(f"{text}: {hydra_msg}")
-    if bare.split(".")[0] not in cfg and bare.split(".")[0] not in groups:
-        from odex.schema import TOP_LEVEL
-        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(bare.split('.')[0], TOP_LEVEL)}")
+    group = bare.split(".")[0]
+    if group not in cfg and group not in groups:
+        return ConfigError(f"{bare}={value}: not a key odex reads{_suggest(group, schema.TOP_LEVEL)}")
     node, found, missing = _node_at(cfg, bare)
     if missing is not None and found in ("eval", "callbacks") and missing in groups.get(found, []):
-        chosen = [k for k in (node.keys() if OmegaConf.is_dict(node) else [])]
+        chosen = list(node.keys()) if OmegaConf.is_dict(node) else []
         return ConfigError(f"{bare}={value}: {found}.{missing} exists only when chosen: add "
                            f"{found}=[{','.join([*map(str, chosen), missing])}]")
-    group = bare.split(".")[0]
     if missing is not None and node is None and group in groups and found != group:
         choice = cfg.hydra.runtime.choices.get(group)
         return ConfigError(f"{bare}={value}: {found} is null with {group}={choice}: choose another {group} "
                            f"first ({', '.join(c for c in groups[group] if c != choice)})")
     if missing is not None and OmegaConf.is_dict(node):
         keys = [k for k in node.keys() if not str(k).startswith("_")]
-        where = found or "the config"
         choice = cfg.hydra.runtime.choices.get(found) if found in groups else None
-        where = f"{found}={choice}" if choice else where
+        where = f"{found}={choice}" if choice else found or "the config"
         return ConfigError(f"{bare}={value}: {where} has no key {missing!r}{_suggest(missing, keys)}; "
                            f"its keys: {', '.join(map(str, keys))}")
     if missing is not None:
@@ -699,20 +618,15 @@ def _explain(override, previous: list[str], config_name: str, error: Exception) 
 
 def _first_bad_override(config_name: str, overrides: list[str], error: Exception) -> ConfigError:
     """Compose with more and more of the overrides until it fails: that one is to blame."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for i, text in enumerate(overrides):
-        try:
-            parsed = parser.parse_override(text)
-        except Exception as e:  # noqa: BLE001 -- Hydra's grammar: one line from its message
-            return _grammar_error(text, e)
-        if parsed.is_sweep_override():      # only a single run composes a sweep value: -m is missing
-            return _comma_without_multirun(parsed)
+    for i, (text, parsed) in enumerate(zip(overrides, _parse_all(overrides))):
+        if parsed.is_sweep_override():      # eval=clean,pgd without -m: a single run composes a sweep value
+            key, _, value = text.partition("=")
+            return ConfigError(f"{text}: a comma-separated value is a sweep: use -m (one job per value), "
+                               f"or {key}=[{value}] for a list")
         try:
             if i == len(overrides) - 1:
                 raise error            # all before it composed: this one is to blame
-            _compose(config_name, overrides[: i + 1])
+            _compose(config_name, tuple(overrides[: i + 1]))
         except Exception as e:  # noqa: BLE001
             try:
                 return _explain(parsed, overrides[:i], config_name, e)
@@ -731,18 +645,8 @@ def _grammar_error(text: str, error: Exception) -> ConfigError:
                        f"(with -m), a list as {key}=[a,b], text with commas in quotes: {key}='a,b'")
 
 
-def _comma_without_multirun(parsed) -> ConfigError:
-    """`eval=clean,pgd` without -m: both values may be valid; the brackets or -m are missing."""
-    text = parsed.input_line
-    key, _, value = text.partition("=")
-    return ConfigError(f"{text}: a comma-separated value is a sweep: use -m (one job per value), "
-                       f"or {key}=[{value}] for a list")
-
-
 def _parse_all(overrides: list[str]) -> list:
     """Every override read by Hydra's grammar, or the one-line error for the first it cannot read."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser, parsed = OverridesParser.create(), []
     for text in overrides:
         try:
@@ -755,10 +659,6 @@ def _parse_all(overrides: list[str]) -> list:
 def _compose_multirun(config_name: str, overrides: list[str]):
     """The config Hydra composes before a multirun's first job (for its own settings: sweeper,
     launcher, sweep folder): every swept group at its default, every other override applied."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return GlobalHydra.instance().hydra.compose_config(
             config_name=config_name, overrides=list(overrides), run_mode=RunMode.MULTIRUN,
@@ -783,7 +683,7 @@ def _explain_multirun(config_name: str, overrides: list[str], parsed: list, erro
         key = o.get_key_element().lstrip("+~")
         group = key.split(".")[0]
         if group in swept_groups:
-            default = _compose(config_name, []).hydra.runtime.choices.get(group)
+            default = _compose(config_name, ()).hydra.runtime.choices.get(group)
             return ConfigError(f"{o.input_line}: a multirun is first composed with {group}={default} (the "
                                f"default, before the sweep over {group}), which has no key "
                                f"{key.split('.', 1)[1]!r}: write ++{key}={o.input_line.split('=', 1)[1]} "
@@ -797,9 +697,6 @@ def check_output_folder(key: str, path) -> None:
     odex-report's --out): not a file, and a folder can be made there. Probes with a temporary
     folder in the nearest existing parent, removed at once (os.access says yes to root everywhere,
     /proc included); an existing folder is only looked at."""
-    import os
-    import tempfile
-
     p = Path(os.path.expanduser(str(path)))
     if p.exists() and not p.is_dir():
         raise refuse(key, str(path), "is a file, not a folder")
@@ -825,34 +722,23 @@ def check_hydra(cfg, multirun: bool) -> None:
     """Hydra's own settings odex's runs depend on, before Hydra acts on them: the output folder,
     and in a multirun the launcher's and the sweeper's values (odex/schema.py HYDRA_TARGETS; their
     keys and types Hydra's structured configs already check at composition)."""
-    from omegaconf import OmegaConf
-
-    from odex import schema
-
     folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        folder = OmegaConf.select(cfg, folder_key)
-    except Exception:  # noqa: BLE001 -- an interpolation only Hydra's run resolves: checked when made
-        folder = None
+    # None for an interpolation only Hydra's run resolves: checked when made
+    folder = OmegaConf.select(cfg, folder_key, throw_on_resolution_failure=False)
     if folder is not None:
         check_output_folder(folder_key, folder)
     if not multirun:
         return
     for node_key, table in schema.HYDRA_TARGETS.items():
         node = OmegaConf.select(cfg, node_key)
-        if node is None:
-            continue
-        cls = table.get(str(node.get("_target_")))
-        if cls is None:
-            continue
-        known = schema.schema_fields(cls)
-        for name in known:
-            if name in node:
-                try:
-                    value = OmegaConf.to_container(node, resolve=True)[name]
-                except Exception:  # noqa: BLE001 -- an interpolation of the sweep folder: not a range
-                    continue
-                check_value(value, known[name], f"{node_key}.{name}")
+        cls = table.get(str(node.get("_target_"))) if node is not None else None
+        known = schema.schema_fields(cls) if cls is not None else {}
+        for name in (n for n in known if n in node):
+            try:
+                value = OmegaConf.to_container(node, resolve=True)[name]
+            except Exception:  # noqa: BLE001 -- an interpolation of the sweep folder: not a range
+                continue
+            check_value(value, known[name], f"{node_key}.{name}")
 
 
 def check_environment(cfg) -> None:
@@ -860,8 +746,6 @@ def check_environment(cfg) -> None:
     exists (else the run fails seconds later, its folder made): CUDA for trainer.device=cuda[:N]
     and torch.compile's backend for trainer.compile=<name> (torch is imported for those questions
     only), a W&B key for logger.mode=online."""
-    from omegaconf import OmegaConf
-
     device = OmegaConf.select(cfg, "trainer.device", default=None)
     if isinstance(device, str) and device.startswith("cuda"):
         import torch
@@ -876,13 +760,8 @@ def check_environment(cfg) -> None:
     if isinstance(backend, str) and backend.lower() not in ("", "none", "false", "eager", "true", "auto", "inductor"):
         from odex.training.fast_paths import FastPaths     # torch's backends, asked as the run will ask them
         FastPaths(compile=backend)
-    try:
-        mode = OmegaConf.select(cfg, "logger.mode", default=None)
-    except Exception:  # noqa: BLE001 -- an interpolation only a run resolves
-        mode = None
+    mode = OmegaConf.select(cfg, "logger.mode", throw_on_resolution_failure=False)   # None: only a run resolves it
     if mode == "online":
-        import os
-
         from odex.tracking.tracker import _netrc_has_wandb
         if not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
             raise refuse("logger.mode", "online", "needs a W&B API key: run `wandb login` or set WANDB_API_KEY "
@@ -892,8 +771,6 @@ def check_environment(cfg) -> None:
 def _plus_keys(overrides: list[str]) -> None:
     """`+group.key=value` adds a key odex's parts do not read (its class would be given an
     argument it does not take, or the key silently ignored): refused."""
-    from odex.schema import TOP_LEVEL
-
     for text in overrides:
         key, _, value = text.partition("=")
         if key.startswith("+") and not key.startswith("++"):
@@ -901,16 +778,16 @@ def _plus_keys(overrides: list[str]) -> None:
             parts = bare.split(".")
             if parts[0] in ("eval", "callbacks") and len(parts) >= 3 and parts[1] not in _groups().get(parts[0], []):
                 continue      # a new named entry of a list-valued group (a class of your own): allowed
-            if "." in bare and bare.split(".")[0] in TOP_LEVEL:
-                raise ConfigError(f"{text}: adds a key that {bare.split('.')[0]} does not have; "
-                                  f"drop the + to set an existing key")
+            if "." in bare and parts[0] in schema.TOP_LEVEL:
+                raise ConfigError(f"{text}: adds a key that {parts[0]} does not have; "
+                                  "drop the + to set an existing key")
 
 
 def check_composed(config_name: str, overrides: list[str], *, validate_too: bool = True):
     """Compose like Hydra and validate; returns the composed config or raises `ConfigError`."""
     _plus_keys(overrides)
     try:
-        cfg = _compose(config_name, overrides)
+        cfg = _compose(config_name, tuple(overrides))
     except Exception as e:  # noqa: BLE001 -- any composition error: find the override to blame
         raise _first_bad_override(config_name, overrides, e) from None
     if validate_too:
@@ -918,35 +795,17 @@ def check_composed(config_name: str, overrides: list[str], *, validate_too: bool
     return cfg
 
 
-def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
-    """The jobs of a basic-sweeper multirun (the cartesian product of the sweep overrides), or None
-    for another sweeper."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
-
-
 def help_groups() -> str:
     """The groups of `odex-train --help` (conf/hydra/help/odex.yaml): each group of conf/ with its
     choices, the default starred (from conf/train.yaml's defaults list), and Hydra's launchers (odex's
     own in conf/hydra/launcher/ and those the installed plugins register). Internal folders such as
     dataset/shared are no choice and are not listed."""
-    import textwrap
-
-    import yaml
-
     root = Path(config_dir())
-    defaults = {}
-    for entry in yaml.safe_load((root / "train.yaml").read_text()).get("defaults", []):
-        if isinstance(entry, dict):
-            defaults.update({str(k): v for k, v in entry.items()})
+    entries = yaml.safe_load((root / "train.yaml").read_text()).get("defaults", [])
+    defaults = {str(k): v for entry in entries if isinstance(entry, dict) for k, v in entry.items()}
     rows = {g: [f"{c}*" if c == defaults.get(g) else c for c in choices] for g, choices in _groups().items()}
     launchers = {p.stem for p in (root / "hydra" / "launcher").glob("*.yaml")}
     try:
-        from hydra.core.config_store import ConfigStore
         launchers |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher")}
     except Exception:  # noqa: BLE001 -- plugins not loaded: odex's own launchers only
         pass
@@ -957,23 +816,13 @@ def help_groups() -> str:
                                    subsequent_indent=" " * (width + 2)) for g, choices in rows.items())
 
 
-def _register_help() -> None:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("odex_help_groups"):
-        OmegaConf.register_new_resolver("odex_help_groups", help_groups)
-
-
 def preflight(argv: list[str]) -> list[str]:
     """The torch-free first stage of `odex-train`: parse the command line as Hydra does, compose
     and validate. A mistake ends here with one stderr line and exit status 2, before Hydra creates
     a run folder. Returns the arguments to hand to Hydra (the same ones)."""
-    import sys
-
-    from hydra._internal.utils import get_args_parser
-
     args, _ = get_args_parser().parse_known_args(argv)
-    _register_help()         # --help's page lists conf/'s groups through this resolver
+    if not OmegaConf.has_resolver("odex_help_groups"):     # --help's page lists conf/'s groups through it
+        OmegaConf.register_new_resolver("odex_help_groups", help_groups)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
             or args.config_path or args.experimental_rerun:
         return argv
@@ -996,8 +845,8 @@ def preflight(argv: list[str]) -> list[str]:
                 raise ConfigError(f"{o.input_line}: Hydra does not sweep its own settings (hydra.*): one "
                                   "value per multirun")
         _plus_keys(overrides)
-        try:
-            jobs = _sweep_jobs(overrides)
+        try:        # the basic sweeper's jobs: the cartesian product of the sweep overrides
+            jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         except Exception:  # noqa: BLE001 -- another sweeper's syntax (Optuna's interval(...)): per job
             jobs = None
         if jobs is not None:

@@ -38,18 +38,15 @@ def locate(path: str):
         module = ".".join(parts[:i])
         try:
             obj = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
-                continue            # no module by that name: a shorter prefix may be the module
-            raise LookupError(f"importing {module} failed: {_one_line(e)}") from None
         except Exception as e:  # noqa: BLE001 -- the user's module fails on import: say how, in one line
+            if isinstance(e, ModuleNotFoundError) and e.name and (module + ".").startswith(e.name + "."):
+                continue            # no module by that name: a shorter prefix may be the module
             raise LookupError(f"importing {module} failed: {_one_line(e)}") from None
         for k, attr in enumerate(parts[i:]):
             try:
                 obj = getattr(obj, attr)
             except AttributeError:
-                where = ".".join(parts[:i + k])
-                raise LookupError(f"{where} has no {attr!r}") from None
+                raise LookupError(f"{'.'.join(parts[:i + k])} has no {attr!r}") from None
         return obj
     raise LookupError(f"no module {parts[0]!r} is importable (is its folder on hydra.searchpath?)")
 
