@@ -1,27 +1,13 @@
 """Auto-PGD (APGD), the gradient attacks of AutoAttack: Croce & Hein, "Reliable evaluation of
 adversarial robustness with an ensemble of diverse parameter-free attacks", ICML 2020, Algorithm 1.
 
-PGD with momentum and a step size that needs no tuning: it starts at 2 eps and is halved at
-checkpoints w_j (the first after 22% of the steps, then every max(22% - 3% j, 6%) of them) when
-the loss rose in fewer than rho = 75% of the steps since the last checkpoint, or when the best loss
-did not improve and the step was not halved at the last checkpoint; a halving restarts from the
-best point. With z_k the projected gradient step from x_k,
+PGD with momentum and a step size halved at checkpoints (from 2 eps), z_k the projected step from x_k:
 
     x_{k+1} = P(x_k + a (z_k - x_k) + (1 - a) (x_k - x_{k-1})),   a = 0.75 (1 at the first step)
 
-where P projects onto the eps-ball (l-inf or l2) and [0, 1]. Losses (`APGD_LOSSES`): `ce` the
-cross-entropy (APGD-CE) and `dlr_t` the targeted DLR loss (APGD-T, eq. 8):
-
-    -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
-
-with target t the class of the `target_rank`-th largest logit at the clean image.
-
-Our own short code, with the arithmetic of torchattacks 3.5.1's APGD / APGDT (its package pins
-requests~=2.25, which breaks wandb's stack; tests/test_autoattack.py checks this module against
-torchattacks installed --no-deps): the same random start from the same seed, so the same adversarial
-images. Two differences, both to the original's behaviour (fra31/auto-attack): the step-size bookkeeping
-stays on the device (torchattacks reads the losses back with numpy at each checkpoint), and APGD-T's
-l2 step is each example's own (torchattacks uses the first example's step size for the whole batch).
+Losses (`APGD_LOSSES`): `ce` (APGD-CE) and the targeted DLR loss `dlr_t` (APGD-T, eq. 8). The
+arithmetic of torchattacks 3.5.1's APGD / APGDT, checked against it by tests/test_autoattack.py.
+Design notes: docs/design-notes.md, "odex/evaluate/apgd.py" (the checkpoints, the loss, two differences).
 """
 from __future__ import annotations
 

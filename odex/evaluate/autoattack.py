@@ -1,25 +1,13 @@
-"""eval=autoattack and eval=square: robust accuracy under Croce & Hein's AutoAttack ("Reliable
-evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks", ICML 2020)
+"""eval=autoattack and eval=square: robust accuracy under Croce & Hein's AutoAttack (ICML 2020)
 and under the gradient-free Square attack alone (Andriushchenko et al., ECCV 2020).
 
-AutoAttack runs its attacks one after the other, each on the images no earlier one broke; an image
-is robust only if it survives them all. The standard set, odex's default `attacks`, is APGD-CE,
-APGD-T (9 target classes), FAB-T (9 targets; Croce & Hein, "Minimally distorted adversarial
-examples with a fast adaptive boundary attack", ICML 2020) and Square (5,000 queries):
-odex/evaluate/apgd.py, fab.py, square.py. `steps` is APGD's and FAB-T's iteration count (100 in
-the standard version for both), `targets` the number of target classes of APGD-T and FAB-T.
-
-The model is attacked in eval mode, in pixel space [0, 1] (data outside it is refused), through its
-own solver or, as in eval=pgd, through `solver` (keys of conf/solver); the adversarial images are
-judged by the model as it is. The Square budget (`queries`) is logged beside the figure
-(`<prefix>/autoattack_square_queries`, `<prefix>/square_queries`): 5,000 is the standard, smaller
-budgets are a weaker attack.
-
-Gradient masking: a gradient-free attack that finds clearly more errors than the gradient attacks
-means the gradients mislead (Carlini et al. 2019; Croce & Hein 2020). `<prefix>/autoattack_<norm>_masking_flag`
-is 1 when Square breaks more than `masking_gap` of the examples after APGD; eval=square compares
-its figure with eval=pgd's on the same examples, norm and radius (`<prefix>/square_<norm>_gap`,
-PGD's accuracy minus Square's) and, past `masking_gap`, raises `<prefix>/pgd_masking_flag` too.
+AutoAttack runs its `attacks` one after the other, each on the images no earlier one broke (the
+standard set: APGD-CE, APGD-T, FAB-T, Square: apgd.py, fab.py, square.py). A gradient-free attack
+that finds clearly more errors than the gradient attacks means the gradients mislead (Carlini et al.
+2019): `<prefix>/autoattack_<norm>_masking_flag` is 1 when Square breaks more than `masking_gap` of
+the examples after APGD; eval=square, beside eval=pgd, logs `<prefix>/square_<norm>_gap` and past
+`masking_gap` raises `<prefix>/pgd_masking_flag` too.
+Design notes: docs/design-notes.md, "odex/evaluate/autoattack.py" (the budgets, pixels, solvers).
 """
 from __future__ import annotations
 
@@ -160,8 +148,8 @@ class AutoAttackAccuracy(_PixelAttack):
     of the earlier ones): `<prefix>/autoattack_<norm>_acc`, and after each attack
     `<prefix>/autoattack_<norm>_acc_<attack>` (AutoAttack's per-attack report); the clean accuracy
     of the attacked examples `<prefix>/autoattack_clean_acc`, their number `<prefix>/autoattack_n`,
-    the wall time, the budget (`<prefix>/autoattack_steps`, `_targets`, `_square_queries`), and the masking flag (module docstring). `limit`: the first N
-    test images (null: all)."""
+    the wall time, the budget (`<prefix>/autoattack_steps`, `_targets`, `_square_queries`), and the
+    masking flag (module docstring). `limit`: the first N test images (null: all)."""
 
     name = "autoattack"
 

@@ -1,25 +1,11 @@
 """The Square attack: Andriushchenko, Croce, Flammarion, Hein, "Square Attack: a query-efficient
 black-box adversarial attack via random search", ECCV 2020 (Algorithms 1-3).
 
-Gradient-free: it only reads the model's logits, so it cannot be fooled by gradients that are
-zero, NaN or wrong (a saturated softmax, an adaptive solver's unstable backward pass). Random
-search on the margin loss L(x) = z_y(x) - max_{i != y} z_i(x): each query proposes a change of one
-square window of side s (shared by the batch, random signs per image and channel), kept when it
-lowers L or misclassifies the image; the side shrinks with the schedule p(i) (the fraction of
-pixels changed, p_init at the start, halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000
-of 10,000 queries, rescaled to the budget).
-
-    l-inf: start at vertical stripes x + eps * (+-1 per image, channel and column); a proposal sets
-           the window to +-eps around x (the window moves by 2 eps, then projected to the ball).
-    l2:    start at a grid of h/5-sized "meta-pseudo-Gaussian" blocks (eta below) with random signs,
-           scaled to ||delta|| = eps; a proposal moves the mass of a second window into the first
-           (Algorithm 3) and rescales delta to the sphere ||delta|| = eps.
-
-Our own code, after torchattacks 3.5.1's `Square` (from fra31/auto-attack; torchattacks pins
-requests~=2.25, which breaks wandb's stack). One difference: the images that are already
-misclassified drop out of the batch every `compact_every` queries instead of every query, so the
-loop reads a device value back once per `compact_every` queries rather than at each one. Random
-draws therefore differ from torchattacks', and tests compare the robust accuracy within a tolerance.
+Gradient-free random search on the margin loss L(x) = z_y(x) - max_{i != y} z_i(x): each query
+proposes a change of one square window, kept when it lowers L; the window shrinks with the schedule
+p(i). After torchattacks 3.5.1's `Square`, but the broken images leave the batch every
+`compact_every` queries (one read-back each), so random draws differ from torchattacks'.
+Design notes: docs/design-notes.md, "odex/evaluate/square.py" (the proposals per norm, the schedule).
 """
 from __future__ import annotations
 
