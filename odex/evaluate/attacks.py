@@ -129,8 +129,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, alpha, steps
             g = torch.nan_to_num(_input_grad(model, adv, y, loss_fn), nan=0.0, posinf=0.0, neginf=0.0)
             if norm == "linf":
                 adv = adv + alpha * g.sign()
-                delta = (adv - x).clamp(-eps, eps) if isinstance(eps, float) else \
-                    torch.minimum(torch.maximum(adv - x, -eps), eps)
+                delta = (adv - x).clamp(-eps, eps)
             else:
                 adv = adv + alpha * g / (_norms(g) + _DIV_EPS)
                 delta = adv - x

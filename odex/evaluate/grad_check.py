@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odex.errors import ConfigError
+from odex.evaluate.evaluators import first_examples
 from odex.ode.grad import Direct
 from odex.ode.block import grad_changed, ode_blocks, solver_changed
 
@@ -54,21 +55,12 @@ class GradCheck:
         self.every, self.examples, self.float64, self.threshold = every, int(examples), bool(float64), threshold
         self.solver = None if solver is None else dict(solver)
 
-    def _batch(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys, n = [], [], 0
-        for x, y in batches:
-            xs.append(x[: self.examples - n])
-            ys.append(y[: self.examples - n])
-            n += len(ys[-1])
-            if n >= self.examples:
-                break
-        return torch.cat(xs), torch.cat(ys)
-
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
         if not ode_blocks(model):
             raise ConfigError(f"eval=grad_check compares an ODE gradient method with direct backprop: "
                               f"{type(model).__name__} has no ODE block")
-        x, y = self._batch(batches)
+        xs, ys = zip(*first_examples(batches, self.examples))
+        x, y = torch.cat(xs), torch.cat(ys)
         net = model
         if self.float64:
             net = copy.deepcopy(model).double()

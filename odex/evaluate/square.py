@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from odex.errors import ConfigError
+from odex.evaluate.apgd import l2_norms
 
 # p(i): the fraction of p_init at query i of 10,000 (Andriushchenko et al., their code's schedule)
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
@@ -66,10 +67,6 @@ def _corner(limit: int, host: torch.Generator) -> int:
     return int(torch.rand(1, generator=host).item() * limit) if limit > 0 else 0
 
 
-def _l2(v: torch.Tensor) -> torch.Tensor:
-    return v.pow(2).flatten(1).sum(1).sqrt().view(-1, *([1] * (v.dim() - 1)))
-
-
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
            queries: int = 5000, p_init: float = 0.8, seed: int = 0, compact_every: int = 20) -> torch.Tensor:
     """Adversarial images for (x, y) (N x C x H x W in [0, 1]) within the `norm` ball of radius
@@ -77,11 +74,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
     start are left as they are (they need no attack). `seed` seeds a generator on x's device (the
     signs) and one on the host (window corners, block transposes: no device read-back per query).
     The model is queried as it is: the caller sets eval mode."""
-    if norm not in ("linf", "l2"):
-        raise ConfigError(f"Square norm must be linf or l2, got {norm!r}")
-    if queries < 1:
-        raise ConfigError(f"Square needs queries >= 1, got {queries}")
-    if x.dim() != 4:
+    if x.dim() != 4:           # norm and queries: odex/schema.py SquareAccuracy, before the run
         raise ConfigError(f"Square attacks images (N x C x H x W), got shape {tuple(x.shape)}")
     n, c, h, w = x.shape
     dev, dt = x.device, x.dtype
@@ -98,7 +91,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
                 for vw in range(start, start + s * (w // s), s):
                     delta[:, :, vh:vh + s, vw:vw + s] += eta(s, host, dev, dt).view(1, 1, s, s) * \
                         _signs((n, c, 1, 1), generator, x)
-            x_best = (x + delta / (_l2(delta) + 1e-12) * eps).clamp(0.0, 1.0)
+            x_best = (x + delta / (l2_norms(delta) + 1e-12) * eps).clamp(0.0, 1.0)
         m_best = margin(model(x_best), y)
         correct = margin(model(x), y) > 0
         x_best = torch.where(correct.view(-1, 1, 1, 1), x_best, x)
@@ -131,14 +124,14 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
                 mask[:, :, vh:vh + s, vw:vw + s] = 1.0
                 mask[:, :, vh2:vh2 + s, vw2:vw2 + s] = 1.0
                 # the l2 mass of both windows and the budget left over, moved into the first window
-                budget = ((eps ** 2 - _l2(d) ** 2).clamp_min(0.0) / c + _l2(d * mask) ** 2).sqrt()
+                budget = ((eps ** 2 - l2_norms(d) ** 2).clamp_min(0.0) / c + l2_norms(d * mask) ** 2).sqrt()
                 new = eta(s, host, dev, dt).view(1, 1, s, s) * _signs((len(idx), c, 1, 1), generator, x)
                 new = new + window / (window.pow(2).sum((-2, -1), keepdim=True).sqrt() + 1e-12)
                 new = new / (new.pow(2).sum((-2, -1), keepdim=True).sqrt() + 1e-12) * budget
                 d = d.clone()
                 d[:, :, vh2:vh2 + s, vw2:vw2 + s] = 0.0
                 d[:, :, vh:vh + s, vw:vw + s] = new
-                proposal = (xc + d / (_l2(d) + 1e-12) * eps).clamp(0.0, 1.0)
+                proposal = (xc + d / (l2_norms(d) + 1e-12) * eps).clamp(0.0, 1.0)
             m = margin(model(proposal), yc)
             # kept when it lowers the margin (which includes every misclassification: an image
             # still attacked has a positive margin); images broken since the last compaction rest

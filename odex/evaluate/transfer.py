@@ -30,7 +30,7 @@ from torch import nn
 
 from odex.errors import ConfigError
 from odex.evaluate.attacks import attack_mode, pgd
-from odex.evaluate.autoattack import check_pixels, check_solver, raise_flag
+from odex.evaluate.autoattack import check_pixels, raise_flag
 from odex.evaluate.evaluators import first_examples, parse_eps
 from odex.ode.block import solver_changed
 
@@ -52,7 +52,7 @@ class SolverTransfer:
         for name in solvers:
             if not re.fullmatch(r"[A-Za-z0-9_.]+", str(name)):
                 raise ConfigError(f"eval.transfer.solvers: a setting's name is letters, digits, _ and ., got {name!r}")
-        self.solvers = {str(k): check_solver(v, f"eval.transfer.solvers.{k}") for k, v in solvers.items()}
+        self.solvers = {str(k): None if v is None else dict(v) for k, v in solvers.items()}
         self.own = next(k for k, v in self.solvers.items() if v is None)
         self.losses = [losses] if isinstance(losses, str) else list(losses)
         self.norm, self.eps, self.alpha = norm, parse_eps(eps)[0], parse_eps(alpha)[0]
