@@ -23,10 +23,6 @@ from odex.evaluate.lipschitz import conv_norm_bound, dense_norm_bound, layer_gai
 from odex.ode.precision import full_fp32
 from odex.models.layers import Normalize
 
-# model.size presets: conv layers, dense layers, channels, dense inner width. S..XL as in the SLL
-# repository (araujoalexandre/Lipschitz-SLL-Networks, the sizes used to compare CPL), tiny for tests.
-SIZES = CPL_SIZES      # stated once, in the torch-free schema (the validation stage reads them too)
-
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / (v.norm() + 1e-12)
@@ -224,7 +220,7 @@ class CPLNetwork(nn.Module):
         super().__init__()      # the keys' ranges: odex/schema.py CPLNetwork, checked before the run
         if not info.is_image:
             raise ConfigError(f"model=cpl needs images, dataset {info.name} has shape {info.shape}")
-        preset = SIZES[size]
+        preset = CPL_SIZES[size]     # S..XL as in araujoalexandre/Lipschitz-SLL-Networks, tiny for tests
         conv_layers = preset["conv_layers"] if conv_layers is None else conv_layers
         dense_layers = preset["dense_layers"] if dense_layers is None else dense_layers
         channels = preset["channels"] if channels is None else channels
