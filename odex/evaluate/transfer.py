@@ -70,12 +70,11 @@ class SolverTransfer:
         check_pixels(chosen, "eval=transfer")
         t0 = time.perf_counter()
         names = list(self.solvers)
-        clean = {t: None for t in names}
-        matrix = {(f, t): None for f in names for t in names}
-        add = lambda a, b: b if a is None else a + b         # noqa: E731
+        clean = dict.fromkeys(names, 0)
+        matrix = {(f, t): 0 for f in names for t in names}
         for x, y in chosen:
             for t in names:
-                clean[t] = add(clean[t], self._correct(model, t, x, y).sum())
+                clean[t] = clean[t] + self._correct(model, t, x, y).sum()
             for f in names:
                 alive = {t: torch.ones_like(y, dtype=torch.bool) for t in names}
                 generator = torch.Generator(device=x.device).manual_seed(self.seed)
@@ -86,7 +85,7 @@ class SolverTransfer:
                     for t in names:
                         alive[t] &= self._correct(model, t, adv, y)
                 for t in names:
-                    matrix[f, t] = add(matrix[f, t], alive[t].sum())
+                    matrix[f, t] = matrix[f, t] + alive[t].sum()
         n = sum(len(y) for _, y in chosen)
         out = {f"{prefix}/transfer_clean_acc@{t}": c.float() / n for t, c in clean.items()}
         out.update({f"{prefix}/transfer_acc@{f}->{t}": c.float() / n for (f, t), c in matrix.items()})

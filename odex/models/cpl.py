@@ -233,7 +233,9 @@ class CPLNetwork(nn.Module):
         # The paper's recipe only centres the inputs (L = 1); norm_input also divides by the std.
         norm_info = info if norm_input else replace(info, std=(1.0,) * len(info.std))
         self.normalize = Normalize(norm_info)
-        self._lipschitz = 1.0 / min(norm_info.std)     # a Python float: no device read per batch
+        # l2 Lipschitz constant of pixels -> head input, that of the input normalisation: a Python
+        # float, no device read per batch
+        self.lipschitz = 1.0 / min(norm_info.std)
         power = dict(train_iters=train_iters, eval_iters=eval_iters, eps=eps)
         self.pad = PadChannels(channels)
         self.conv = nn.Sequential(*[ConvexPotentialConv(channels, conv_inner, (h, w), **power)
@@ -250,15 +252,10 @@ class CPLNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last(self.features(x))
 
-    @property
-    def lipschitz(self) -> float:
-        """Lipschitz constant (l2) of pixels -> head input: that of the input normalisation."""
-        return self._lipschitz
-
     def lipschitz_bound(self) -> torch.Tensor:
         """A guaranteed Lipschitz constant (l2) of pixels -> head input in eval mode (float64
         scalar): that of the input normalisation times every CPL layer's guaranteed gain."""
-        bound = torch.tensor(self._lipschitz, dtype=torch.float64, device=self.normalize.mean.device)
+        bound = torch.tensor(self.lipschitz, dtype=torch.float64, device=self.normalize.mean.device)
         for layer in (*self.conv, *self.dense):
             bound = bound * layer.gain_bound().to(bound.device)
         return bound
