@@ -39,6 +39,12 @@ def attack_mode(model: nn.Module):
         model.train(was_training)
 
 
+def classifies(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per example, whether the model as it is (eval mode) classifies x as y."""
+    with attack_mode(model), torch.no_grad():
+        return model(x).argmax(1) == y
+
+
 def _norms(v: torch.Tensor) -> torch.Tensor:
     """Per-image l2 norms, shaped to broadcast against `v`."""
     return v.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (v.dim() - 1)))

@@ -19,7 +19,7 @@ from torch import nn
 
 from odex.errors import ConfigError
 from odex.evaluate.apgd import apgd
-from odex.evaluate.attacks import attack_mode
+from odex.evaluate.attacks import attack_mode, classifies
 from odex.evaluate.evaluators import first_examples, parse_eps
 from odex.evaluate.fab import fab_t
 from odex.evaluate.square import square
@@ -57,17 +57,12 @@ class _PixelAttack:
         self.limit, self.seed, self.every, self.masking_gap = limit, seed, every, masking_gap
         self.solver = None if solver is None else dict(solver)     # its keys: odex/schema.py EvalSolver
 
-    def _judge(self, model, adv, y) -> torch.Tensor:
-        """Still classified correctly by the model as it is (its own solver)."""
-        with attack_mode(model), torch.no_grad():
-            return model(adv).argmax(1) == y
-
     def _prepare(self, model, batches):
         chosen = first_examples(batches, self.limit)
         if not chosen:
             return None, None
         check_pixels(chosen, f"eval={self.name}")
-        clean = [self._judge(model, x, y) for x, y in chosen]
+        clean = [classifies(model, x, y) for x, y in chosen]
         return chosen, clean
 
 
@@ -164,7 +159,7 @@ class AutoAttackAccuracy(_PixelAttack):
                     with solver_changed(model, self.solver), attack_mode(model):
                         adv = STAGES[attack](self, model, x[idx], y[idx])
                     alive = alive.clone()
-                    alive[idx] = self._judge(model, adv, y[idx])
+                    alive[idx] = classifies(model, adv, y[idx])     # by the model as it is (its own solver)
                 counts[attack] = counts.get(attack, 0) + alive.sum()
             alive_all.append(alive)
         n = sum(len(y) for _, y in chosen)
@@ -224,7 +219,7 @@ class SquareAccuracy(_PixelAttack):
             with solver_changed(model, self.solver), attack_mode(model):
                 adv = square(model, x, y, eps=self.eps, norm=self.norm, queries=self.queries,
                              p_init=self.p_init, seed=self.seed)
-            robust.append(alive & self._judge(model, adv, y))
+            robust.append(alive & classifies(model, adv, y))
         n = sum(len(y) for _, y in chosen)
         dev = clean[0].device
         return {f"{prefix}/square_clean_acc": torch.stack([c.sum() for c in clean]).sum().float() / n,

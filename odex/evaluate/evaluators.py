@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odex.config import check_value
-from odex.evaluate.attacks import NORMS, attack_mode, pgd, no_input_gradient
+from odex.evaluate.attacks import NORMS, classifies, pgd, no_input_gradient
 from odex.errors import ConfigError
 from odex.ode.nfe import reset_nfe, total_nfe
 from odex.ode.block import solver_changed
@@ -133,8 +133,7 @@ class PGDAccuracy:
                 with solver_changed(model, self.solver):
                     adv = pgd(model, x, y, random_start=self.random_start, generator=generator,
                               loss=loss, **spec)
-                with attack_mode(model), torch.no_grad():
-                    alive &= model(adv).argmax(1) == y
+                alive &= classifies(model, adv, y)
             out[loss] = alive
         return out
 
@@ -145,8 +144,7 @@ class PGDAccuracy:
         n = sum(len(y) for _, y in chosen)
         clean = zero = 0
         for x, y in chosen:
-            with attack_mode(model), torch.no_grad():
-                clean = clean + (model(x).argmax(1) == y).sum()
+            clean = clean + classifies(model, x, y).sum()
             with solver_changed(model, self.solver):
                 zero = zero + torch.stack([no_input_gradient(model, x, y, loss) for loss in self.losses]).any(0).sum()
         out = {f"{prefix}/pgd_clean_acc": clean.float() / n, f"{prefix}/pgd_zero_grad": zero.float() / n}

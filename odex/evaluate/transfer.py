@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from odex.errors import ConfigError
-from odex.evaluate.attacks import attack_mode, pgd
+from odex.evaluate.attacks import classifies, pgd
 from odex.evaluate.autoattack import check_pixels, raise_flag
 from odex.evaluate.evaluators import first_examples, parse_eps
 from odex.ode.block import solver_changed
@@ -60,8 +60,8 @@ class SolverTransfer:
         self._reasons: list[str] = []
 
     def _correct(self, model, setting, x, y) -> torch.Tensor:
-        with solver_changed(model, self.solvers[setting]), attack_mode(model), torch.no_grad():
-            return model(x).argmax(1) == y
+        with solver_changed(model, self.solvers[setting]):
+            return classifies(model, x, y)
 
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
         chosen = first_examples(batches, self.limit)
