@@ -18,8 +18,8 @@ from odex.config import build, check_composed
 from odex.data import DataInfo
 from odex.errors import ConfigError
 from odex.ode.grad import gradient_method, names
-from odex.models.layers import ConvField
-from odex.models.momentum import AdamField, HeavyBallField, LearnedMomentum, ZeroChannels
+from odex.models.layers import ConvField, ZeroChannels
+from odex.models.momentum import AdamField, HeavyBallField, LearnedMomentum
 from odex.optim.optimizers import build_schedule
 from odex.ode.solver import Solver
 

@@ -7,13 +7,7 @@ import sys
 from odex.errors import OdexError
 from odex.data import vision
 
-FETCHERS = {
-    "mnist": vision.mnist,
-    "fashion_mnist": vision.fashion_mnist,
-    "cifar10": vision.cifar10,
-    "cifar100": vision.cifar100,
-    "svhn": vision.svhn,
-}
+FETCHERS = {name: getattr(vision, name) for name in ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from odex.data.bundle import Split
-
-
-def to_unit_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+from odex.data.bundle import Split, to_unit_float
 
 
 class RandomCropFlip:
@@ -70,12 +66,8 @@ class Batches:
         perm = torch.randperm(n, device=y.device, generator=self.generator) if self.shuffle else None
         for k in range(len(self)):
             s = slice(k * self.batch_size, min((k + 1) * self.batch_size, n))
-            if perm is None:
-                xb, yb = x[s], y[s]
-            else:
-                idx = perm[s]
-                xb, yb = x[idx], y[idx]
-            xb = to_unit_float(xb)
+            idx = s if perm is None else perm[s]
+            xb, yb = to_unit_float(x[idx]), y[idx]
             if self.augment is not None:
                 xb = self.augment(xb, self.generator)
             yield xb, yb

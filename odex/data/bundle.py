@@ -2,7 +2,7 @@
 normalisation statistics)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -50,13 +50,12 @@ class DataBundle:
     augment: dict | None = field(default=None)   # kwargs of odex.data.batches.RandomCropFlip
 
     def to(self, device) -> "DataBundle":
-        return DataBundle(self.info, self.train.to(device), self.test.to(device),
-                          None if self.val is None else self.val.to(device),
-                          self.batch_size, self.eval_batch_size, self.augment)
+        return replace(self, train=self.train.to(device), test=self.test.to(device),
+                       val=None if self.val is None else self.val.to(device))
 
 
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
 def make_bundle(name: str, train_x, train_y, test_x, test_y, num_classes: int, *,
@@ -83,17 +82,12 @@ def make_bundle(name: str, train_x, train_y, test_x, test_y, num_classes: int, *
     if len(train_y) == 0 or len(test_y) == 0:
         raise ConfigError(f"dataset {name}: empty train or test split (check limit_train/limit_test)")
 
-    xf = _as_float(train_x)
+    xf = to_unit_float(train_x)
     dims = (0, 2, 3) if xf.dim() == 4 else (0,)
     mean = tuple(xf.mean(dim=dims).tolist())
     std = tuple(xf.std(dim=dims).clamp_min(1e-3).tolist())
     info = DataInfo(name, tuple(train_x.shape[1:]), num_classes, mean, std)
-    if augment is True:
-        augment = {}
-    elif not augment:
-        augment = None
-    elif not isinstance(augment, dict):
-        augment = dict(augment)
+    augment = {} if augment is True else dict(augment) if augment else None
     if augment is not None and not info.is_image:
         raise ConfigError(f"dataset {name}: augment (random crop + flip) needs images")
     return DataBundle(info, Split(train_x, train_y), Split(test_x, test_y), val,

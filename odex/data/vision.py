@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from odex.errors import DataFileError, DatasetNotFound
+from odex.errors import ConfigError, DataFileError, DatasetNotFound
 from odex.data.bundle import DataBundle, make_bundle
 
 # where torchvision's reader looks under root, for the error message
@@ -49,22 +49,24 @@ def _tensor(a) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
 
 
-def _mnist_like(name: str, reader_name: str, root: str, download: bool, **common) -> DataBundle:
+def _train_test(name: str, reader_name: str, classes: int, root: str, download: bool, hwc: bool,
+                **common) -> DataBundle:
+    """A torchvision dataset with a train and a test part, its images (N, H, W) or, `hwc`, (N, H, W, C)."""
     import torchvision
 
     reader = getattr(torchvision.datasets, reader_name)
     train = _open(name, reader, root, download, train=True)
     test = _open(name, reader, root, download, train=False)
-    return make_bundle(name, train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1),
-                       test.targets, 10, **common)
+    chw = (lambda d: _tensor(d).permute(0, 3, 1, 2).contiguous()) if hwc else (lambda d: d.unsqueeze(1))
+    return make_bundle(name, chw(train.data), train.targets, chw(test.data), test.targets, classes, **common)
 
 
 def mnist(*, root: str = "data", download: bool = False, **common) -> DataBundle:
-    return _mnist_like("mnist", "MNIST", root, download, **common)
+    return _train_test("mnist", "MNIST", 10, root, download, False, **common)
 
 
 def fashion_mnist(*, root: str = "data", download: bool = False, **common) -> DataBundle:
-    return _mnist_like("fashion_mnist", "FashionMNIST", root, download, **common)
+    return _train_test("fashion_mnist", "FashionMNIST", 10, root, download, False, **common)
 
 
 def mnist_t10k(*, root: str = "data", download: bool = False, train_size: int = 8000,
@@ -103,7 +105,6 @@ def mnist_t10k(*, root: str = "data", download: bool = False, train_size: int = 
         raise DataFileError(f"dataset 'mnist_t10k': {paths[0]} holds {len(x)} images and {paths[1]} {len(y)} "
                             "labels: a file is truncated; delete it and put the good file (or its .gz) back")
     if train_size >= len(y):
-        from odex.errors import ConfigError
         raise ConfigError(f"dataset.train_size={train_size}: must be < the {len(y)} images of the t10k files "
                           "(the rest is the test split)")
     return make_bundle("mnist_t10k", x[:train_size], y[:train_size], x[train_size:], y[train_size:],
@@ -137,23 +138,12 @@ def _gunzip(gz: Path, path: Path) -> None:
         raise
 
 
-def _cifar(name: str, reader_name: str, classes: int, root: str, download: bool, **common) -> DataBundle:
-    import torchvision
-
-    reader = getattr(torchvision.datasets, reader_name)
-    train = _open(name, reader, root, download, train=True)
-    test = _open(name, reader, root, download, train=False)
-    hwc_to_chw = lambda d: _tensor(d).permute(0, 3, 1, 2).contiguous()   # noqa: E731
-    return make_bundle(name, hwc_to_chw(train.data), train.targets, hwc_to_chw(test.data),
-                       test.targets, classes, **common)
-
-
 def cifar10(*, root: str = "data", download: bool = False, **common) -> DataBundle:
-    return _cifar("cifar10", "CIFAR10", 10, root, download, **common)
+    return _train_test("cifar10", "CIFAR10", 10, root, download, True, **common)
 
 
 def cifar100(*, root: str = "data", download: bool = False, **common) -> DataBundle:
-    return _cifar("cifar100", "CIFAR100", 100, root, download, **common)
+    return _train_test("cifar100", "CIFAR100", 100, root, download, True, **common)
 
 
 def svhn(*, root: str = "data", download: bool = False, **common) -> DataBundle:

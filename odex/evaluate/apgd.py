@@ -1,35 +1,19 @@
 """Auto-PGD (APGD), the gradient attacks of AutoAttack: Croce & Hein, "Reliable evaluation of
 adversarial robustness with an ensemble of diverse parameter-free attacks", ICML 2020, Algorithm 1.
 
-PGD with momentum and a step size that needs no tuning: it starts at 2 eps and is halved at
-checkpoints w_j (the first after 22% of the steps, then every max(22% - 3% j, 6%) of them) when
-the loss rose in fewer than rho = 75% of the steps since the last checkpoint, or when the best loss
-did not improve and the step was not halved at the last checkpoint; a halving restarts from the
-best point. With z_k the projected gradient step from x_k,
+PGD with momentum and a step size halved at checkpoints (from 2 eps), z_k the projected step from x_k:
 
     x_{k+1} = P(x_k + a (z_k - x_k) + (1 - a) (x_k - x_{k-1})),   a = 0.75 (1 at the first step)
 
-where P projects onto the eps-ball (l-inf or l2) and [0, 1]. Losses (`APGD_LOSSES`): `ce` the
-cross-entropy (APGD-CE) and `dlr_t` the targeted DLR loss (APGD-T, eq. 8):
-
-    -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
-
-with target t the class of the `target_rank`-th largest logit at the clean image.
-
-Our own short code, with the arithmetic of torchattacks 3.5.1's APGD / APGDT (its package pins
-requests~=2.25, which breaks wandb's stack; tests/test_autoattack.py checks this module against
-torchattacks installed --no-deps): the same random start from the same seed, so the same adversarial
-images. Two differences, both to the original's behaviour (fra31/auto-attack): the step-size bookkeeping
-stays on the device (torchattacks reads the losses back with numpy at each checkpoint), and APGD-T's
-l2 step is each example's own (torchattacks uses the first example's step size for the whole batch).
+Losses (`APGD_LOSSES`): `ce` (APGD-CE) and the targeted DLR loss `dlr_t` (APGD-T, eq. 8). The
+arithmetic of torchattacks 3.5.1's APGD / APGDT, checked against it by tests/test_autoattack.py.
+Design notes: docs/design-notes.md, "odex/evaluate/apgd.py" (the checkpoints, the loss, two differences).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from odex.errors import ConfigError
 
 RHO = 0.75
 
@@ -48,7 +32,7 @@ def _dlr_targeted(logits, y, target):
 APGD_LOSSES = {"ce": _cross_entropy, "dlr_t": _dlr_targeted}
 
 
-def _l2(v: torch.Tensor) -> torch.Tensor:
+def l2_norms(v: torch.Tensor) -> torch.Tensor:
     """Per-image l2 norms, shaped to broadcast against `v`."""
     return (v ** 2).flatten(1).sum(1).sqrt().view(-1, *([1] * (v.dim() - 1)))
 
@@ -59,7 +43,7 @@ def _project(x, v, eps, norm, extra=0.0):
     if norm == "linf":
         return torch.minimum(torch.maximum(v, x - eps), x + eps).clamp(0.0, 1.0)
     d = v - x
-    n = _l2(d)
+    n = l2_norms(d)
     return (x + d / (n + 1e-12) * torch.minimum(torch.full_like(x, eps), n + extra)).clamp(0.0, 1.0)
 
 
@@ -70,13 +54,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     the last iterate that was misclassified where there was one, else the best-loss start point.
     `loss="dlr_t"` needs `target_rank` (2 = the runner-up class at x). The caller puts the model in
     eval mode with frozen parameters (odex.evaluate.attacks.attack_mode) and enables gradients."""
-    if norm not in ("linf", "l2"):
-        raise ConfigError(f"APGD norm must be linf or l2, got {norm!r}")
-    if steps < 1:
-        raise ConfigError(f"APGD needs steps >= 1, got {steps}")
-    loss_fn = APGD_LOSSES[loss]
-    if loss == "dlr_t" and not (target_rank and 2 <= target_rank):
-        raise ConfigError(f"APGD-T needs target_rank >= 2 (2 = the runner-up class), got {target_rank}")
+    loss_fn = APGD_LOSSES[loss]      # norm and steps: odex/schema.py AutoAttackAccuracy, before the run
     n = len(x)
     view = (-1, *([1] * (x.dim() - 1)))
     steps_2, steps_min, size_decr = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
@@ -88,7 +66,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
         x_adv = x + eps * ones * t / t.flatten(1).abs().max(1, keepdim=True)[0].view(view)
     else:
         t = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x_adv = x + eps * ones * t / (_l2(t) + 1e-12)
+        x_adv = x + eps * ones * t / (l2_norms(t) + 1e-12)
     x_adv = x_adv.clamp(0.0, 1.0)
     x_best, x_best_adv = x_adv.clone(), x_adv.clone()
     loss_steps = torch.zeros(steps, n, device=x.device, dtype=x.dtype)
@@ -127,7 +105,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
                 z = _project(x, x_adv + step_size * torch.sign(grad), eps, norm)
                 x_adv = _project(x, x_adv + (z - x_adv) * a + grad2 * (1 - a), eps, norm)
             else:
-                z = _project(x, x_adv + step_size * grad / (_l2(grad) + 1e-12), eps, norm)
+                z = _project(x, x_adv + step_size * grad / (l2_norms(grad) + 1e-12), eps, norm)
                 x_adv = _project(x, x_adv + (z - x_adv) * a + grad2 * (1 - a), eps, norm, extra=1e-12)
 
         logits, loss_now, grad = loss_and_grad(x_adv)

@@ -1,32 +1,13 @@
 """Projected gradient descent (PGD) attacks in pixel space (Madry et al., "Towards Deep Learning
 Models Resistant to Adversarial Attacks", ICLR 2018), with the update rules of torchattacks 3.5
-`PGD` and `PGDL2` (the implementation LyaNet evaluated with):
-
-    l-inf: x0 = clip(x + U(-eps, eps)),            x' = x_k + alpha * sign(g)
-           x_{k+1} = clip(x + clamp(x' - x, -eps, eps))
-    l2:    x0 = clip(x + eps * r * d / ||d||),      d ~ N(0, I), r ~ U(0, 1)
-           x' = x_k + alpha * g / (||g|| + 1e-10),  x_{k+1} = clip(x + (x' - x) * min(1, eps / ||x' - x||))
-
-where g is the gradient wrt the input of the mean of a per-example loss and clip is to [0, 1];
-norms are per image. `eps` may be one radius or one per example. The losses (`LOSSES`):
+`PGD` and `PGDL2`. `eps` may be one radius or one per example. The losses (`LOSSES`), in float64:
 
     ce:   cross-entropy (torchattacks' choice)
-    dlr:  -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)   (pi sorts the logits, decreasing)
+    dlr:  -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)   (Croce & Hein, ICML 2020)
 
-DLR is Croce & Hein's difference-of-logits-ratio loss ("Reliable evaluation of adversarial
-robustness with an ensemble of diverse parameter-free attacks", ICML 2020): invariant to a scaling
-and a shift of the logits, so it keeps a gradient where the cross-entropy saturates (logits of
-1e8: softmax is exactly one-hot in float, its gradient exactly zero, and a CE attack reports
-robustness that is not there). With fewer than three classes it is the plain margin
--(z_y - max_{i != y} z_i). Both are computed in float64 so that huge logits neither overflow nor
-lose the margin to rounding.
-
-Our own short code: torchattacks itself pins requests~=2.25 (its setup.py), which breaks a modern
-environment; its APGD(-DLR) is the model for the loss, with PGD's fixed step kept here.
-
-The model is attacked as it is (an ODE model through its own solver and gradient method), in eval
-mode, with its parameters frozen for the attack (no parameter gradients are computed, which also
-spares an adjoint the parameter integral). Everything stays on the device: no host sync per step.
+The model is attacked as it is (through its own solver and gradient method), in eval mode, with its
+parameters frozen; everything stays on the device (no host sync per step).
+Design notes: docs/design-notes.md, "odex/evaluate/attacks.py" (the update rules, why DLR, our own code).
 """
 from __future__ import annotations
 
@@ -56,6 +37,12 @@ def attack_mode(model: nn.Module):
         for p in frozen:
             p.requires_grad_(True)
         model.train(was_training)
+
+
+def classifies(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per example, whether the model as it is (eval mode) classifies x as y."""
+    with attack_mode(model), torch.no_grad():
+        return model(x).argmax(1) == y
 
 
 def _norms(v: torch.Tensor) -> torch.Tensor:
@@ -148,8 +135,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, alpha, steps
             g = torch.nan_to_num(_input_grad(model, adv, y, loss_fn), nan=0.0, posinf=0.0, neginf=0.0)
             if norm == "linf":
                 adv = adv + alpha * g.sign()
-                delta = (adv - x).clamp(-eps, eps) if isinstance(eps, float) else \
-                    torch.minimum(torch.maximum(adv - x, -eps), eps)
+                delta = (adv - x).clamp(-eps, eps)
             else:
                 adv = adv + alpha * g / (_norms(g) + _DIV_EPS)
                 delta = adv - x

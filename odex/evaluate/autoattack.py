@@ -1,59 +1,31 @@
-"""eval=autoattack and eval=square: robust accuracy under Croce & Hein's AutoAttack ("Reliable
-evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks", ICML 2020)
+"""eval=autoattack and eval=square: robust accuracy under Croce & Hein's AutoAttack (ICML 2020)
 and under the gradient-free Square attack alone (Andriushchenko et al., ECCV 2020).
 
-AutoAttack runs its attacks one after the other, each on the images no earlier one broke; an image
-is robust only if it survives them all. The standard set, odex's default `attacks`, is APGD-CE,
-APGD-T (9 target classes), FAB-T (9 targets; Croce & Hein, "Minimally distorted adversarial
-examples with a fast adaptive boundary attack", ICML 2020) and Square (5,000 queries):
-odex/evaluate/apgd.py, fab.py, square.py. `steps` is APGD's and FAB-T's iteration count (100 in
-the standard version for both), `targets` the number of target classes of APGD-T and FAB-T.
-
-The model is attacked in eval mode, in pixel space [0, 1] (data outside it is refused), through its
-own solver or, as in eval=pgd, through `solver` (keys of conf/solver); the adversarial images are
-judged by the model as it is. The Square budget (`queries`) is logged beside the figure
-(`<prefix>/autoattack_square_queries`, `<prefix>/square_queries`): 5,000 is the standard, smaller
-budgets are a weaker attack.
-
-Gradient masking: a gradient-free attack that finds clearly more errors than the gradient attacks
-means the gradients mislead (Carlini et al. 2019; Croce & Hein 2020). `<prefix>/autoattack_<norm>_masking_flag`
-is 1 when Square breaks more than `masking_gap` of the examples after APGD; eval=square compares
-its figure with eval=pgd's on the same examples, norm and radius (`<prefix>/square_<norm>_gap`,
-PGD's accuracy minus Square's) and, past `masking_gap`, raises `<prefix>/pgd_masking_flag` too.
+AutoAttack runs its `attacks` one after the other, each on the images no earlier one broke (the
+standard set: APGD-CE, APGD-T, FAB-T, Square: apgd.py, fab.py, square.py). A gradient-free attack
+that finds clearly more errors than the gradient attacks means the gradients mislead (Carlini et al.
+2019): `<prefix>/autoattack_<norm>_masking_flag` is 1 when Square breaks more than `masking_gap` of
+the examples after APGD; eval=square, beside eval=pgd, logs `<prefix>/square_<norm>_gap` and past
+`masking_gap` raises `<prefix>/pgd_masking_flag` too.
+Design notes: docs/design-notes.md, "odex/evaluate/autoattack.py" (the budgets, pixels, solvers).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 
 import torch
 from torch import nn
 
 from odex.errors import ConfigError
 from odex.evaluate.apgd import apgd
-from odex.evaluate.attacks import attack_mode
+from odex.evaluate.attacks import attack_mode, classifies
 from odex.evaluate.evaluators import first_examples, parse_eps
 from odex.evaluate.fab import fab_t
 from odex.evaluate.square import square
 from odex.ode.block import solver_changed
-from odex.ode.solver import Solver
 
 log = logging.getLogger("odex")
-
-
-def check_solver(solver: dict | None, key: str) -> dict | None:
-    """An evaluation solver (conf/solver keys, t1 excluded), checked now rather than after training."""
-    if solver is None:
-        return None
-    solver = dict(solver)
-    if "t1" in solver:
-        raise ConfigError(f"{key} cannot change t1 (it is part of the model)")
-    try:
-        replace(Solver(), **solver)
-    except TypeError as e:
-        raise ConfigError(f"{key}: {e}") from None
-    return solver
 
 
 def check_pixels(chosen, what: str) -> None:
@@ -83,19 +55,14 @@ class _PixelAttack:
                  every: int | None, masking_gap: float):
         self.norm, (self.eps, self.eps_label) = norm, parse_eps(eps)
         self.limit, self.seed, self.every, self.masking_gap = limit, seed, every, masking_gap
-        self.solver = check_solver(solver, f"eval.{self.name}.solver")
-
-    def _judge(self, model, adv, y) -> torch.Tensor:
-        """Still classified correctly by the model as it is (its own solver)."""
-        with attack_mode(model), torch.no_grad():
-            return model(adv).argmax(1) == y
+        self.solver = None if solver is None else dict(solver)     # its keys: odex/schema.py EvalSolver
 
     def _prepare(self, model, batches):
         chosen = first_examples(batches, self.limit)
         if not chosen:
             return None, None
         check_pixels(chosen, f"eval={self.name}")
-        clean = [self._judge(model, x, y) for x, y in chosen]
+        clean = [classifies(model, x, y) for x, y in chosen]
         return chosen, clean
 
 
@@ -160,8 +127,8 @@ class AutoAttackAccuracy(_PixelAttack):
     of the earlier ones): `<prefix>/autoattack_<norm>_acc`, and after each attack
     `<prefix>/autoattack_<norm>_acc_<attack>` (AutoAttack's per-attack report); the clean accuracy
     of the attacked examples `<prefix>/autoattack_clean_acc`, their number `<prefix>/autoattack_n`,
-    the wall time, the budget (`<prefix>/autoattack_steps`, `_targets`, `_square_queries`), and the masking flag (module docstring). `limit`: the first N
-    test images (null: all)."""
+    the wall time, the budget (`<prefix>/autoattack_steps`, `_targets`, `_square_queries`), and the
+    masking flag (module docstring). `limit`: the first N test images (null: all)."""
 
     name = "autoattack"
 
@@ -173,7 +140,8 @@ class AutoAttackAccuracy(_PixelAttack):
         self.attacks = [attacks] if isinstance(attacks, str) else list(attacks)
         unknown = [a for a in self.attacks if a not in STAGES]
         if not self.attacks or unknown or len(set(self.attacks)) < len(self.attacks):
-            raise ConfigError(f"eval.autoattack.attacks must be distinct names from {sorted(STAGES)}, got {self.attacks}")
+            raise ConfigError(f"eval.autoattack.attacks must be distinct names from {sorted(STAGES)}, "
+                              f"got {self.attacks}")
         self.steps, self.targets, self.queries, self.p_init = int(steps), int(targets), int(queries), p_init
         self._reason = ""
 
@@ -191,9 +159,8 @@ class AutoAttackAccuracy(_PixelAttack):
                     with solver_changed(model, self.solver), attack_mode(model):
                         adv = STAGES[attack](self, model, x[idx], y[idx])
                     alive = alive.clone()
-                    alive[idx] = self._judge(model, adv, y[idx])
-                c = alive.sum()
-                counts[attack] = c if attack not in counts else counts[attack] + c
+                    alive[idx] = classifies(model, adv, y[idx])     # by the model as it is (its own solver)
+                counts[attack] = counts.get(attack, 0) + alive.sum()
             alive_all.append(alive)
         n = sum(len(y) for _, y in chosen)
         dev = clean[0].device
@@ -216,8 +183,8 @@ class AutoAttackAccuracy(_PixelAttack):
                 after = out[f"{prefix}/autoattack_{norm}_acc_square"].item()
                 if before - after > self.masking_gap:
                     flag = 1.0
-                    self._reason = (f"Square broke {before - after:.1%} of the examples that {', '.join(self.attacks[:i])} "
-                                    f"left correct (> {self.masking_gap:.0%})")
+                    self._reason = (f"Square broke {before - after:.1%} of the examples that "
+                                    f"{', '.join(self.attacks[:i])} left correct (> {self.masking_gap:.0%})")
         out[f"{prefix}/autoattack_{norm}_masking_flag"] = torch.tensor(flag, device=dev)
         return out
 
@@ -252,7 +219,7 @@ class SquareAccuracy(_PixelAttack):
             with solver_changed(model, self.solver), attack_mode(model):
                 adv = square(model, x, y, eps=self.eps, norm=self.norm, queries=self.queries,
                              p_init=self.p_init, seed=self.seed)
-            robust.append(alive & self._judge(model, adv, y))
+            robust.append(alive & classifies(model, adv, y))
         n = sum(len(y) for _, y in chosen)
         dev = clean[0].device
         return {f"{prefix}/square_clean_acc": torch.stack([c.sum() for c in clean]).sum().float() / n,

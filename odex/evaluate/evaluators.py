@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odex.config import check_value
-from odex.evaluate.attacks import NORMS, attack_mode, pgd, no_input_gradient
+from odex.evaluate.attacks import NORMS, classifies, pgd, no_input_gradient
 from odex.errors import ConfigError
 from odex.ode.nfe import reset_nfe, total_nfe
 from odex.ode.block import solver_changed
@@ -50,11 +50,6 @@ def first_examples(batches, limit: int | None) -> list[tuple[torch.Tensor, torch
     return chosen
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class CleanAccuracy:
     """Accuracy and mean cross-entropy on unperturbed inputs, and the mean forward NFE per batch
     of the solves (`<prefix>/nfe`, the inference cost)."""
@@ -63,15 +58,12 @@ class CleanAccuracy:
         was_training = model.training
         model.eval()
         reset_nfe(model)
-        correct = loss = None
-        n = 0
+        correct = loss = n = 0
         with torch.no_grad():
             for x, y in batches:
                 logits = model(x)
-                c = (logits.argmax(1) == y).sum()
-                l_ = F.cross_entropy(logits, y, reduction="sum")
-                correct = c if correct is None else correct + c
-                loss = l_ if loss is None else loss + l_
+                correct = correct + (logits.argmax(1) == y).sum()
+                loss = loss + F.cross_entropy(logits, y, reduction="sum")
                 n += len(y)
         model.train(was_training)
         out = {f"{prefix}/acc": correct.float() / n, f"{prefix}/loss": loss / n}
@@ -141,58 +133,51 @@ class PGDAccuracy:
                 with solver_changed(model, self.solver):
                     adv = pgd(model, x, y, random_start=self.random_start, generator=generator,
                               loss=loss, **spec)
-                with attack_mode(model), torch.no_grad():
-                    alive &= model(adv).argmax(1) == y
+                alive &= classifies(model, adv, y)
             out[loss] = alive
         return out
 
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
         chosen = first_examples(batches, self.limit)
         if not chosen:
-            return out
+            return {}
         n = sum(len(y) for _, y in chosen)
-        clean = zero = None
+        clean = zero = 0
         for x, y in chosen:
-            with attack_mode(model), torch.no_grad():
-                c = (model(x).argmax(1) == y).sum()
+            clean = clean + classifies(model, x, y).sum()
             with solver_changed(model, self.solver):
-                z = torch.stack([no_input_gradient(model, x, y, loss) for loss in self.losses]).any(0).sum()
-            clean = c if clean is None else clean + c
-            zero = z if zero is None else zero + z
-        out[f"{prefix}/pgd_clean_acc"] = clean.float() / n
-        out[f"{prefix}/pgd_zero_grad"] = zero.float() / n
-        reasons = []
+                zero = zero + torch.stack([no_input_gradient(model, x, y, loss) for loss in self.losses]).any(0).sum()
+        out = {f"{prefix}/pgd_clean_acc": clean.float() / n, f"{prefix}/pgd_zero_grad": zero.float() / n}
+        device = clean.device
         for norm, spec in self.attacks.items():
-            generator, t0 = None, time.perf_counter()
-            per_loss = {loss: None for loss in self.losses}
-            robust = larger = None
+            t0 = time.perf_counter()
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            per_loss = dict.fromkeys(self.losses, 0)
+            robust = larger = 0
             for x, y in chosen:
-                if generator is None:
-                    generator = torch.Generator(device=x.device).manual_seed(self.seed)
                 alive = self._survivors(model, x, y, spec, generator, self.losses, self.restarts)
                 for loss, a in alive.items():
-                    per_loss[loss] = a.sum() if per_loss[loss] is None else per_loss[loss] + a.sum()
-                r = torch.stack(list(alive.values())).all(0).sum()
-                robust = r if robust is None else robust + r
-            _sync(robust.device)
+                    per_loss[loss] = per_loss[loss] + a.sum()
+                robust = robust + torch.stack(list(alive.values())).all(0).sum()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             out[f"{prefix}/pgd_{norm}_acc"] = robust.float() / n
             for loss, a in per_loss.items():
                 out[f"{prefix}/pgd_{norm}_acc_{loss}"] = a.float() / n
             # on the device of the other metrics: the trainer reads them all back in one stack
-            out[f"{prefix}/pgd_{norm}_time_s"] = torch.tensor(time.perf_counter() - t0, device=robust.device)
+            out[f"{prefix}/pgd_{norm}_time_s"] = torch.tensor(time.perf_counter() - t0, device=device)
             if self.larger_radius is not None and spec["eps"] > 0:
                 f = self.larger_radius
                 big = {**spec, "eps": spec["eps"] * f, "alpha": spec["alpha"] * f}
-                generator = torch.Generator(device=robust.device).manual_seed(self.seed)
+                generator = torch.Generator(device=device).manual_seed(self.seed)
                 for x, y in chosen:
                     alive = self._survivors(model, x, y, big, generator, self.losses, 1)
-                    r = torch.stack(list(alive.values())).all(0).sum()
-                    larger = r if larger is None else larger + r
+                    larger = larger + torch.stack(list(alive.values())).all(0).sum()
                 out[f"{prefix}/pgd_{norm}_acc@{f:g}eps"] = larger.float() / n
         # the checks need host values: one read after the attacks (which synchronised anyway)
         host = {k: v.item() for k, v in out.items() if not k.endswith("_time_s")}
         clean_acc = host[f"{prefix}/pgd_clean_acc"]
+        reasons = []
         for norm in self.attacks:
             acc = host[f"{prefix}/pgd_{norm}_acc"]
             if acc > clean_acc:
@@ -201,13 +186,14 @@ class PGDAccuracy:
             if key in host and acc > 0 and host[key] >= acc:
                 reasons.append(f"{norm} accuracy {host[key]:.4f} at {self.larger_radius:g} x eps is not below "
                                f"{acc:.4f} at eps")
-        if host[f"{prefix}/pgd_zero_grad"] > self.zero_grad_share:
-            reasons.append(f"the input gradient is exactly zero or not finite for {host[f'{prefix}/pgd_zero_grad']:.1%} of the "
-                           f"examples (> {self.zero_grad_share:.0%})")
+        zero_share = host[f"{prefix}/pgd_zero_grad"]
+        if zero_share > self.zero_grad_share:
+            reasons.append(f"the input gradient is exactly zero or not finite for {zero_share:.1%} of the examples "
+                           f"(> {self.zero_grad_share:.0%})")
         if reasons:
             log.warning("eval=pgd: possible gradient masking (%s): %s; trust the worst-case figure "
                         "%s/pgd_<norm>_acc (all losses), and check the model", prefix, "; ".join(reasons), prefix)
-        out[f"{prefix}/pgd_masking_flag"] = torch.tensor(float(bool(reasons)), device=clean.device)
+        out[f"{prefix}/pgd_masking_flag"] = torch.tensor(float(bool(reasons)), device=device)
         return out
 
 
@@ -242,7 +228,7 @@ class CertifiedAccuracy:
                 for name, fn in radii.items():
                     radius = fn(logits)
                     c = torch.stack([(correct & (radius > eps)).sum() for eps, _ in self.eps])
-                    counts[name] = c if name not in counts else counts[name] + c
+                    counts[name] = counts.get(name, 0) + c
                 n += len(y)
             out = {}
             bound = getattr(model, "lipschitz_bound", None)

@@ -1,42 +1,15 @@
 """FAB-T, the targeted Fast Adaptive Boundary attack of AutoAttack's standard set: Croce & Hein,
 "Minimally distorted adversarial examples with a fast adaptive boundary attack", ICML 2020.
 
-A minimum-norm attack: it walks towards the decision boundary between the true class y and a
-target class t (the `target_rank`-th largest clean logit, as APGD-T) while staying close to the
-clean image x_0. With f(x) = z_t(x) - z_y(x) (the image is misclassified towards t where f > 0) and
-g = grad f(x_k), the boundary linearised at the iterate x_k is the hyperplane
+A minimum-norm attack: with f(x) = z_t(x) - z_y(x) (t the `target_rank`-th largest clean logit)
+linearised at x_k, the iterate and the clean image x_0 are projected onto the hyperplane within the
+box [0, 1] (`project`: d_k, d_0) and mixed,
 
-    pi_k = {z : <g, z - x_k> + f(x_k) = 0}.
+    x_{k+1} = clip_[0,1]((1 - a)(x_k + eta d_k) + a (x_0 + eta d_0)),  a = min(|d_k| / (|d_k| + |d_0|), alpha_max);
 
-Each step projects both the iterate and the clean image onto pi_k within the box [0, 1] (the
-minimal l_p move, `project`), d_k = P(x_k) - x_k and d_0 = P(x_0) - x_0, and mixes them:
-
-    x_{k+1} = clip_[0,1]((1 - a)(x_k + eta d_k) + a (x_0 + eta d_0)),
-    a = min(|d_k| / (|d_k| + |d_0|), alpha_max)
-
-(overshoot eta = 1.05, alpha_max = 0.1: the paper's and AutoAttack's values). When x_{k+1} is
-misclassified it is kept if closer to x_0 than the best found so far, and the iterate is pulled
-back towards x_0: x_{k+1} <- x_0 + beta (x_{k+1} - x_0), beta = 0.9. The attack succeeds within the
-radius eps when its closest misclassified image lies within eps of x_0.
-
-The projection onto {z : <w, z> = b} and the box, for either norm: with c = b - <w, x> the needed
-change of <w, .> and r_i the room coordinate i has in the direction sign(c w_i) before it hits 0
-or 1, the minimal move is, for the smallest tau >= 0 with sum_i v_i min(tau, s_i) >= |c|,
-
-    l-inf: v_i = |w_i|, s_i = r_i,        move_i = min(tau, r_i)
-    l2:    v_i = w_i^2, s_i = r_i / |w_i|, move_i = min(tau |w_i|, r_i)
-
-(l-inf: every free coordinate moves by the same tau; l2: the KKT point clip(lambda w) of the box),
-in the direction sign(c w_i). The left side is piecewise linear and increasing in tau: sorting s
-gives its value at each breakpoint and tau on the right piece in closed form. Where the hyperplane
-is beyond the box, the move is the box corner (every coordinate moves its whole room).
-
-Our own code (the arithmetic of the paper, written without torchattacks' bisection over the sorted
-breakpoints; tests/test_fab.py checks `project` against torchattacks 3.5.1's projection_linf /
-projection_l2 and `fab_t` against its FAB with multi_targeted=True, installed --no-deps because
-its package pins requests~=2.25, which breaks wandb's stack). As in torchattacks' AutoAttack and
-AutoAttack's standard version, one run from x_0 per target class (no random restarts), so the
-attack is deterministic; no read-back inside the loop (masks instead of index lists).
+a misclassified x_{k+1} is kept if closest to x_0 so far and pulled back, x_0 + beta (x_{k+1} - x_0).
+Checked against torchattacks 3.5.1 (tests/test_fab.py). Design notes: docs/design-notes.md,
+"odex/evaluate/fab.py" (the projection in closed form, the constants, why our own code).
 """
 from __future__ import annotations
 

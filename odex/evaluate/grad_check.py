@@ -1,26 +1,13 @@
 """Gradient fidelity as a metric (eval=grad_check): how far the configured gradient method's
-parameter gradient is from direct backpropagation through the same solver.
-
-The continuous adjoint, its seminorm variant and the Gauss-Legendre adjoint (gq) solve a second
-ODE backwards: their gradients are exact only up to the solver's tolerances and only for smooth
-vector fields. At a kink of a ReLU the adjoint equation is ill-posed and the backward solve
-crosses the kinks at other points than the forward one, so their gradients differ from the true
-gradient of the computed forward solution by 1e-3 to 1e-2 even at tolerances of 1e-10 (with
-softplus below 1e-6; Gholami et al., "ANODE", IJCAI 2019, make this their central point).
-
-On one fixed batch (the first `examples` examples of the evaluated data, the same at every
-evaluation), with the model in eval mode, the gradient g of the mean cross-entropy wrt every
-trainable parameter is computed twice: with each ODE block's own gradient method, and with every
-block switched to direct backpropagation (odex.ode.block.grad_changed). Logged:
+parameter gradient is from direct backpropagation through the same solver (adjoints are exact only
+up to tolerances and for smooth fields: Gholami et al., "ANODE", IJCAI 2019). On one fixed batch,
+in eval mode, over all trainable parameters together:
 
     grad/rel_err = ||g_method - g_direct|| / ||g_direct||
     grad/cosine  = <g_method, g_direct> / (||g_method|| ||g_direct||)
 
-(both over all parameters together), and a warning when rel_err exceeds `threshold`. `float64`
-runs both on a float64 copy of the model and batch, which separates the method's error from float32
-rounding; `solver` (keys of conf/solver, e.g. {rtol: 1e-8, atol: 1e-8}) evaluates with another
-solver setting, the same for both. Nothing here depends on which method or model it is: any model
-with ODE blocks, any method in odex.ode.grad.
+and a warning when rel_err exceeds `threshold`. Design notes: docs/design-notes.md,
+"odex/evaluate/grad_check.py" (why, `float64`, `solver`).
 """
 from __future__ import annotations
 
@@ -32,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odex.errors import ConfigError
+from odex.evaluate.evaluators import first_examples
 from odex.ode.grad import Direct
 from odex.ode.block import grad_changed, ode_blocks, solver_changed
 
@@ -67,21 +55,12 @@ class GradCheck:
         self.every, self.examples, self.float64, self.threshold = every, int(examples), bool(float64), threshold
         self.solver = None if solver is None else dict(solver)
 
-    def _batch(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys, n = [], [], 0
-        for x, y in batches:
-            xs.append(x[: self.examples - n])
-            ys.append(y[: self.examples - n])
-            n += len(ys[-1])
-            if n >= self.examples:
-                break
-        return torch.cat(xs), torch.cat(ys)
-
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
         if not ode_blocks(model):
             raise ConfigError(f"eval=grad_check compares an ODE gradient method with direct backprop: "
                               f"{type(model).__name__} has no ODE block")
-        x, y = self._batch(batches)
+        xs, ys = zip(*first_examples(batches, self.examples))
+        x, y = torch.cat(xs), torch.cat(ys)
         net = model
         if self.float64:
             net = copy.deepcopy(model).double()

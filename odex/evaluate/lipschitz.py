@@ -1,43 +1,13 @@
-"""Guaranteed upper bounds of spectral norms (for sound Lipschitz certificates).
+"""Guaranteed upper bounds of spectral norms (for sound Lipschitz certificates): power iteration
+approaches ||W||_2 from below, so a certificate built on it is not a guarantee. Dense layers: the
+exact largest singular value (SVD, float64). Stride-1 zero-padded convolutions: Gram iteration
+(Delattre, Barthelemy, Araujo, Allauzen, ICML 2023, arXiv 2305.16173) per DFT frequency of the
+kernel on the grid enlarged by the padding, with G_1 = A, G_{t+1} = G_t^H G_t,
 
-Power iteration approaches ||W||_2 from below, so a certificate built on it is not a guarantee
-(REFERENCES §13: two of six layers of a small trained CPL net were 0.47% above their 100-iteration
-estimate). The bounds here are >= the true norm whatever the weights, up to floating-point rounding,
-which `SAFETY` covers with a wide margin (see below).
+    sigma_1(A) <= ||G_t||_F^(1 / 2^(t-1))     for every t.
 
-Dense layers: the exact largest singular value (an SVD in float64).
-
-Convolutions, Gram iteration (Delattre, Barthelemy, Araujo, Allauzen, "Efficient Bound of Lipschitz
-Constant for Convolutional Layers by Gram Iteration", ICML 2023, arXiv 2305.16173). For a matrix
-G_1 = A, G_{t+1} = G_t^H G_t has sigma_1(G_t) = sigma_1(A)^(2^(t-1)) and sigma_1 <= ||.||_F, so
-
-    sigma_1(A) <= ||G_t||_F^(1 / 2^(t-1))     for every t,
-
-and the bound equals (sum_i sigma_i^(2^t))^(1/2^t) <= rank^(1/2^t) sigma_1: it tightens
-super-linearly. Each G is divided by its Frobenius norm at every step (the logs are kept), so
-nothing overflows.
-
-A circular convolution on N x N images is block-diagonalised by the 2-D DFT: its norm is the
-largest over the N^2 frequencies w of ||K^(w)||_2, K^(w) the cout x cin matrix of the kernel's DFT
-(zero-padded to N x N) at w. We bound each frequency's matrix by Gram iteration and take the
-maximum (the paper sums the squared Frobenius norms over frequencies; the maximum of per-frequency
-bounds is also an upper bound and never looser).
-
-Zero padding. The models use zero padding ("same" convolution, stride 1, padding p, kernel k with
-p <= k - 1), not circular padding, so the circular bound needs an argument. Embed the n x n input
-x with zeros into an N x N image with N >= n + p, run the circular convolution there and keep the
-output window of the zero-padded convolution (m = n + 2p - k + 1 <= N positions). Every input
-index the window reads lies in [-p, n + p - 1]: the indices -p..-1 wrap to N-p..N-1 >= n and the
-indices n..n+p-1 are < N, so every index outside [0, n) reads an embedded zero, exactly as zero
-padding does. Hence conv_zero = P C_N E with E the zero embedding (an isometry) and P a coordinate
-restriction (norm <= 1), and ||conv_zero||_2 <= ||C_N||_2: the circular bound on the
-(n + p) x (n + p) grid is a guaranteed bound for the zero-padded convolution on n x n images.
-(The maximum over any finite frequency grid is also <= the supremum over the continuous torus,
-the norm of the convolution on unbounded images, which bounds every image size.)
-
-Rounding: everything runs in float64 (unit roundoff 1.1e-16). The computed Frobenius norms and
-singular values carry relative errors of order (dimension x 2^t) x 1e-16 before the 1/2^(t-1)-th
-root, below 1e-10 for every layer size odex builds; `SAFETY` = 1 + 1e-6 multiplies every bound.
+Every bound is multiplied by `SAFETY` (float64 rounding). Design notes: docs/design-notes.md,
+"odex/evaluate/lipschitz.py" (the bound, the zero-padding argument, rounding).
 """
 from __future__ import annotations
 
@@ -91,7 +61,7 @@ def conv_norm_bound(weight: torch.Tensor, image_size: tuple[int, int], padding: 
                     iters: int = 12) -> torch.Tensor:
     """An upper bound of ||conv||_2 for the stride-1 convolution with `weight`, zero `padding`
     on each side, on images of `image_size`: the circular bound on the grid enlarged by `padding`
-    (module docstring)."""
+    (why that holds: docs/design-notes.md)."""
     kh, kw = weight.shape[-2:]
     if padding > min(kh, kw) - 1:
         raise ValueError(f"padding {padding} > kernel size - 1: the embedding argument does not hold")

@@ -160,7 +160,6 @@ def evaluate_checkpoint(ckpt_path: str | Path, overrides: list[str], out_dir: st
 
 
 def _evaluate(cfg, ckpt_path: Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
-    import odex.training.checkpoint as ckpt
     from odex.build import build_run
     from odex.config import build
     from odex.sweep.process_state import job_settings
@@ -168,23 +167,21 @@ def _evaluate(cfg, ckpt_path: Path, overrides: list[str], out_dir: Path) -> dict
     trainer = build(cfg.trainer)          # device, threads and the speed settings, as in the run
     with job_settings(threads=trainer.threads, tf32=trainer.tf32, device=trainer.device,
                       compiles=trainer.fast_paths.compiles):
-        built = build_run(cfg, trainer=trainer, training=False)
-        model, data = built.model, built.data
-        state = ckpt.load_weights(model, ckpt_path, "ckpt_path")
-        return _evaluate_built(cfg, model, data, built.evaluators, state, ckpt_path, overrides, out_dir)
+        return _evaluate_built(cfg, build_run(cfg, trainer=trainer, training=False), ckpt_path, overrides, out_dir)
 
 
-def _evaluate_built(cfg, model, data, evaluators, state, ckpt_path: Path, overrides: list[str],
-                    out_dir: Path) -> dict[str, Any]:
+def _evaluate_built(cfg, built, ckpt_path: Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
+    import odex.training.checkpoint as ckpt
     from odex.data.batches import Batches
     from odex.evaluate.evaluators import evaluate
     from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
     from odex.train import _config
     from odex.training import atomic
 
+    state = ckpt.load_weights(built.model, ckpt_path, "ckpt_path")
     atomic.makedirs(out_dir / ".hydra")
     atomic.write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
     atomic.write_text(out_dir / ".hydra" / "overrides.yaml",
@@ -193,9 +190,11 @@ def _evaluate_built(cfg, model, data, evaluators, state, ckpt_path: Path, overri
     tracker.start(_config(cfg), {"name": f"eval {ckpt_path}"})
     epoch = int(state.get("epoch", 0))
     metrics: dict[str, float] = {}
+    data = built.data
     splits = {"test": data.test} if data.val is None else {"val": data.val, "test": data.test}
     for prefix, split in splits.items():
-        values = evaluate(evaluators, model, Batches(split, data.eval_batch_size), prefix, epoch=epoch, final=True)
+        values = evaluate(built.evaluators, built.model, Batches(split, data.eval_batch_size), prefix, epoch=epoch,
+                          final=True)
         metrics.update({k: float(torch.as_tensor(v).float()) for k, v in values.items()})
     tracker.log(metrics, epoch)
     return tracker.finish("completed", {"run_dir": str(out_dir), "ckpt_path": str(ckpt_path.resolve()),

@@ -1,25 +1,11 @@
 """The Square attack: Andriushchenko, Croce, Flammarion, Hein, "Square Attack: a query-efficient
 black-box adversarial attack via random search", ECCV 2020 (Algorithms 1-3).
 
-Gradient-free: it only reads the model's logits, so it cannot be fooled by gradients that are
-zero, NaN or wrong (a saturated softmax, an adaptive solver's unstable backward pass). Random
-search on the margin loss L(x) = z_y(x) - max_{i != y} z_i(x): each query proposes a change of one
-square window of side s (shared by the batch, random signs per image and channel), kept when it
-lowers L or misclassifies the image; the side shrinks with the schedule p(i) (the fraction of
-pixels changed, p_init at the start, halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000
-of 10,000 queries, rescaled to the budget).
-
-    l-inf: start at vertical stripes x + eps * (+-1 per image, channel and column); a proposal sets
-           the window to +-eps around x (the window moves by 2 eps, then projected to the ball).
-    l2:    start at a grid of h/5-sized "meta-pseudo-Gaussian" blocks (eta below) with random signs,
-           scaled to ||delta|| = eps; a proposal moves the mass of a second window into the first
-           (Algorithm 3) and rescales delta to the sphere ||delta|| = eps.
-
-Our own code, after torchattacks 3.5.1's `Square` (from fra31/auto-attack; torchattacks pins
-requests~=2.25, which breaks wandb's stack). One difference: the images that are already
-misclassified drop out of the batch every `compact_every` queries instead of every query, so the
-loop reads a device value back once per `compact_every` queries rather than at each one. Random
-draws therefore differ from torchattacks', and tests compare the robust accuracy within a tolerance.
+Gradient-free random search on the margin loss L(x) = z_y(x) - max_{i != y} z_i(x): each query
+proposes a change of one square window, kept when it lowers L; the window shrinks with the schedule
+p(i). After torchattacks 3.5.1's `Square`, but the broken images leave the batch every
+`compact_every` queries (one read-back each), so random draws differ from torchattacks'.
+Design notes: docs/design-notes.md, "odex/evaluate/square.py" (the proposals per norm, the schedule).
 """
 from __future__ import annotations
 
@@ -29,6 +15,7 @@ import torch
 from torch import nn
 
 from odex.errors import ConfigError
+from odex.evaluate.apgd import l2_norms
 
 # p(i): the fraction of p_init at query i of 10,000 (Andriushchenko et al., their code's schedule)
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
@@ -80,10 +67,6 @@ def _corner(limit: int, host: torch.Generator) -> int:
     return int(torch.rand(1, generator=host).item() * limit) if limit > 0 else 0
 
 
-def _l2(v: torch.Tensor) -> torch.Tensor:
-    return v.pow(2).flatten(1).sum(1).sqrt().view(-1, *([1] * (v.dim() - 1)))
-
-
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
            queries: int = 5000, p_init: float = 0.8, seed: int = 0, compact_every: int = 20) -> torch.Tensor:
     """Adversarial images for (x, y) (N x C x H x W in [0, 1]) within the `norm` ball of radius
@@ -91,11 +74,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
     start are left as they are (they need no attack). `seed` seeds a generator on x's device (the
     signs) and one on the host (window corners, block transposes: no device read-back per query).
     The model is queried as it is: the caller sets eval mode."""
-    if norm not in ("linf", "l2"):
-        raise ConfigError(f"Square norm must be linf or l2, got {norm!r}")
-    if queries < 1:
-        raise ConfigError(f"Square needs queries >= 1, got {queries}")
-    if x.dim() != 4:
+    if x.dim() != 4:           # norm and queries: odex/schema.py SquareAccuracy, before the run
         raise ConfigError(f"Square attacks images (N x C x H x W), got shape {tuple(x.shape)}")
     n, c, h, w = x.shape
     dev, dt = x.device, x.dtype
@@ -112,7 +91,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
                 for vw in range(start, start + s * (w // s), s):
                     delta[:, :, vh:vh + s, vw:vw + s] += eta(s, host, dev, dt).view(1, 1, s, s) * \
                         _signs((n, c, 1, 1), generator, x)
-            x_best = (x + delta / (_l2(delta) + 1e-12) * eps).clamp(0.0, 1.0)
+            x_best = (x + delta / (l2_norms(delta) + 1e-12) * eps).clamp(0.0, 1.0)
         m_best = margin(model(x_best), y)
         correct = margin(model(x), y) > 0
         x_best = torch.where(correct.view(-1, 1, 1, 1), x_best, x)
@@ -145,14 +124,14 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
                 mask[:, :, vh:vh + s, vw:vw + s] = 1.0
                 mask[:, :, vh2:vh2 + s, vw2:vw2 + s] = 1.0
                 # the l2 mass of both windows and the budget left over, moved into the first window
-                budget = ((eps ** 2 - _l2(d) ** 2).clamp_min(0.0) / c + _l2(d * mask) ** 2).sqrt()
+                budget = ((eps ** 2 - l2_norms(d) ** 2).clamp_min(0.0) / c + l2_norms(d * mask) ** 2).sqrt()
                 new = eta(s, host, dev, dt).view(1, 1, s, s) * _signs((len(idx), c, 1, 1), generator, x)
                 new = new + window / (window.pow(2).sum((-2, -1), keepdim=True).sqrt() + 1e-12)
                 new = new / (new.pow(2).sum((-2, -1), keepdim=True).sqrt() + 1e-12) * budget
                 d = d.clone()
                 d[:, :, vh2:vh2 + s, vw2:vw2 + s] = 0.0
                 d[:, :, vh:vh + s, vw:vw + s] = new
-                proposal = (xc + d / (_l2(d) + 1e-12) * eps).clamp(0.0, 1.0)
+                proposal = (xc + d / (l2_norms(d) + 1e-12) * eps).clamp(0.0, 1.0)
             m = margin(model(proposal), yc)
             # kept when it lowers the margin (which includes every misclassification: an image
             # still attacked has a positive margin); images broken since the last compaction rest

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from odex.errors import ConfigError
-from odex.evaluate.attacks import attack_mode, pgd
-from odex.evaluate.autoattack import check_pixels, check_solver, raise_flag
+from odex.evaluate.attacks import classifies, pgd
+from odex.evaluate.autoattack import check_pixels, raise_flag
 from odex.evaluate.evaluators import first_examples, parse_eps
 from odex.ode.block import solver_changed
 
@@ -52,7 +52,7 @@ class SolverTransfer:
         for name in solvers:
             if not re.fullmatch(r"[A-Za-z0-9_.]+", str(name)):
                 raise ConfigError(f"eval.transfer.solvers: a setting's name is letters, digits, _ and ., got {name!r}")
-        self.solvers = {str(k): check_solver(v, f"eval.transfer.solvers.{k}") for k, v in solvers.items()}
+        self.solvers = {str(k): None if v is None else dict(v) for k, v in solvers.items()}
         self.own = next(k for k, v in self.solvers.items() if v is None)
         self.losses = [losses] if isinstance(losses, str) else list(losses)
         self.norm, self.eps, self.alpha = norm, parse_eps(eps)[0], parse_eps(alpha)[0]
@@ -60,8 +60,8 @@ class SolverTransfer:
         self._reasons: list[str] = []
 
     def _correct(self, model, setting, x, y) -> torch.Tensor:
-        with solver_changed(model, self.solvers[setting]), attack_mode(model), torch.no_grad():
-            return model(x).argmax(1) == y
+        with solver_changed(model, self.solvers[setting]):
+            return classifies(model, x, y)
 
     def __call__(self, model: nn.Module, batches, prefix: str = "test") -> dict[str, torch.Tensor]:
         chosen = first_examples(batches, self.limit)
@@ -70,12 +70,11 @@ class SolverTransfer:
         check_pixels(chosen, "eval=transfer")
         t0 = time.perf_counter()
         names = list(self.solvers)
-        clean = {t: None for t in names}
-        matrix = {(f, t): None for f in names for t in names}
-        add = lambda a, b: b if a is None else a + b         # noqa: E731
+        clean = dict.fromkeys(names, 0)
+        matrix = {(f, t): 0 for f in names for t in names}
         for x, y in chosen:
             for t in names:
-                clean[t] = add(clean[t], self._correct(model, t, x, y).sum())
+                clean[t] = clean[t] + self._correct(model, t, x, y).sum()
             for f in names:
                 alive = {t: torch.ones_like(y, dtype=torch.bool) for t in names}
                 generator = torch.Generator(device=x.device).manual_seed(self.seed)
@@ -86,7 +85,7 @@ class SolverTransfer:
                     for t in names:
                         alive[t] &= self._correct(model, t, adv, y)
                 for t in names:
-                    matrix[f, t] = add(matrix[f, t], alive[t].sum())
+                    matrix[f, t] = matrix[f, t] + alive[t].sum()
         n = sum(len(y) for _, y in chosen)
         out = {f"{prefix}/transfer_clean_acc@{t}": c.float() / n for t, c in clean.items()}
         out.update({f"{prefix}/transfer_acc@{f}->{t}": c.float() / n for (f, t), c in matrix.items()})

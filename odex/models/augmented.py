@@ -14,7 +14,7 @@ from odex.ode.grad import GradientMethod
 from odex.objectives.lyapunov import FlatReadout, LyapunovParts
 from odex.ode.block import ODEBlock
 from odex.ode.solver import Solver
-from odex.models.layers import ConvField, MLPField, Normalize
+from odex.models.layers import ConvField, MLPField, Normalize, ZeroChannels
 
 
 def downsamplings(size: int, target: int = 8) -> int:
@@ -28,7 +28,7 @@ class AugmentedNODE(nn.Module):
                  time_dependent: bool = True, activation: str = "softplus", normalize: bool = True,
                  downsample: int | None = None):
         super().__init__()      # the keys' ranges: odex/schema.py AugmentedNODE, checked before the run
-        self.augment_dim = augment_dim
+        self.augment = ZeroChannels(augment_dim)
         self.normalize = Normalize(info, enabled=normalize)
         if info.is_image:
             c, h, w = info.shape
@@ -48,12 +48,6 @@ class AugmentedNODE(nn.Module):
             features = state
         self.ode = ODEBlock(field, solver, grad)
         self.readout = nn.Linear(features, info.num_classes)
-
-    def augment(self, h: torch.Tensor) -> torch.Tensor:
-        if self.augment_dim == 0:
-            return h
-        zeros = h.new_zeros((h.shape[0], self.augment_dim, *h.shape[2:]))
-        return torch.cat([h, zeros], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.augment(self.encoder(self.normalize(x)))

@@ -23,10 +23,6 @@ from odex.evaluate.lipschitz import conv_norm_bound, dense_norm_bound, layer_gai
 from odex.ode.precision import full_fp32
 from odex.models.layers import Normalize
 
-# model.size presets: conv layers, dense layers, channels, dense inner width. S..XL as in the SLL
-# repository (araujoalexandre/Lipschitz-SLL-Networks, the sizes used to compare CPL), tiny for tests.
-SIZES = CPL_SIZES      # stated once, in the torch-free schema (the validation stage reads them too)
-
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / (v.norm() + 1e-12)
@@ -224,7 +220,7 @@ class CPLNetwork(nn.Module):
         super().__init__()      # the keys' ranges: odex/schema.py CPLNetwork, checked before the run
         if not info.is_image:
             raise ConfigError(f"model=cpl needs images, dataset {info.name} has shape {info.shape}")
-        preset = SIZES[size]
+        preset = CPL_SIZES[size]     # S..XL as in araujoalexandre/Lipschitz-SLL-Networks, tiny for tests
         conv_layers = preset["conv_layers"] if conv_layers is None else conv_layers
         dense_layers = preset["dense_layers"] if dense_layers is None else dense_layers
         channels = preset["channels"] if channels is None else channels
@@ -237,7 +233,9 @@ class CPLNetwork(nn.Module):
         # The paper's recipe only centres the inputs (L = 1); norm_input also divides by the std.
         norm_info = info if norm_input else replace(info, std=(1.0,) * len(info.std))
         self.normalize = Normalize(norm_info)
-        self._lipschitz = 1.0 / min(norm_info.std)     # a Python float: no device read per batch
+        # l2 Lipschitz constant of pixels -> head input, that of the input normalisation: a Python
+        # float, no device read per batch
+        self.lipschitz = 1.0 / min(norm_info.std)
         power = dict(train_iters=train_iters, eval_iters=eval_iters, eps=eps)
         self.pad = PadChannels(channels)
         self.conv = nn.Sequential(*[ConvexPotentialConv(channels, conv_inner, (h, w), **power)
@@ -254,15 +252,10 @@ class CPLNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last(self.features(x))
 
-    @property
-    def lipschitz(self) -> float:
-        """Lipschitz constant (l2) of pixels -> head input: that of the input normalisation."""
-        return self._lipschitz
-
     def lipschitz_bound(self) -> torch.Tensor:
         """A guaranteed Lipschitz constant (l2) of pixels -> head input in eval mode (float64
         scalar): that of the input normalisation times every CPL layer's guaranteed gain."""
-        bound = torch.tensor(self._lipschitz, dtype=torch.float64, device=self.normalize.mean.device)
+        bound = torch.tensor(self.lipschitz, dtype=torch.float64, device=self.normalize.mean.device)
         for layer in (*self.conv, *self.dense):
             bound = bound * layer.gain_bound().to(bound.device)
         return bound

@@ -6,12 +6,8 @@ from torch import nn
 
 from odex.data import DataInfo
 
+# by name (odex/schema.py's `Activation` lists the names validation accepts)
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}
-
-
-def activation(name: str) -> nn.Module:
-    """One of ACTIVATIONS by name (odex/schema.py's `Activation` lists the names validation accepts)."""
-    return ACTIVATIONS[name]()
 
 
 class Normalize(nn.Module):
@@ -29,30 +25,43 @@ class Normalize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
-    @property
-    def lipschitz(self) -> float:
-        return float(1.0 / self.std.min())
+
+class ZeroChannels(nn.Module):
+    """h(0) = [x, 0]: `augment_dim` zero channels (features) appended (Dupont et al. 2019)."""
+
+    def __init__(self, augment_dim: int):
+        super().__init__()
+        self.augment_dim = augment_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.augment_dim == 0:
+            return x
+        return torch.cat([x, x.new_zeros((x.shape[0], self.augment_dim, *x.shape[2:]))], dim=1)
 
 
-class ConvField(nn.Module):
+class _TimeField(nn.Module):
+    """What ConvField and MLPField share: t appended as a constant channel (feature) of h."""
+
+    time_dependent: bool
+
+    def _t(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if not self.time_dependent:
+            return h
+        return torch.cat([h, t.to(h.dtype).expand(h.shape[0], 1, *h.shape[2:])], dim=1)
+
+
+class ConvField(_TimeField):
     """f(t, h) = conv1x1(act(conv3x3(act(conv1x1(h))))), with t appended as a constant channel
     before each convolution when `time_dependent` (Dupont et al. 2019; Xia et al. 2021)."""
 
-    def __init__(self, channels: int, hidden: int, out_channels: int | None = None,
-                 time_dependent: bool = True, act: str = "relu"):
+    def __init__(self, channels: int, hidden: int, time_dependent: bool = True, act: str = "relu"):
         super().__init__()
         k = int(time_dependent)
         self.time_dependent = time_dependent
         self.conv1 = nn.Conv2d(channels + k, hidden, 1)
         self.conv2 = nn.Conv2d(hidden + k, hidden, 3, padding=1)
-        self.conv3 = nn.Conv2d(hidden + k, out_channels or channels, 1)
-        self.act = activation(act)
-
-    def _t(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        if not self.time_dependent:
-            return h
-        tt = t.to(h.dtype).expand(h.shape[0], 1, h.shape[2], h.shape[3])
-        return torch.cat([h, tt], dim=1)
+        self.conv3 = nn.Conv2d(hidden + k, channels, 1)
+        self.act = ACTIVATIONS[act]()
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         h = self.act(self.conv1(self._t(t, h)))
@@ -60,7 +69,7 @@ class ConvField(nn.Module):
         return self.conv3(self._t(t, h))
 
 
-class MLPField(nn.Module):
+class MLPField(_TimeField):
     """f(t, h) = W3 act(W2 act(W1 [h, t])), for vector states."""
 
     def __init__(self, dim: int, hidden: int, time_dependent: bool = True, act: str = "relu"):
@@ -70,12 +79,7 @@ class MLPField(nn.Module):
         self.fc1 = nn.Linear(dim + k, hidden)
         self.fc2 = nn.Linear(hidden + k, hidden)
         self.fc3 = nn.Linear(hidden + k, dim)
-        self.act = activation(act)
-
-    def _t(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        if not self.time_dependent:
-            return h
-        return torch.cat([h, t.to(h.dtype).expand(h.shape[0], 1)], dim=1)
+        self.act = ACTIVATIONS[act]()
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         h = self.act(self.fc1(self._t(t, h)))

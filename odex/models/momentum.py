@@ -24,8 +24,7 @@ from odex.errors import ConfigError
 from odex.ode.grad import GradientMethod
 from odex.ode.block import ODEBlock
 from odex.ode.solver import Solver
-from odex.models.layers import ConvField, Normalize
-from odex.models.layers import activation as activation_module
+from odex.models.layers import ACTIVATIONS, ConvField, Normalize, ZeroChannels
 
 # rho in AdamNODE's sqrt(rho(v)): v follows f^2 >= 0 but can dip below 0 numerically.
 ROOTS = {"softplus": F.softplus, "sigmoid": torch.sigmoid}
@@ -58,7 +57,7 @@ class HeavyBallField(nn.Module):
         self.f = f
         self.dim = dim
         self.gamma_logit = nn.Parameter(torch.tensor(float(gamma_logit)))
-        self.sigma = nn.Identity() if sigma is None else activation_module(sigma)
+        self.sigma = nn.Identity() if sigma is None else ACTIVATIONS[sigma]()
         self.xi_raw = None if xi is None else nn.Parameter(torch.tensor(inverse_softplus(float(xi))))
 
     @property
@@ -103,19 +102,6 @@ class AdamField(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Initial states
 # ----------------------------------------------------------------------------------------------
-
-class ZeroChannels(nn.Module):
-    """h(0) = [x, 0]: `augment_dim` zero channels appended (Dupont et al. 2019)."""
-
-    def __init__(self, augment_dim: int):
-        super().__init__()
-        self.augment_dim = augment_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.augment_dim == 0:
-            return x
-        return torch.cat([x, x.new_zeros((x.shape[0], self.augment_dim, *x.shape[2:]))], dim=1)
-
 
 class LearnedMomentum(nn.Module):
     """h(0) = [x, a], m(0) = b and, with `second_moment`, v(0) = b^2, where [a, b] = g(x) and g is

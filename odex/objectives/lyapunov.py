@@ -209,8 +209,7 @@ class InferenceDynamics:
         was_training = model.training
         model.eval()
         reset_nfe(model)
-        decayed = rate = None
-        n = 0
+        decayed = rate = n = 0
         with torch.no_grad(), solver_changed(model, self.solver):
             for x, y in batches:
                 parts = lyapunov_parts(model, x, "eval=dynamics")
@@ -220,11 +219,9 @@ class InferenceDynamics:
                 v = torch.stack([potential(parts.readout, _from_tuple(tuple(s[i] for s in states)), y)
                                  for i in range(len(t))])                                   # (T, B)
                 envelope = v[0] * torch.exp(-kappa * t[1:, None])
-                d = (v[1:] <= envelope).all(0).sum()
+                decayed = decayed + (v[1:] <= envelope).all(0).sum()
                 tiny = torch.finfo(v.dtype).tiny
-                r = ((v[0].clamp_min(tiny).log() - v[-1].clamp_min(tiny).log()) / t1).sum()
-                decayed = d if decayed is None else decayed + d
-                rate = r if rate is None else rate + r
+                rate = rate + ((v[0].clamp_min(tiny).log() - v[-1].clamp_min(tiny).log()) / t1).sum()
                 n += len(y)
         model.train(was_training)
         out = {f"{prefix}/lyapunov_decay": decayed.float() / n, f"{prefix}/lyapunov_rate": rate / n}
