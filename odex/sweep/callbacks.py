@@ -63,8 +63,7 @@ class SweepSummary(Callback):
         stopped_counts = f", {tally(stopped, ('diverged', 'pruned'))}" if stopped else ""
         lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed{stopped_counts}"
                  + (":" if failed or stopped else f"; report: odex-report {sweep_dir}")]
-        for j in failed + stopped:
-            lines.append(f"  {j.folder}: {j.status}")
+        lines += [f"  {j.folder}: {j.status}" for j in failed + stopped]
         if stopped and not failed:
             lines.append(f"odex: report: odex-report {sweep_dir}")
         if failed:

@@ -1,7 +1,6 @@
 """A sweep's jobs as data: what each job folder holds (`.hydra/`, `summary.json`, `metrics.jsonl`),
-and the configurations they form. A job is completed, `diverged: <reason>`, `pruned: <reason>` or
-`failed: <reason>` (also: no readable summary.json); only completed jobs enter a configuration's
-statistics. Design notes: docs/design-notes.md, "odex/sweep/jobs.py".
+and the configurations they form; only completed jobs enter a configuration's statistics.
+Design notes (the four kinds of job): docs/design-notes.md, "odex/sweep/jobs.py".
 """
 from __future__ import annotations
 

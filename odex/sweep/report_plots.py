@@ -191,11 +191,10 @@ def plot_epoch_time(configs: list[Config], out: Path) -> tuple[list[str], list[s
         return [], []
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * len(drawn)))
     sty = styles(len(drawn))
-    right = max(max(v for v in (j.value("time/epoch_mean_s") for j in c.completed) if v is not None)
-                for c in drawn)
-    for i, (c, s) in enumerate(zip(drawn, sty)):
+    jobs_s = [[v for j in c.completed if (v := j.value("time/epoch_mean_s")) is not None] for c in drawn]
+    right = max(map(max, jobs_s))
+    for i, (c, s, pts) in enumerate(zip(drawn, sty, jobs_s)):
         mean, std, n = c.stats("time/epoch_mean_s")
-        pts = [v for v in (j.value("time/epoch_mean_s") for j in c.completed) if v is not None]
         ax.barh(i, mean, xerr=[[mean - min(pts)], [max(pts) - mean]], color=s["color"], alpha=0.55, capsize=3,
                 hatch="//" if c.shared else None, edgecolor="black" if c.shared else s["color"])
         ax.plot(pts, [i] * len(pts), ls="none", color="black", ms=4, marker=s["marker"])

@@ -16,6 +16,8 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
 
+from odex.training import atomic
+
 log = logging.getLogger("odex")
 
 
@@ -91,9 +93,7 @@ class RecordLostJobs:
             hydra_dir.mkdir(parents=True, exist_ok=True)
             if not (hydra_dir / "overrides.yaml").exists():     # it never started: Hydra's record of the job
                 OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-            tmp = folder / "summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            os.replace(tmp, summary_path)
+            atomic.write_text(summary_path, json.dumps(summary, indent=2) + "\n")
             log.error("job %d (%s): %s (%s: %s)", num, folder, reason, type(error).__name__,
                       str(error).splitlines()[0] if str(error) else "")
         # as odex's own failed jobs: None to the sweeper, no exception
