@@ -8,6 +8,9 @@ import logging
 import statistics
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 from odex.errors import ConfigError, Pruned
 from odex.sweep.jobs import read_job, split_override
 
@@ -37,11 +40,8 @@ class MedianPruning:
 
     def on_fit_start(self, trainer, **_) -> None:
         try:
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.types import RunMode
-
             hc = HydraConfig.get()
-        except (ImportError, ValueError):       # not inside a Hydra run
+        except ValueError:       # not inside a Hydra run
             return
         if hc.mode != RunMode.MULTIRUN:
             return

@@ -35,8 +35,6 @@ class UsageError(ReportError):
     """A command-line value that names nothing in the sweep (exit status 2)."""
 
 
-# ---------------------------------------------------------------- the epoch read
-
 def pick_epochs(jobs: list[Job], epoch: str, metric: str, maximize: bool) -> str:
     """`--epoch best`: point each job at its epoch with the best validation value (the selection
     metric when it is a validation one, else val/acc, maximised), as a best-on-validation checkpoint
@@ -245,8 +243,6 @@ def rerun_command(jobs: list[Job], best: Config, replicate: str) -> str:
     return " ".join(["odex-train", *(["-m"] if multi else []), *map(shlex.quote, parts)])
 
 
-# ---------------------------------------------------------------- usage checks
-
 def check_usage(jobs: list[Job], metric: str | None, replicate: str | None, epoch: str) -> None:
     """A `--metric` or `--replicate` that no job has, or `--epoch best` without a validation metric:
     one line naming what exists (UsageError, exit status 2)."""
@@ -401,22 +397,19 @@ def decision(jobs: list[Job], sel: Selection, replicate: str) -> list[str]:
 def markdown(sweep_dir: Path, jobs: list[Job], configs: list[Config], metrics: list[str], sel: Selection,
              replicate: str, plots: list[str], notes: list[str], extra: list[str] = ()) -> str:
     out = io.StringIO()
-    out.write(f"# Sweep report: {sweep_dir}\n\n")
-    for w in warnings_of(jobs, sel, replicate):
-        out.write(f"**Warning:** {w}\n\n")
+    out.write(f"# Sweep report: {sweep_dir}\n\n"
+              + "".join(f"**Warning:** {w}\n\n" for w in warnings_of(jobs, sel, replicate)))
     out.write(f"{counts(jobs)}, in {len(configs)} configurations; replicate key `{replicate}`. Values: mean ± "
               f"sample standard deviation (n = completed replicates), [95% t-interval for the mean, clipped to the "
               f"metric's range].\n\n")
     out.write("## Decision\n\n" + "".join(f"- {line}\n" for line in decision(jobs, sel, replicate)) + "\n")
-    prov = provenance(jobs)[0]
     fixed = held_fixed(jobs)
-    out.write("## What ran\n\n" + "".join(f"- {line}\n" for line in prov))
+    out.write("## What ran\n\n" + "".join(f"- {line}\n" for line in provenance(jobs)[0]))
     out.write("- held fixed in every job: " + (" ".join(f"`{o}`" for o in fixed) if fixed else "(no common overrides)")
               + "\n")
     if sel.best is not None:
         out.write(f"- rerun the best ({sel.where}):\n\n      {rerun_command(jobs, sel.best, replicate)}\n")
-    for line in extra:
-        out.write(f"- {line}\n")
+    out.write("".join(f"- {line}\n" for line in extra))
     out.write(f"\n## Configurations, ranked by mean {sel.metric} ({sel.where})\n\n" if sel.best is not None
               else "\n## Configurations (no best named: not ranked)\n\n")
     first = [sel.metric] if sel.best is not None else []
@@ -447,10 +440,8 @@ def markdown(sweep_dir: Path, jobs: list[Job], configs: list[Config], metrics: l
                      len(j.rows), (j.row or {}).get("epoch", "last"), ", ".join(j.shared_with)])
     out.write(_md_table(header, rows))
     if plots or notes:
-        out.write("\n## Plots\n\n")
-        for n in notes:
-            out.write(f"- {n}\n")
-        out.write("\n" + "".join(f"![{p}]({p})\n\n" for p in plots))
+        out.write("\n## Plots\n\n" + "".join(f"- {n}\n" for n in notes) + "\n"
+                  + "".join(f"![{p}]({p})\n\n" for p in plots))
     return out.getvalue()
 
 
@@ -522,10 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs, configs = r["jobs"], r["configs"]
     print(f"{counts(jobs)}, in {len(configs)} configurations")
     replicate = args.replicate or DEFAULT_REPLICATE
-    for line in decision(jobs, r["selection"], replicate):
-        print(line.replace("`", ""))
-    for line in provenance(jobs)[0]:
-        print(line)
+    print("\n".join(decision(jobs, r["selection"], replicate)).replace("`", ""))
+    print("\n".join(provenance(jobs)[0]))
     print("held fixed in every job: " + (" ".join(held_fixed(jobs)) or "(no common overrides)"))
     if r["best"] is not None:
         print(f"rerun the best ({r['selection'].where}): {rerun_command(jobs, r['best'], replicate)}")

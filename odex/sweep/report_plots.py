@@ -219,13 +219,6 @@ def _sort_values(values) -> list[str]:
     return nums + sorted(v for v in values if _number(v) is None)
 
 
-def _full_grid(cell: dict, lrs: list[str], bss: list[str]) -> bool:
-    """A grid search: every (lr, batch size) pair present and at most 12 values per axis. Anything
-    else (Optuna's continuous learning rates: 6 values x 3 batch sizes with 6 of 18 cells filled)
-    would be put on an evenly spaced grid with empty cells, and is drawn as a scatter instead."""
-    return len(lrs) <= 12 and len(bss) <= 12 and len(cell) == len(lrs) * len(bss)
-
-
 def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, best: Config | None = None,
                  selected: str = "") -> tuple[list[str], list[str]]:
     """The metric's mean over learning rate x batch size, each cell with mean, ± std and n, when both
@@ -243,7 +236,10 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
                     f"besides {lr_key} and {bs_key} (see the table)."]
     cell = {(dict(c.values)[lr_key], dict(c.values)[bs_key]): c for c in configs}
     lrs, bss = _sort_values({k[0] for k in cell}), _sort_values({k[1] for k in cell})
-    grid_like = _full_grid(cell, lrs, bss)
+    # a grid search: every (lr, batch size) pair present, at most 12 values per axis. Anything else
+    # (Optuna's continuous learning rates: 6 values x 3 batch sizes, 6 of 18 cells filled) would be
+    # put on an evenly spaced grid with empty cells, and is drawn as a scatter instead.
+    grid_like = len(lrs) <= 12 and len(bss) <= 12 and len(cell) == len(lrs) * len(bss)
     title = f"{metric}: mean ± std over replicates (n completed)" if grid_like else f"{metric} per configuration"
     if best is not None:
         title += "\nred " + ("box" if grid_like else "ring") + f": the best, {selected or 'selected'}"
