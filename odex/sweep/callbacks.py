@@ -98,26 +98,19 @@ class SlurmJobStates(Callback):
                      (probe.stderr.strip() or f"exit status {probe.returncode}").splitlines()[-1])
         from submitit.slurm import slurm
 
-        slurm.SlurmJob.watcher = _squeue_watcher_class()(delay_s=slurm.SlurmJob.watcher._delay_s)
+        class SqueueInfoWatcher(slurm.SlurmInfoWatcher):
+            """submitit's SLURM job watcher, reading squeue's output instead of sacct's (same columns)."""
 
+            def _make_command(self):
+                command = super()._make_command()
+                if command is None:
+                    return None
+                ids = [command[i + 1] for i, a in enumerate(command) if a == "-j"]
+                return ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
 
-def _squeue_watcher_class():
-    from submitit.slurm.slurm import SlurmInfoWatcher
+            def read_info(self, string):
+                if not isinstance(string, str):
+                    string = string.decode()
+                return super().read_info("JobID|State|NodeList\n" + string)
 
-    class SqueueInfoWatcher(SlurmInfoWatcher):
-        """submitit's SLURM job watcher, reading squeue's output instead of sacct's (same columns)."""
-
-        def _make_command(self):
-            command = super()._make_command()
-            if command is None:
-                return None
-            ids = [command[i + 1] for i, a in enumerate(command) if a == "-j"]
-            return ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
-
-        def read_info(self, string):
-            if not isinstance(string, str):
-                string = string.decode()
-            return super().read_info("JobID|State|NodeList\n" + string)
-
-    return SqueueInfoWatcher
-
+        slurm.SlurmJob.watcher = SqueueInfoWatcher(delay_s=slurm.SlurmJob.watcher._delay_s)
