@@ -214,7 +214,7 @@ def varying_keys(jobs: list[Job]) -> list[str]:
             k, v = split_override(o)
             seen.setdefault(k, set()).add(v)
     return [k for k, values in seen.items()
-            if len(values) > 1 or any(k not in dict(map(split_override, j.overrides)) for j in readable)]
+            if len(values) > 1 or any(j.override(k) is None for j in readable)]
 
 
 def held_fixed(jobs: list[Job]) -> list[str]:

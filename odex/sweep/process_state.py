@@ -1,7 +1,6 @@
-"""One job must not leak into the next one run by the same process: `isolated_job()` snapshots the
-global state a job may change and puts it back; `job_settings()` is the one place a run sets
-process-wide state (threads, TF32, functorch's donated buffers, the CPU kernels' constants) and
-restores it when the run ends. Design notes: docs/design-notes.md, "odex/sweep/process_state.py".
+"""One job must not leak into the next one run by the same process: `isolated_job()` puts back the
+global state a job may change; `job_settings()` is the one place a run sets process-wide state, and
+restores it. Design notes: docs/design-notes.md, "odex/sweep/process_state.py".
 """
 from __future__ import annotations
 

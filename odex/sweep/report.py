@@ -124,8 +124,7 @@ def compare(best: Config, other: Config, metric: str) -> tuple[float | None, str
 
     a, b = best.by_replicate(metric), other.by_replicate(metric)
     if set(a) == set(b) and len(a) >= 2:
-        keys = sorted(a)
-        xa, xb = [a[k] for k in keys], [b[k] for k in keys]
+        xa, xb = [a[k] for k in sorted(a)], [b[k] for k in sorted(a)]
         diffs = [u - v for u, v in zip(xa, xb)]
         if max(diffs) == min(diffs):        # constant difference: no spread to test against
             return (1.0 if diffs[0] == 0 else 0.0), "paired t-test (constant difference)"
@@ -216,8 +215,7 @@ def _sizes(values: list[int]) -> str:
 
 def provenance(jobs: list[Job]) -> tuple[list[str], list[str]]:
     """(lines, warnings) on the odex version and git commit the jobs ran."""
-    versions = _distinct(jobs, "odex/version")
-    commits = _distinct(jobs, "odex/git_commit")
+    versions, commits = _distinct(jobs, "odex/version"), _distinct(jobs, "odex/git_commit")
     dirty = [j for j in jobs if (j.summary or {}).get("odex/git_dirty")]
     lines = [f"odex version: {', '.join(map(str, versions)) or 'not recorded'}",
              f"git commit: {', '.join(str(c)[:12] for c in commits) or 'not recorded (not run from a git checkout)'}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,8 +134,7 @@ def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]
     if any(c.shared for c in drawn):
         title += f"; {SHARED_MARK}: jobs ran side by side, wall-clock includes sharing the machine"
     fig.suptitle(title, fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    _legend_below(fig, handles, labels)
+    _legend_below(fig, *axes[0][0].get_legend_handles_labels())
     return _save(fig, out, "curves"), []
 
 
@@ -173,10 +173,8 @@ def plot_nfe(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
     if notes:       # the figure says it too, so it stands alone in a paper draft
-        import textwrap
         fig.suptitle(textwrap.fill(notes[0].removeprefix("nfe: "), 75 * len(panels)), fontsize=8)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    _legend_below(fig, handles, labels)
+    _legend_below(fig, *axes[0][0].get_legend_handles_labels())
     return _save(fig, out, "nfe"), notes
 
 
