@@ -267,12 +267,7 @@ class Config:
 
     def by_replicate(self, key: str) -> dict[str, float]:
         """{replicate value: value of `key`} over the completed jobs that have it."""
-        out = {}
-        for j in self.completed:
-            v = j.value(key)
-            if v is not None:
-                out[j.override(self.replicate) or j.name] = v
-        return out
+        return {j.override(self.replicate) or j.name: v for j in self.completed if (v := j.value(key)) is not None}
 
     def stats(self, key: str) -> tuple[float | None, float | None, int]:
         """(mean, sample std, n) of a value over the completed replicates that have it."""
