@@ -6,9 +6,8 @@ Hydra imports every module of the namespace when it starts: without the submitit
 try:
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurmLauncher
 except ImportError:
-    _SubmititSlurmLauncher = None
-
-if _SubmititSlurmLauncher is not None:
+    pass
+else:
     from odex.sweep.slurm_launcher import RecordLostJobs
 
     class SlurmLauncher(RecordLostJobs, _SubmititSlurmLauncher):

@@ -21,11 +21,8 @@ SWEEP_ID_FILE = ".odex_sweep_id"
 
 
 def sweep_id(sweep_dir: str | Path) -> str:
-    """The sweep's id (8 hex digits), kept in `<sweep_dir>/.odex_sweep_id`: made by the first
-    process that asks (the sweep's own, in on_multirun_start; a job otherwise) and read by all the
-    others, whatever machine they run on. Part of the W&B group, so two sweeps into folders of the
-    same name never share a group; rerunning a sweep in its folder (to finish its unfinished jobs)
-    keeps it. Created with a hard link, which fails if the file exists: parallel jobs agree."""
+    """The sweep's id (8 hex digits) in `<sweep_dir>/.odex_sweep_id`, made by the first process
+    that asks, with a hard link (which fails if the file exists: parallel jobs agree)."""
     path = Path(sweep_dir) / SWEEP_ID_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,11 +38,8 @@ def sweep_id(sweep_dir: str | Path) -> str:
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: 'N of M jobs failed' with each failed job's folder and reason,
-    the command that writes the sweep report and the one that uploads its offline W&B runs.
-    Failed, diverged and pruned jobs are counted apart; a failed job (or one without a readable
-    summary) makes the sweep's exit status 1, while diverged and pruned jobs were stopped on
-    purpose and do not."""
+    """At the end of a multirun: the jobs that failed, diverged or were pruned (each with its folder
+    and reason), and the commands that write the report and upload the offline W&B runs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -55,7 +49,7 @@ class SweepSummary(Callback):
         LAST_SWEEP["dir"] = str(config.hydra.sweep.dir)     # for the stop message's rerun command
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from odex.sweep.jobs import collect
+        from odex.sweep.jobs import collect, tally
 
         sweep_dir = str(config.hydra.sweep.dir)
         try:
@@ -66,12 +60,10 @@ class SweepSummary(Callback):
         failed = [j for j in jobs if j.kind == "failed"]
         stopped = [j for j in jobs if j.kind in ("diverged", "pruned")]     # stopped early, by design
         LAST_SWEEP.update(jobs=len(jobs), failed=len(failed))
-        lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed"
-                 + "".join(f", {sum(j.kind == k for j in stopped)} {k}" for k in ("diverged", "pruned")
-                           if any(j.kind == k for j in stopped))
+        stopped_counts = f", {tally(stopped, ('diverged', 'pruned'))}" if stopped else ""
+        lines = [f"odex: sweep finished: {len(jobs)} jobs, {len(failed)} failed{stopped_counts}"
                  + (":" if failed or stopped else f"; report: odex-report {sweep_dir}")]
-        for j in failed + stopped:
-            lines.append(f"  {j.folder}: {j.status}")
+        lines += [f"  {j.folder}: {j.status}" for j in failed + stopped]
         if stopped and not failed:
             lines.append(f"odex: report: odex-report {sweep_dir}")
         if failed:
@@ -86,9 +78,8 @@ class SweepSummary(Callback):
 
 
 class SlurmJobStates(Callback):
-    """With hydra/launcher=slurm on a cluster without accounting storage (`sacct` disabled), submitit's
-    job watcher asks squeue instead (and says so once), so a job that died without a result is seen;
-    submitit has no setting for this. Acts only in the launching process (docs/design-notes.md)."""
+    """hydra/launcher=slurm on a cluster without accounting storage (`sacct` disabled): submitit's
+    job watcher asks squeue instead, and says so once (docs/design-notes.md)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         target = str(config.hydra.launcher.get("_target_", ""))
@@ -107,26 +98,19 @@ class SlurmJobStates(Callback):
                      (probe.stderr.strip() or f"exit status {probe.returncode}").splitlines()[-1])
         from submitit.slurm import slurm
 
-        slurm.SlurmJob.watcher = _squeue_watcher_class()(delay_s=slurm.SlurmJob.watcher._delay_s)
+        class SqueueInfoWatcher(slurm.SlurmInfoWatcher):
+            """submitit's SLURM job watcher, reading squeue's output instead of sacct's (same columns)."""
 
+            def _make_command(self):
+                command = super()._make_command()
+                if command is None:
+                    return None
+                ids = [command[i + 1] for i, a in enumerate(command) if a == "-j"]
+                return ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
 
-def _squeue_watcher_class():
-    from submitit.slurm.slurm import SlurmInfoWatcher
+            def read_info(self, string):
+                if not isinstance(string, str):
+                    string = string.decode()
+                return super().read_info("JobID|State|NodeList\n" + string)
 
-    class SqueueInfoWatcher(SlurmInfoWatcher):
-        """submitit's SLURM job watcher, reading squeue's output instead of sacct's (same columns)."""
-
-        def _make_command(self):
-            command = super()._make_command()
-            if command is None:
-                return None
-            ids = [command[i + 1] for i, a in enumerate(command) if a == "-j"]
-            return ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
-
-        def read_info(self, string):
-            if not isinstance(string, str):
-                string = string.decode()
-            return super().read_info("JobID|State|NodeList\n" + string)
-
-    return SqueueInfoWatcher
-
+        slurm.SlurmJob.watcher = SqueueInfoWatcher(delay_s=slurm.SlurmJob.watcher._delay_s)

@@ -1,7 +1,6 @@
 """A sweep's jobs as data: what each job folder holds (`.hydra/`, `summary.json`, `metrics.jsonl`),
-and the configurations they form. A job is completed, `diverged: <reason>`, `pruned: <reason>` or
-`failed: <reason>` (also: no readable summary.json); only completed jobs enter a configuration's
-statistics. Design notes: docs/design-notes.md, "odex/sweep/jobs.py".
+and the configurations they form; only completed jobs enter a configuration's statistics.
+Design notes (the four kinds of job): docs/design-notes.md, "odex/sweep/jobs.py".
 """
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from odex.errors import OdexError
 
 COMPLETED = "completed"
 KINDS = ("completed", "diverged", "pruned", "failed")
-NO_SUMMARY = "unfinished: no summary.json (still running, or killed)"
-UNREADABLE = "unreadable"
 DEFAULT_REPLICATE = "trainer.seed"
 SHARED_MARK = "‡"        # configurations with jobs that ran side by side with others
 NOT_METRICS = ("data/", "odex/", "wandb/")     # summary.json's records about the run, not metrics
@@ -34,7 +31,6 @@ class Job:
     name: str
     overrides: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
-    choices: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # files that could not be read, torn lines
@@ -45,8 +41,10 @@ class Job:
     @property
     def status(self) -> str:
         if self.unreadable:
-            return f"{UNREADABLE}: {'; '.join(self.problems)}"
-        return NO_SUMMARY if self.summary is None else str(self.summary.get("status", "unknown"))
+            return f"unreadable: {'; '.join(self.problems)}"
+        if self.summary is None:
+            return "unfinished: no summary.json (still running, or killed)"
+        return str(self.summary.get("status", "unknown"))
 
     @property
     def kind(self) -> str:
@@ -98,14 +96,6 @@ class Job:
         start, end = _number(s.get("time/start_unix")), _number(s.get("time/end_unix"))
         return (start, end) if start is not None and end is not None else None
 
-    def setting(self, dotted: str) -> Any:
-        node: Any = self.config
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node
-
     def override(self, key: str) -> str | None:
         return dict(map(split_override, self.overrides)).get(key)
 
@@ -120,15 +110,15 @@ def _number(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def tally(jobs: list[Job], kinds: tuple[str, ...] = KINDS[1:]) -> str:
+    """'1 diverged, 2 failed': how many of `jobs` are of each of `kinds` (those with any)."""
+    return ", ".join(f"{n} {k}" for k in kinds if (n := sum(j.kind == k for j in jobs)))
+
+
 def _yaml(path: Path) -> Any:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-
-
-def _job_order(job: Job):
-    parts = job.name.split("/")
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
 
 
 def _read_rows(path: Path, job: Job) -> None:
@@ -149,7 +139,9 @@ def _read_rows(path: Path, job: Job) -> None:
         job.rows.append(row)
 
 
-def _read_job(folder: Path, sweep_dir: Path) -> Job:
+def read_job(folder: Path, sweep_dir: Path, config: bool = True) -> Job:
+    """A job folder's files; `config=False` leaves out `.hydra/config.yaml` (pruning reads only
+    the overrides, status and metrics of its siblings, after every epoch)."""
     job = Job(folder=folder, name=folder.relative_to(sweep_dir).as_posix())
     hydra_dir = folder / ".hydra"
     try:
@@ -157,16 +149,11 @@ def _read_job(folder: Path, sweep_dir: Path) -> Job:
     except Exception as e:  # noqa: BLE001 -- a damaged job is listed, it does not stop the report
         job.unreadable = True
         job.problems.append(f".hydra/overrides.yaml: {type(e).__name__}: {e}")
-    for name, attr in (("config.yaml", "config"), ("hydra.yaml", "choices")):
-        if not (hydra_dir / name).exists():
-            continue
+    if config and (hydra_dir / "config.yaml").exists():
         try:
-            node = _yaml(hydra_dir / name) or {}
-            if attr == "choices":
-                node = dict(node.get("hydra", {}).get("runtime", {}).get("choices", {}) or {})
-            setattr(job, attr, node)
+            job.config = _yaml(hydra_dir / "config.yaml") or {}
         except Exception as e:  # noqa: BLE001
-            job.problems.append(f".hydra/{name}: {type(e).__name__}: {e}")
+            job.problems.append(f".hydra/config.yaml: {type(e).__name__}: {e}")
     if (folder / "summary.json").exists():
         try:
             job.summary = json.loads((folder / "summary.json").read_text())
@@ -183,17 +170,13 @@ def _read_job(folder: Path, sweep_dir: Path) -> Job:
     return job
 
 
-def _superseded_or_internal(rel: Path) -> bool:
-    """submitit's own folders, the report's, and an earlier attempt that a rerun moved aside inside
-    its job's folder (`<job>/attempt-N/`, odex/resume.py): the job is the folder around it."""
-    return ".submitit" in rel.parts or any(p.startswith("attempt-") for p in rel.parts)
-
-
 def job_folders(sweep_dir: str | Path) -> list[Path]:
-    """The job folders under `sweep_dir` (those with Hydra's `.hydra/overrides.yaml`)."""
+    """The job folders under `sweep_dir` (those with Hydra's `.hydra/overrides.yaml`), but not
+    submitit's own folders nor an earlier attempt that a rerun moved aside inside its job's folder
+    (`<job>/attempt-N/`, odex/resume.py): the job is the folder around it."""
     sweep_dir = Path(sweep_dir)
     return [o.parent.parent for o in sweep_dir.rglob(".hydra/overrides.yaml")
-            if not _superseded_or_internal(o.parent.parent.relative_to(sweep_dir))]
+            if not any(p == ".submitit" or p.startswith("attempt-") for p in o.relative_to(sweep_dir).parts)]
 
 
 def collect(sweep_dir: str | Path) -> list[Job]:
@@ -202,8 +185,9 @@ def collect(sweep_dir: str | Path) -> list[Job]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ReportError(f"{sweep_dir} is not a folder")
-    jobs = [_read_job(folder, sweep_dir) for folder in job_folders(sweep_dir)]
-    jobs.sort(key=_job_order)
+    jobs = [read_job(folder, sweep_dir) for folder in job_folders(sweep_dir)]
+    # in job order: folder 2 before folder 10, numbers before names
+    jobs.sort(key=lambda j: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in j.name.split("/")])
     mark_overlaps(jobs)
     return jobs
 
@@ -211,8 +195,7 @@ def collect(sweep_dir: str | Path) -> list[Job]:
 def mark_overlaps(jobs: list[Job], slack_s: float = 1.0) -> None:
     """Set each job's `shared_with`: the jobs whose run overlapped its own by more than `slack_s`
     (jobs of a parallel launcher; one after another they only touch)."""
-    spans = [(j, j.interval()) for j in jobs]
-    spans = [(j, s) for j, s in spans if s is not None]
+    spans = [(j, s) for j in jobs if (s := j.interval()) is not None]
     for j, (a0, a1) in spans:
         j.shared_with = [k.name for k, (b0, b1) in spans if k is not j and min(a1, b1) - max(a0, b0) > slack_s]
 
@@ -231,7 +214,7 @@ def varying_keys(jobs: list[Job]) -> list[str]:
             k, v = split_override(o)
             seen.setdefault(k, set()).add(v)
     return [k for k, values in seen.items()
-            if len(values) > 1 or any(k not in dict(map(split_override, j.overrides)) for j in readable)]
+            if len(values) > 1 or any(j.override(k) is None for j in readable)]
 
 
 def held_fixed(jobs: list[Job]) -> list[str]:
@@ -284,12 +267,7 @@ class Config:
 
     def by_replicate(self, key: str) -> dict[str, float]:
         """{replicate value: value of `key`} over the completed jobs that have it."""
-        out = {}
-        for j in self.completed:
-            v = j.value(key)
-            if v is not None:
-                out[j.override(self.replicate) or j.name] = v
-        return out
+        return {j.override(self.replicate) or j.name: v for j in self.completed if (v := j.value(key)) is not None}
 
     def stats(self, key: str) -> tuple[float | None, float | None, int]:
         """(mean, sample std, n) of a value over the completed replicates that have it."""
@@ -323,11 +301,9 @@ def configurations(jobs: list[Job], replicate: str = DEFAULT_REPLICATE) -> list[
     groups: dict[Any, Config] = {}
     for j in jobs:
         if j.unreadable and not j.overrides:
-            key: Any = ("unreadable job", j.name)
-            groups[key] = Config(values=(("job", j.name),), jobs=[j], replicate=replicate)
+            groups[("unreadable job", j.name)] = Config(values=(("job", j.name),), jobs=[j], replicate=replicate)
             continue
-        ov = dict(map(split_override, j.overrides))
-        values = tuple((a, ov.get(a, "")) for a in axes)
+        values = tuple((a, j.override(a) or "") for a in axes)
         groups.setdefault(values, Config(values=values, jobs=[], replicate=replicate)).jobs.append(j)
     configs = list(groups.values())
     labels = [" ".join(f"{k}={short(v)}" for k, v in c.values) or "all jobs" for c in configs]

@@ -1,7 +1,6 @@
-"""One job must not leak into the next one run by the same process: `isolated_job()` snapshots the
-global state a job may change and puts it back; `job_settings()` is the one place a run sets
-process-wide state (threads, TF32, functorch's donated buffers, the CPU kernels' constants) and
-restores it when the run ends. Design notes: docs/design-notes.md, "odex/sweep/process_state.py".
+"""One job must not leak into the next one run by the same process: `isolated_job()` puts back the
+global state a job may change; `job_settings()` is the one place a run sets process-wide state, and
+restores it. Design notes: docs/design-notes.md, "odex/sweep/process_state.py".
 """
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from torch._functorch import config as functorch_config   # no public setter
 
 log = logging.getLogger("odex")
 
@@ -31,14 +31,8 @@ def _torch_settings() -> dict[str, Any]:
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "functorch_donated_buffer": _functorch_config().donated_buffer,
+        "functorch_donated_buffer": functorch_config.donated_buffer,
     }
-
-
-def _functorch_config():
-    import torch._functorch.config as functorch_config   # no public setter
-
-    return functorch_config
 
 
 def _restore_torch_settings(s: dict[str, Any]) -> None:
@@ -53,7 +47,7 @@ def _restore_torch_settings(s: dict[str, Any]) -> None:
     torch.backends.cudnn.allow_tf32 = s["cudnn_tf32"]
     torch.backends.cudnn.benchmark = s["cudnn_benchmark"]
     torch.backends.cudnn.deterministic = s["cudnn_deterministic"]
-    _functorch_config().donated_buffer = s["functorch_donated_buffer"]
+    functorch_config.donated_buffer = s["functorch_donated_buffer"]
 
 
 def _rng() -> dict[str, Any]:
@@ -112,9 +106,8 @@ def isolated_job() -> Iterator[None]:
 
 @contextmanager
 def job_settings(*, threads: int | str, tf32: bool, device: torch.device, compiles: bool) -> Iterator[int]:
-    """Inside the block, the process runs as the job asks: `threads`, TF32 on a CUDA `device`,
-    functorch's donated buffers off when `compiles`, the CPU-kernel constants mapped. Yields the
-    thread count; the previous settings come back afterwards (docs/design-notes.md)."""
+    """Inside the block, the process runs as the job asks; yields the thread count, and the previous
+    settings come back afterwards (docs/design-notes.md)."""
     from odex.training import threads as cpu_threads
     from odex.training.cpu_math import map_kernel_constants
 
@@ -129,7 +122,7 @@ def job_settings(*, threads: int | str, tf32: bool, device: torch.device, compil
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
         if compiles:
-            _functorch_config().donated_buffer = False
+            functorch_config.donated_buffer = False
         yield n
     finally:
         _restore_torch_settings(saved)

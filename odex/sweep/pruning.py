@@ -1,63 +1,27 @@
 """Pruning across a sweep: a job stops, with status `pruned: <reason>`, when its configuration's mean
 at the same epoch is worse than the median of the other configurations (Optuna's MedianPruner rule,
-applied per configuration so its seeds go together), read from the sweep folder's files.
-Not Optuna's own pruner: hydra-optuna-sweeper 1.3 does not hand the job its trial.
-Design notes: docs/design-notes.md, "odex/sweep/pruning.py".
+per configuration), read from the sweep folder's files. Design notes: docs/design-notes.md.
 """
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from pathlib import Path
-from typing import Any
 
-import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from odex.errors import ConfigError, Pruned
+from odex.sweep.jobs import read_job, split_override
 
 log = logging.getLogger("odex")
 
 LEFT_OUT = ("diverged: ", "failed: ", "pruned: ")
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def configuration(overrides: list[str], replicate: str) -> tuple[str, ...]:
     """A job's configuration: its overrides without the replicate key (e.g. trainer.seed)."""
-    return tuple(sorted(o for o in overrides if _key(o) != replicate))
-
-
-def read_job(folder: Path, metric: str) -> dict[str, Any] | None:
-    """What a sibling job shows on disk: its configuration's overrides, status (None while it
-    runs) and `metric` by epoch. None for a folder that is not (yet) a job."""
-    overrides_file = folder / ".hydra" / "overrides.yaml"
-    if not overrides_file.is_file():
-        return None
-    try:
-        overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
-    except (OSError, yaml.YAMLError):
-        return None
-    status = None
-    try:
-        status = json.loads((folder / "summary.json").read_text()).get("status")
-    except (OSError, ValueError):
-        pass
-    values: dict[int, float] = {}
-    try:
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:          # a line another process is writing right now
-            continue
-        if isinstance(row.get(metric), (int, float)) and "epoch" in row:
-            values[int(row["epoch"])] = float(row[metric])
-    return {"overrides": overrides, "status": status, "values": values}
+    return tuple(sorted(o for o in overrides if split_override(o)[0] != replicate))
 
 
 class MedianPruning:
@@ -76,11 +40,8 @@ class MedianPruning:
 
     def on_fit_start(self, trainer, **_) -> None:
         try:
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.types import RunMode
-
             hc = HydraConfig.get()
-        except (ImportError, ValueError):       # not inside a Hydra run
+        except ValueError:       # not inside a Hydra run
             return
         if hc.mode != RunMode.MULTIRUN:
             return
@@ -89,9 +50,6 @@ class MedianPruning:
         self.run_dir = Path(trainer.run_dir).resolve()
         self.sweep_dir = self.run_dir.parent
         self.config = configuration([str(o) for o in hc.overrides.task], self.replicate)
-
-    def _worse(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "max" else a > b
 
     def on_epoch_saved(self, epoch: int, metrics: dict, **_) -> None:
         if self.sweep_dir is None or epoch < self.warmup_epochs:
@@ -107,21 +65,23 @@ class MedianPruning:
         for folder in sorted(p for p in self.sweep_dir.iterdir() if p.is_dir()):
             if folder.resolve() == self.run_dir:
                 continue
-            job = read_job(folder, self.metric)
-            if job is None or (job["status"] or "").startswith(LEFT_OUT) or epoch not in job["values"]:
+            job = read_job(folder, self.sweep_dir, config=False)
+            status = str((job.summary or {}).get("status", ""))        # none yet while it runs
+            values = job.series(self.metric)
+            if job.unreadable or status.startswith(LEFT_OUT) or epoch not in values:
                 continue
-            config = configuration(job["overrides"], self.replicate)
+            config = configuration(job.overrides, self.replicate)
             if config == self.config:
-                if any(e > epoch for e in job["values"]):
+                if any(e > epoch for e in values):
                     return          # this configuration was let through at this epoch: it stays
-                own.append(job["values"][epoch])
+                own.append(values[epoch])
             else:
-                others.setdefault(config, []).append(job["values"][epoch])
+                others.setdefault(config, []).append(values[epoch])
         if len(others) < self.min_configs:
             return
         mine = statistics.fmean(own)
         median = statistics.median(statistics.fmean(v) for v in others.values())
-        if self._worse(mine, median):
+        if mine < median if self.mode == "max" else mine > median:
             raise Pruned(f"{self.metric} {mine:.4g} at epoch {epoch} (mean of this configuration's {len(own)} "
                          f"job(s)) is {'below' if self.mode == 'max' else 'above'} the median {median:.4g} of "
                          f"{len(others)} other configurations at that epoch")

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from odex.errors import OdexError
-from odex.sweep.jobs import (COMPLETED, DEFAULT_REPLICATE, KINDS, NO_SUMMARY, SHARED_MARK,  # noqa: F401
-                             UNREADABLE, Config, Job, ReportError, _number, collect, configurations,
-                             held_fixed, short, split_override, varying_keys)
+from odex.sweep.jobs import (DEFAULT_REPLICATE, KINDS, SHARED_MARK, Config, Job, ReportError, _number,  # noqa: F401
+                             collect, configurations, held_fixed, short, split_override, tally, varying_keys)
 
 DEFAULT_METRIC = "val/acc"
 ALPHA = 0.05            # the level of the test against the best
@@ -35,19 +34,6 @@ EPOCHS = ("last", "best")
 class UsageError(ReportError):
     """A command-line value that names nothing in the sweep (exit status 2)."""
 
-
-def data_label(metric: str) -> str:
-    """How a selection on `metric` was made, for every label that names the best."""
-    if metric.startswith("val/"):
-        return "selected on validation data"
-    if metric.startswith("test/"):
-        return "SELECTED ON TEST DATA"
-    if metric.startswith("train/"):
-        return "selected on training data"
-    return f"selected on {metric}, not on held-out data"
-
-
-# ---------------------------------------------------------------- the epoch read
 
 def pick_epochs(jobs: list[Job], epoch: str, metric: str, maximize: bool) -> str:
     """`--epoch best`: point each job at its epoch with the best validation value (the selection
@@ -90,7 +76,14 @@ class Selection:
 
     @property
     def where(self) -> str:
-        return data_label(self.metric)
+        """How the selection was made, for every label that names the best."""
+        if self.metric.startswith("val/"):
+            return "selected on validation data"
+        if self.metric.startswith("test/"):
+            return "SELECTED ON TEST DATA"
+        if self.metric.startswith("train/"):
+            return "selected on training data"
+        return f"selected on {self.metric}, not on held-out data"
 
     def row(self, config: Config) -> Row | None:
         return next((r for r in self.rows if r.config is config), None)
@@ -131,8 +124,7 @@ def compare(best: Config, other: Config, metric: str) -> tuple[float | None, str
 
     a, b = best.by_replicate(metric), other.by_replicate(metric)
     if set(a) == set(b) and len(a) >= 2:
-        keys = sorted(a)
-        xa, xb = [a[k] for k in keys], [b[k] for k in keys]
+        xa, xb = [a[k] for k in sorted(a)], [b[k] for k in sorted(a)]
         diffs = [u - v for u, v in zip(xa, xb)]
         if max(diffs) == min(diffs):        # constant difference: no spread to test against
             return (1.0 if diffs[0] == 0 else 0.0), "paired t-test (constant difference)"
@@ -153,7 +145,6 @@ def select(configs: list[Config], metric: str | None, maximize: bool = True,
     and the set not distinguishable from the best. `metric=None` means val/acc; when no job has
     the metric, no configuration is named. Test metrics are only used when asked for by name,
     and then labelled."""
-    explicit = metric is not None
     metric = metric or DEFAULT_METRIC
     warnings = []
     expected = expected or []
@@ -168,7 +159,6 @@ def select(configs: list[Config], metric: str | None, maximize: bool = True,
         return Selection(metric, maximize, None, warnings,
                          rows=[Row(c, None, missing_replicates(c, expected)) for c in configs])
     on_test = metric.startswith("test/")
-    assert explicit or not on_test
     if on_test:
         warnings.append(f"The best configuration is SELECTED ON TEST DATA (--metric {metric}): its {metric} "
                         f"is an optimistic estimate, not a held-out result.")
@@ -225,8 +215,7 @@ def _sizes(values: list[int]) -> str:
 
 def provenance(jobs: list[Job]) -> tuple[list[str], list[str]]:
     """(lines, warnings) on the odex version and git commit the jobs ran."""
-    versions = _distinct(jobs, "odex/version")
-    commits = _distinct(jobs, "odex/git_commit")
+    versions, commits = _distinct(jobs, "odex/version"), _distinct(jobs, "odex/git_commit")
     dirty = [j for j in jobs if (j.summary or {}).get("odex/git_dirty")]
     lines = [f"odex version: {', '.join(map(str, versions)) or 'not recorded'}",
              f"git commit: {', '.join(str(c)[:12] for c in commits) or 'not recorded (not run from a git checkout)'}"
@@ -246,14 +235,11 @@ def rerun_command(jobs: list[Job], best: Config, replicate: str) -> str:
     """`odex-train -m <held fixed> <the best's values> <replicate>=<its values>`, shell-quoted."""
     fixed = held_fixed(jobs)
     values = [f"{k}={v}" for k, v in best.values]
-    reps = [j.override(replicate) for j in best.jobs if j.override(replicate) is not None]
-    reps = list(dict.fromkeys(reps))
+    reps = expected_replicates(best.jobs, replicate)
     parts = [*fixed, *values] + ([f"{replicate}={','.join(reps)}"] if reps else [])
     multi = len(reps) > 1 or any(o.split("=", 1)[0] == "sweep" for o in fixed)
     return " ".join(["odex-train", *(["-m"] if multi else []), *map(shlex.quote, parts)])
 
-
-# ---------------------------------------------------------------- usage checks
 
 def check_usage(jobs: list[Job], metric: str | None, replicate: str | None, epoch: str) -> None:
     """A `--metric` or `--replicate` that no job has, or `--epoch best` without a validation metric:
@@ -293,12 +279,8 @@ def _fmt(v: float | None, digits: int | None = None) -> str:
     return "" if v is None else repr(v) if digits is None else f"{v:#.{digits}g}"
 
 
-def metric_columns(jobs: list[Job]) -> list[str]:
-    return [m for m in METRIC_COLUMNS if any(j.value(m) is not None for j in jobs if j.completed)]
-
-
-def _vs_best(row: Row | None, best: Config | None) -> str:
-    if row is None or row.rank is None:
+def _vs_best(row: Row, best: Config | None) -> str:
+    if row.rank is None:
         return ""
     if row.config is best:
         return "best"
@@ -319,14 +301,14 @@ def write_csv(configs: list[Config], metrics: list[str], sel: Selection, path: P
         for c in configs:
             vals = dict(c.values)
             r = sel.row(c)
-            row = [r.rank if r and r.rank else "", c.label, *(vals.get(k, "") for k in keys), len(c.jobs),
-                   *(c.count(k) for k in KINDS), " ".join(r.missing) if r else "",
+            row = [r.rank or "", c.label, *(vals.get(k, "") for k in keys), len(c.jobs),
+                   *(c.count(k) for k in KINDS), " ".join(r.missing),
                    sum(bool(j.shared_with) for j in c.jobs)]
             for m in metrics:
                 mean, std, n = c.stats(m)
                 ci = c.interval(m)
                 row += [_fmt(mean), _fmt(std), n, _fmt(ci[0] if ci else None), _fmt(ci[1] if ci else None)]
-            row += [_fmt(r.p) if r else "", r.test if r else "", (r.tied if r and r.rank else "")]
+            row += [_fmt(r.p), r.test, r.tied if r.rank else ""]
             w.writerow([*row, " ".join(j.name for j in c.jobs)])
 
 
@@ -337,10 +319,9 @@ def write_jobs_csv(jobs: list[Job], metrics: list[str], path: Path) -> None:
         w.writerow(["job", *axes, "kind", "status", *metrics, "epochs", "epoch_read", "shared_machine_with",
                     "problems", "overrides", "folder"])
         for j in jobs:
-            ov = dict(map(split_override, j.overrides))
-            w.writerow([j.name, *(ov.get(a, "") for a in axes), j.kind, j.status, *(_fmt(j.value(m)) for m in metrics),
-                        len(j.rows), (j.row or {}).get("epoch", "last"), " ".join(j.shared_with),
-                        "; ".join(j.problems), " ".join(j.overrides), str(j.folder)])
+            w.writerow([j.name, *(j.override(a) or "" for a in axes), j.kind, j.status,
+                        *(_fmt(j.value(m)) for m in metrics), len(j.rows), (j.row or {}).get("epoch", "last"),
+                        " ".join(j.shared_with), "; ".join(j.problems), " ".join(j.overrides), str(j.folder)])
 
 
 def _md_cell(s: Any) -> str:
@@ -357,13 +338,12 @@ def counts(jobs: list[Job]) -> str:
     return f"{len(jobs)} jobs: " + ", ".join(f"{sum(j.kind == k for j in jobs)} {k}" for k in KINDS)
 
 
-def warnings_of(jobs: list[Job], configs: list[Config], sel: Selection, replicate: str) -> list[str]:
+def warnings_of(jobs: list[Job], sel: Selection, replicate: str) -> list[str]:
     out = list(sel.warnings)
     bad = [j for j in jobs if not j.completed]
     if bad:
-        out.append(f"{len(bad)} of {len(jobs)} jobs did not complete ("
-                   + ", ".join(f"{n} {k}" for k in KINDS[1:] if (n := sum(j.kind == k for j in bad))) +
-                   "); they are listed below and left out of every mean.")
+        out.append(f"{len(bad)} of {len(jobs)} jobs did not complete ({tally(bad)}); they are listed below "
+                   "and left out of every mean.")
     incomplete = [r for r in sel.rows if r.missing and any(j.completed for j in r.config.jobs)]
     if incomplete:
         out.append(f"{len(incomplete)} configurations are missing replicates (flagged `missing` in the ranking); "
@@ -415,22 +395,19 @@ def decision(jobs: list[Job], sel: Selection, replicate: str) -> list[str]:
 def markdown(sweep_dir: Path, jobs: list[Job], configs: list[Config], metrics: list[str], sel: Selection,
              replicate: str, plots: list[str], notes: list[str], extra: list[str] = ()) -> str:
     out = io.StringIO()
-    out.write(f"# Sweep report: {sweep_dir}\n\n")
-    for w in warnings_of(jobs, configs, sel, replicate):
-        out.write(f"**Warning:** {w}\n\n")
+    out.write(f"# Sweep report: {sweep_dir}\n\n"
+              + "".join(f"**Warning:** {w}\n\n" for w in warnings_of(jobs, sel, replicate)))
     out.write(f"{counts(jobs)}, in {len(configs)} configurations; replicate key `{replicate}`. Values: mean ± "
               f"sample standard deviation (n = completed replicates), [95% t-interval for the mean, clipped to the "
               f"metric's range].\n\n")
     out.write("## Decision\n\n" + "".join(f"- {line}\n" for line in decision(jobs, sel, replicate)) + "\n")
-    prov = provenance(jobs)[0]
     fixed = held_fixed(jobs)
-    out.write("## What ran\n\n" + "".join(f"- {line}\n" for line in prov))
+    out.write("## What ran\n\n" + "".join(f"- {line}\n" for line in provenance(jobs)[0]))
     out.write("- held fixed in every job: " + (" ".join(f"`{o}`" for o in fixed) if fixed else "(no common overrides)")
               + "\n")
     if sel.best is not None:
         out.write(f"- rerun the best ({sel.where}):\n\n      {rerun_command(jobs, sel.best, replicate)}\n")
-    for line in extra:
-        out.write(f"- {line}\n")
+    out.write("".join(f"- {line}\n" for line in extra))
     out.write(f"\n## Configurations, ranked by mean {sel.metric} ({sel.where})\n\n" if sel.best is not None
               else "\n## Configurations (no best named: not ranked)\n\n")
     first = [sel.metric] if sel.best is not None else []
@@ -457,15 +434,12 @@ def markdown(sweep_dir: Path, jobs: list[Job], configs: list[Config], metrics: l
     header = ["job", *axes, "status", *metrics, "epochs", "epoch read", "shared machine with"]
     rows = []
     for j in jobs:
-        ov = dict(map(split_override, j.overrides))
-        rows.append([j.name, *(ov.get(a, "") for a in axes), j.status, *(_fmt(j.value(m), 4) for m in metrics),
+        rows.append([j.name, *(j.override(a) or "" for a in axes), j.status, *(_fmt(j.value(m), 4) for m in metrics),
                      len(j.rows), (j.row or {}).get("epoch", "last"), ", ".join(j.shared_with)])
     out.write(_md_table(header, rows))
     if plots or notes:
-        out.write("\n## Plots\n\n")
-        for n in notes:
-            out.write(f"- {n}\n")
-        out.write("\n" + "".join(f"![{p}]({p})\n\n" for p in plots))
+        out.write("\n## Plots\n\n" + "".join(f"- {n}\n" for n in notes) + "\n"
+                  + "".join(f"![{p}]({p})\n\n" for p in plots))
     return out.getvalue()
 
 
@@ -487,7 +461,7 @@ def report(sweep_dir: str | Path, out: str | Path | None = None, metric: str | N
     configs = configurations(jobs, replicate)
     sel = select(configs, metric, maximize, expected_replicates(jobs, replicate))
     sel.epoch = epoch_line
-    metrics = metric_columns(jobs)
+    metrics = [m for m in METRIC_COLUMNS if any(j.value(m) is not None for j in jobs if j.completed)]
     if sel.metric not in metrics and sel.best is not None:
         metrics.insert(0, sel.metric)
     out = Path(out) if out is not None else sweep_dir / "report"
@@ -500,15 +474,14 @@ def report(sweep_dir: str | Path, out: str | Path | None = None, metric: str | N
     pngs = [p for p in made if p.endswith(".png")]
     write_csv(configs, metrics, sel, out / "report.csv")
     write_jobs_csv(jobs, metrics, out / "jobs.csv")
-    run_note = []
-    wandb_run = None
+    wandb_run, run_note = None, []
     if wandb:
         from odex.tracking.report_run import log_report
         wandb_run, run_note = log_report(jobs, out, pngs, counts(jobs), decision(jobs, sel, replicate))
     (out / "report.md").write_text(markdown(sweep_dir, jobs, configs, metrics, sel, replicate, pngs, notes,
                                             run_note))
     return {"jobs": jobs, "configs": configs, "selection": sel, "best": sel.best, "metric": sel.metric,
-            "warnings": warnings_of(jobs, configs, sel, replicate), "notes": notes, "out": out,
+            "warnings": warnings_of(jobs, sel, replicate), "notes": notes, "out": out,
             "files": ["report.md", "report.csv", "jobs.csv", *made], "wandb_run": wandb_run}
 
 
@@ -538,10 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs, configs = r["jobs"], r["configs"]
     print(f"{counts(jobs)}, in {len(configs)} configurations")
     replicate = args.replicate or DEFAULT_REPLICATE
-    for line in decision(jobs, r["selection"], replicate):
-        print(line.replace("`", ""))
-    for line in provenance(jobs)[0]:
-        print(line)
+    print("\n".join(decision(jobs, r["selection"], replicate)).replace("`", ""))
+    print("\n".join(provenance(jobs)[0]))
     print("held fixed in every job: " + (" ".join(held_fixed(jobs)) or "(no common overrides)"))
     if r["best"] is not None:
         print(f"rerun the best ({r['selection'].where}): {rerun_command(jobs, r['best'], replicate)}")

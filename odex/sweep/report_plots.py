@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from odex.sweep.jobs import KINDS, SHARED_MARK, Config, _number, short
+from odex.sweep.jobs import SHARED_MARK, Config, _number, short, tally
 
 if TYPE_CHECKING:       # the report imports this module; this one needs only the type
     from odex.sweep.report import Selection
@@ -47,20 +48,6 @@ def _curve(config: Config, key: str, x: str) -> tuple[list[float], list[float], 
         lows.append(min(vals))
         highs.append(max(vals))
     return xs, means, lows, highs
-
-
-def _fit_axis(ax, values: list[float], lower: float | None = None, upper: float | None = None) -> None:
-    """The y axis fitted to the drawn values (5% margin), within the quantity's range."""
-    if not values:
-        return
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.05 or abs(hi) * 0.02 or 0.01
-    lo, hi = lo - pad, hi + pad
-    if lower is not None:
-        lo = max(lo, lower)
-    if upper is not None:
-        hi = min(hi, upper)
-    ax.set_ylim(lo, hi)
 
 
 def _epoch_axis(ax, configs: list[Config], key: str) -> None:
@@ -122,8 +109,10 @@ def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]
                 drawn_values += lo + hi
                 if lo != hi:
                     ax.fill_between(xs, lo, hi, color=s["color"], alpha=0.15, lw=0)
-            if key.endswith("/acc"):
-                _fit_axis(ax, drawn_values, 0.0, 1.0)
+            if key.endswith("/acc") and drawn_values:      # fitted to the data (5% margin), within 0-1
+                bottom, top = min(drawn_values), max(drawn_values)
+                pad = (top - bottom) * 0.05 or abs(top) * 0.02 or 0.01
+                ax.set_ylim(max(bottom - pad, 0.0), min(top + pad, 1.0))
             ax.set_ylabel(names[key])
             if x == "epoch":
                 _epoch_axis(ax, drawn, key)
@@ -145,17 +134,13 @@ def plot_curves(configs: list[Config], out: Path) -> tuple[list[str], list[str]]
     if any(c.shared for c in drawn):
         title += f"; {SHARED_MARK}: jobs ran side by side, wall-clock includes sharing the machine"
     fig.suptitle(title, fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    _legend_below(fig, handles, labels)
+    _legend_below(fig, *axes[0][0].get_legend_handles_labels())
     return _save(fig, out, "curves"), []
 
 
 def plot_nfe(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
-    """Forward NFE per batch by epoch for every configuration; backward NFE only for those that
-    make a backward solve, decided from the data (a non-zero nfe/backward): plain backprop
-    (grad=direct) calls no vector field backwards and would only add a line at zero. Identical
-    curves (common: NFE depends on the solver, not the learning rate) stay visible as nested hollow
-    markers of decreasing size."""
+    """Forward NFE per batch by epoch for every configuration; backward NFE only for those with a
+    non-zero nfe/backward; identical curves as nested hollow markers (docs/design-notes.md)."""
     import matplotlib.pyplot as plt
 
     drawn = [c for c in configs if any(j.series("nfe/forward") for j in c.completed)]
@@ -188,10 +173,8 @@ def plot_nfe(configs: list[Config], out: Path) -> tuple[list[str], list[str]]:
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
     if notes:       # the figure says it too, so it stands alone in a paper draft
-        import textwrap
         fig.suptitle(textwrap.fill(notes[0].removeprefix("nfe: "), 75 * len(panels)), fontsize=8)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    _legend_below(fig, handles, labels)
+    _legend_below(fig, *axes[0][0].get_legend_handles_labels())
     return _save(fig, out, "nfe"), notes
 
 
@@ -206,11 +189,10 @@ def plot_epoch_time(configs: list[Config], out: Path) -> tuple[list[str], list[s
         return [], []
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * len(drawn)))
     sty = styles(len(drawn))
-    right = max(max(v for v in (j.value("time/epoch_mean_s") for j in c.completed) if v is not None)
-                for c in drawn)
-    for i, (c, s) in enumerate(zip(drawn, sty)):
+    jobs_s = [[v for j in c.completed if (v := j.value("time/epoch_mean_s")) is not None] for c in drawn]
+    right = max(map(max, jobs_s))
+    for i, (c, s, pts) in enumerate(zip(drawn, sty, jobs_s)):
         mean, std, n = c.stats("time/epoch_mean_s")
-        pts = [v for v in (j.value("time/epoch_mean_s") for j in c.completed) if v is not None]
         ax.barh(i, mean, xerr=[[mean - min(pts)], [max(pts) - mean]], color=s["color"], alpha=0.55, capsize=3,
                 hatch="//" if c.shared else None, edgecolor="black" if c.shared else s["color"])
         ax.plot(pts, [i] * len(pts), ls="none", color="black", ms=4, marker=s["marker"])
@@ -235,31 +217,16 @@ def _sort_values(values) -> list[str]:
     return nums + sorted(v for v in values if _number(v) is None)
 
 
-def _full_grid(cell: dict, lrs: list[str], bss: list[str]) -> bool:
-    """A grid search: every (lr, batch size) pair present and at most 12 values per axis. Anything
-    else (Optuna's continuous learning rates: 6 values x 3 batch sizes with 6 of 18 cells filled)
-    would be put on an evenly spaced grid with empty cells, and is drawn as a scatter instead."""
-    return len(lrs) <= 12 and len(bss) <= 12 and len(cell) == len(lrs) * len(bss)
-
-
-def _not_completed(c: Config) -> str:
-    """'1 diverged, 1 failed' for a configuration's jobs that did not complete."""
-    return ", ".join(f"{c.count(k)} {k}" for k in KINDS[1:] if c.count(k))
-
-
 def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, best: Config | None = None,
-                 lr_key: str = "optim.lr", bs_key: str = "dataset.batch_size",
                  selected: str = "") -> tuple[list[str], list[str]]:
-    """The metric's mean over learning rate x batch size, each cell with mean, ± std and n. Drawn
-    when both are swept and nothing else is (besides the replicate axis). The colour scale is
-    fitted to the configurations whose every job completed; a cell with jobs that diverged, were
-    pruned or failed is hatched and says so (its colour, if it has a mean over survivors, is
-    clipped to the scale). A continuous search is a scatter on log axes."""
+    """The metric's mean over learning rate x batch size, each cell with mean, ± std and n, when both
+    are swept and nothing else is (besides the replicate axis); a continuous search is a scatter."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import Normalize
 
     keys = {k for c in configs for k, _ in c.values}
+    lr_key, bs_key = "optim.lr", "dataset.batch_size"
     if not {lr_key, bs_key} <= keys:
         return [], []
     if keys - {lr_key, bs_key}:
@@ -267,7 +234,10 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
                     f"besides {lr_key} and {bs_key} (see the table)."]
     cell = {(dict(c.values)[lr_key], dict(c.values)[bs_key]): c for c in configs}
     lrs, bss = _sort_values({k[0] for k in cell}), _sort_values({k[1] for k in cell})
-    grid_like = _full_grid(cell, lrs, bss)
+    # a grid search: every (lr, batch size) pair present, at most 12 values per axis. Anything else
+    # (Optuna's continuous learning rates: 6 values x 3 batch sizes, 6 of 18 cells filled) would be
+    # put on an evenly spaced grid with empty cells, and is drawn as a scatter instead.
+    grid_like = len(lrs) <= 12 and len(bss) <= 12 and len(cell) == len(lrs) * len(bss)
     title = f"{metric}: mean ± std over replicates (n completed)" if grid_like else f"{metric} per configuration"
     if best is not None:
         title += "\nred " + ("box" if grid_like else "ring") + f": the best, {selected or 'selected'}"
@@ -297,7 +267,7 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
             else:
                 text = f"{mean:#.3g}\n" + (f"± {std:.2g}, " if std is not None else "") + f"n={n}"
             if c.failed:        # hatched grey: not coloured, whatever its survivors' mean
-                text += "\n" + _not_completed(c)
+                text += "\n" + tally(c.jobs)
                 ax.add_patch(plt.Rectangle((col - 0.5, r - 0.5), 1, 1, fill=False, hatch="//", ec="grey", lw=0))
             r_, g_, b_ = cmap(norm(mean))[:3] if mean is not None and not c.failed else (0.83, 0.83, 0.83)
             bright = 0.299 * r_ + 0.587 * g_ + 0.114 * b_ > 0.5      # luma: dark text on light cells
@@ -319,7 +289,7 @@ def plot_heatmap(configs: list[Config], metric: str, maximize: bool, out: Path, 
                         cmap=cmap, norm=norm, s=40, zorder=3)
         if bad:
             ax.scatter([p[1] for p in bad], [p[0] for p in bad], marker="x", color="red", zorder=3,
-                       label="did not complete (" + ", ".join(sorted({_not_completed(p[2]) or "no value" for p in bad}))[:60] + ")")
+                       label="did not complete (" + ", ".join(sorted({tally(p[2].jobs) or "no value" for p in bad}))[:60] + ")")
             ax.legend(fontsize=7, loc="best")
         for lr, bs, c in pts:
             if c is best:
@@ -353,10 +323,8 @@ def make_plots(configs: list[Config], sel: Selection, out: Path) -> tuple[list[s
     heat_metric = sel.metric if sel.best is not None else next(
         (m for m in (sel.metric, "val/acc", "test/acc") if any(c.stats(m)[2] for c in configs)), sel.metric)
     made, notes = [], []
-    for draw in (lambda: plot_curves(configs, out), lambda: plot_nfe(configs, out),
-                 lambda: plot_epoch_time(configs, out),
-                 lambda: plot_heatmap(configs, heat_metric, sel.maximize, out, sel.best, selected=sel.where)):
-        files, n = draw()
+    for files, n in (plot_curves(configs, out), plot_nfe(configs, out), plot_epoch_time(configs, out),
+                     plot_heatmap(configs, heat_metric, sel.maximize, out, sel.best, selected=sel.where)):
         made += files
         notes += n
     return made, notes

@@ -1,8 +1,6 @@
 """hydra/launcher=slurm: Hydra's submitit launcher, with a job that ends without a result recorded
-as failed (its own summary.json) instead of ending the sweep. The launcher class is
-`hydra_plugins.odex_launchers.SlurmLauncher`; the plugin has no hook for this, so the subclass
-repeats the submission part of `launch` (hydra-submitit-launcher 1.2) and changes the wait.
-Design notes: docs/design-notes.md, "odex/sweep/slurm_launcher.py".
+as failed (its own summary.json) instead of ending the sweep; the class that Hydra loads is
+`hydra_plugins.odex_launchers.SlurmLauncher`. Design notes: docs/design-notes.md.
 """
 from __future__ import annotations
 
@@ -17,6 +15,8 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
+
+from odex.training import atomic
 
 log = logging.getLogger("odex")
 
@@ -71,17 +71,18 @@ class RecordLostJobs:
 
     def _record_lost(self, overrides: list[str], num: int, job, error: Exception) -> JobReturn:
         """Write the failed job's record into its folder (a completed record is kept as it is)."""
-        state = _state(job)
+        try:
+            state = str(job.state)
+        except Exception:  # noqa: BLE001 -- the watcher could not say
+            state = "UNKNOWN"
         reason = (f"SLURM job {job.job_id} ended without a result (state {state}): cancelled (scancel), "
                   f"or lost with its node")
         folder = self._job_dir(overrides, num)
         summary_path = folder / "summary.json"
-        summary: dict[str, Any] = {}
-        if summary_path.exists():
-            try:
-                summary = json.loads(summary_path.read_text())
-            except (OSError, ValueError):
-                summary = {}
+        try:
+            summary: dict[str, Any] = json.loads(summary_path.read_text())
+        except (OSError, ValueError):       # none (it never started), or unreadable
+            summary = {}
         if summary.get("status") == "completed":
             log.warning("job %d (%s): %s, but its summary says completed: kept", num, folder, reason)
         else:
@@ -92,18 +93,9 @@ class RecordLostJobs:
             hydra_dir.mkdir(parents=True, exist_ok=True)
             if not (hydra_dir / "overrides.yaml").exists():     # it never started: Hydra's record of the job
                 OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-            tmp = folder / "summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            os.replace(tmp, summary_path)
+            atomic.write_text(summary_path, json.dumps(summary, indent=2) + "\n")
             log.error("job %d (%s): %s (%s: %s)", num, folder, reason, type(error).__name__,
                       str(error).splitlines()[0] if str(error) else "")
         # as odex's own failed jobs: None to the sweeper, no exception
         return JobReturn(overrides=list(overrides), working_dir=str(folder), task_name="",
                          status=JobStatus.COMPLETED, _return_value=None)
-
-
-def _state(job) -> str:
-    try:
-        return str(job.state)
-    except Exception:  # noqa: BLE001 -- the watcher could not say
-        return "UNKNOWN"
