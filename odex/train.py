@@ -62,14 +62,6 @@ def _sweep_group(hc, choices) -> str:
     return f"{folder.parent.name}_{folder.name}_{name}_{sweep_id(folder)}"
 
 
-def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
-    """The odex version and git commit for summary.json (odex-report warns when a sweep's jobs
-    ran different code): from the job's W&B `run` block, or read here outside Hydra."""
-    block = job.get("run") or provenance.code_state()
-    return {"odex/version": block["odex_version"], "odex/git_commit": block["git_commit"],
-            "odex/git_dirty": block["git_dirty"]}
-
-
 def _job_info() -> dict[str, Any]:
     """What the tracker and the terminal say about this run: W&B group, name and tags, the `run`
     block added to the W&B config (Hydra group choices, experiment, overrides, odex version, git
@@ -231,7 +223,11 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     try:
         held.enter_context(lock)
         job = _job_info()       # before validation: a sweep's job refused by it still gets its W&B run
-        extra.update(run_provenance(job))
+        # the code that ran, for summary.json (odex-report warns when a sweep's jobs ran different
+        # code): from the job's W&B `run` block, or read here outside Hydra
+        code = job.get("run") or provenance.code_state()
+        extra.update({"odex/version": code["odex_version"], "odex/git_commit": code["git_commit"],
+                      "odex/git_dirty": code["git_dirty"]})
         validate(cfg, choices)
         trainer = build(cfg.trainer)
         held.enter_context(job_settings(threads=trainer.threads, tf32=trainer.tf32, device=trainer.device,
@@ -247,8 +243,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             raise ReadOnlyFolder(f"{run_dir}: read-only folder, holding no completed run of this configuration: "
                                  "use a folder odex may write")
         if previous.elsewhere is not None:        # made (and locked) at commit, not before
-            out_dir = previous.elsewhere
-            tracker.run_dir = out_dir
+            out_dir = tracker.run_dir = previous.elsewhere
             extra["run_dir"] = str(out_dir)
         checkpoint = previous.checkpoint
         built = build_run(cfg, trainer=trainer, epochs_done=int((checkpoint or {}).get("epoch", 0)))

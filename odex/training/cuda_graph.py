@@ -65,10 +65,8 @@ class GraphedTrainStep(TrainStep):
             raise ConfigError(f"trainer.cuda_graph=true needs a CUDA device, but the run is on {device}; "
                               "use trainer.device=cuda or trainer.cuda_graph=false")
         super().__init__(model, objective, optimizer, grad_clip)
-        self.device = device
-        self.warmup = warmup
-        self.calls = 0
-        self.captures = 0
+        self.device, self.warmup = device, warmup
+        self.calls = self.captures = 0
         # An optimizer built capturable (odex.optim.optimizers.build_optimizer; its state, loaded
         # from any checkpoint, is on the device) reads the learning rate from a device tensor in a
         # graph.

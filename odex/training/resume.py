@@ -164,10 +164,8 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
         return previous
     if previous.checkpoint is None and mode == "must":
         raise ConfigError(f"trainer.resume=must: there is no checkpoint at {path}; use trainer.resume=auto")
-    if previous.checkpoint is not None:
-        metrics = run_dir / "metrics.jsonl"
-        if metrics.exists():
-            _metrics_lines(metrics)      # a damaged file is found now, before anything is written
+    if previous.checkpoint is not None and (run_dir / "metrics.jsonl").exists():
+        _metrics_lines(run_dir / "metrics.jsonl")       # a damaged file is found now, before anything is written
     return previous
 
 
