@@ -6,20 +6,26 @@ Design notes: docs/design-notes.md, "odex/train.py".
 """
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import hydra
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import odex.tracking.provenance as provenance
+import odex.training.resume as resuming
 from odex.build import chosen_parts
 from odex.config import USAGE_ERROR, build, config_dir, preflight, validate
-from odex.errors import ConfigError, OdexError, RunStopped
+from odex.errors import ConfigError, OdexError, ReadOnlyFolder, RunStopped
+from odex.training import atomic, run_record
 from odex.training.signals import Preempted, StopSignals, SweepParentSignals
 from odex.training.threads import passive_openmp_waits
 from odex.tracking.tracker import ConsoleSink, JsonlSink, Tracker
@@ -40,9 +46,8 @@ def _swept_keys(hc) -> set[str]:
     recorded = Path(hc.sweep.dir) / "multirun.yaml"
     if recorded.is_file():
         task = OmegaConf.load(recorded).hydra.overrides.task
-        for o in OverridesParser.create().parse_overrides(list(task)):
-            if o.is_sweep_override():
-                keys.add(o.get_key_element())
+        keys |= {o.get_key_element() for o in OverridesParser.create().parse_overrides(list(task))
+                 if o.is_sweep_override()}
     return keys
 
 
@@ -57,51 +62,29 @@ def _sweep_group(hc, choices) -> str:
     return f"{folder.parent.name}_{folder.name}_{name}_{sweep_id(folder)}"
 
 
-def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
-    """The odex version and git commit for summary.json (odex-report warns when a sweep's jobs
-    ran different code): from the job's W&B `run` block, or read here outside Hydra."""
-    block = job.get("run")
-    if block is None:
-        import odex.tracking.provenance as provenance
-
-        git = provenance.git_state()
-        block = {"odex_version": provenance.version(), "git_commit": git["commit"] if git else None,
-                 "git_dirty": git["dirty"] if git else None}
-    return {"odex/version": block["odex_version"], "odex/git_commit": block["git_commit"],
-            "odex/git_dirty": block["git_dirty"]}
-
-
 def _job_info() -> dict[str, Any]:
     """What the tracker and the terminal say about this run: W&B group, name and tags, the `run`
     block added to the W&B config (Hydra group choices, experiment, overrides, odex version, git
     commit), and inside a sweep the job's label for log lines and progress bars (job number and
     swept values) and whether the launcher runs jobs side by side."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return {}
-    import odex.tracking.provenance as provenance
     from odex.sweep.jobs import short
 
+    hc = run_record.hydra_config()
+    if hc is None:
+        return {}
+
     task = list(hc.overrides.task)
-    choices = {g: c for g, c in OmegaConf.to_container(hc.runtime.choices).items()}
+    choices = OmegaConf.to_container(hc.runtime.choices)
     changed = provenance.non_default_choices(choices)
-    git = provenance.git_state()
     run_block = {"choices": {g: c for g, c in choices.items() if not g.startswith("hydra/")},
-                 "experiment": choices.get("experiment"), "overrides": task,
-                 "odex_version": provenance.version(),
-                 "git_commit": git["commit"] if git else None, "git_dirty": git["dirty"] if git else None}
+                 "experiment": choices.get("experiment"), "overrides": task, **provenance.code_state()}
     # tags hold at most 64 characters in W&B
     tags = [f"{g}:{c}"[:64] for g, c in changed.items()]
     if hc.mode != RunMode.MULTIRUN:
         return {"name": ",".join(task) or None, "tags": tags, "run": run_block}
     swept = _swept_keys(hc)
     varied = [o for o in task if o.split("=", 1)[0].lstrip("+~") in swept] or task
-    run_block["sweep_dir"] = str(hc.sweep.dir)
-    run_block["job_num"] = hc.job.num
+    run_block.update(sweep_dir=str(hc.sweep.dir), job_num=hc.job.num)
     tags += [f"job{hc.job.num}", "sweep", f"launcher:{choices.get('hydra/launcher', 'basic')}"]
     if choices.get("sweep"):
         tags.append(f"sweep:{choices.get('sweep')}")
@@ -136,11 +119,6 @@ def labelled_logs(label: str | None) -> Iterator[None]:
         logging.setLogRecordFactory(previous)
 
 
-def checkpoint_epoch(checkpoint: dict | None) -> int:
-    """Epochs a resumed run has already completed (0 for a new run)."""
-    return 0 if checkpoint is None else int(checkpoint.get("epoch", 0))
-
-
 def _status(e: BaseException) -> str:
     import torch
 
@@ -161,22 +139,14 @@ def resume_command(run_dir: str | Path) -> str:
     """The command that continues a stopped run: the same overrides in the same folder (a job of a
     multirun: the same multirun in the same sweep folder, which finishes its unfinished jobs),
     with trainer.resume=auto. Shell-quoted, ready to paste."""
-    import shlex
-
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):        # odex.train.run called from Python: no command line
+    hc = run_record.hydra_config()
+    if hc is None:        # odex.train.run called from Python: no command line
         return f"odex-train <the same overrides> hydra.run.dir={shlex.quote(str(run_dir))} trainer.resume=auto"
-    task, hydra_overrides = list(hc.overrides.task), list(hc.overrides.hydra)
     multirun = hc.mode == RunMode.MULTIRUN
-    if multirun:
-        recorded = Path(hc.sweep.dir) / "multirun.yaml"
-        if recorded.is_file():
-            saved = OmegaConf.load(recorded).hydra.overrides
-            task, hydra_overrides = list(saved.task), list(saved.hydra)
+    saved = hc.overrides            # a multirun: as its first command gave them
+    if multirun and (Path(hc.sweep.dir) / "multirun.yaml").is_file():
+        saved = OmegaConf.load(Path(hc.sweep.dir) / "multirun.yaml").hydra.overrides
+    task, hydra_overrides = list(saved.task), list(saved.hydra)
     folder_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     folder = hc.sweep.dir if multirun else run_dir
     keep = [o for o in hydra_overrides if not o.startswith((f"{folder_key}=", "hydra.mode=", *_ODEX_ADDED))]
@@ -189,8 +159,6 @@ def resume_command(run_dir: str | Path) -> str:
 def left_behind(run_dir: str | Path, status: str) -> str:
     """One line after a failed run: what its folder now holds (the next step is to look there), or
     that an earlier run's folder was left as it was."""
-    import json
-
     folder = Path(run_dir)
     try:
         ours = json.loads((folder / "summary.json").read_text()).get("status") == status
@@ -232,14 +200,10 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
 
     Validate, lock, inspect the folder, read the data, build, check the disk; only then write the
     folder, so a failing command never changes an earlier result (docs/design-notes.md)."""
-    from contextlib import ExitStack
-
     import torch
 
-    import odex.training.resume as resuming
     from odex.build import build_run
     from odex.sweep.process_state import job_settings
-    from odex.training import atomic, run_record
 
     run_dir = Path(run_dir)
     out_dir = run_dir           # where this attempt writes: run_dir, or a new attempt-N/ beside a completed run
@@ -251,20 +215,23 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
     committed = False           # the folder is ours to write
     earlier = True              # until looked at: assume the folder holds an earlier run
     lock = resuming.RunLock(run_dir)
-    new_lock = None
     log_file = None
     usage_error = False
     job: dict[str, Any] = {}
-    settings = ExitStack()      # the process-wide settings of this run, put back at its end
+    held = ExitStack()          # the run's locks and process-wide settings, let go at its end
     run_record.hold_log_lines()     # for the log file, opened once the folder is ours
     try:
-        lock.__enter__()
+        held.enter_context(lock)
         job = _job_info()       # before validation: a sweep's job refused by it still gets its W&B run
-        extra.update(run_provenance(job))
+        # the code that ran, for summary.json (odex-report warns when a sweep's jobs ran different
+        # code): from the job's W&B `run` block, or read here outside Hydra
+        code = job.get("run") or provenance.code_state()
+        extra.update({"odex/version": code["odex_version"], "odex/git_commit": code["git_commit"],
+                      "odex/git_dirty": code["git_dirty"]})
         validate(cfg, choices)
         trainer = build(cfg.trainer)
-        settings.enter_context(job_settings(threads=trainer.threads, tf32=trainer.tf32, device=trainer.device,
-                                            compiles=trainer.fast_paths.compiles))
+        held.enter_context(job_settings(threads=trainer.threads, tf32=trainer.tf32, device=trainer.device,
+                                        compiles=trainer.fast_paths.compiles))
         trainer.job_label, trainer.parallel = job.get("label"), job.get("parallel", False)
         config = _config(cfg)
         previous = resuming.inspect(run_dir, trainer.resume, config, trainer.max_epochs)
@@ -273,14 +240,13 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             log.info("%s already holds this completed run: skipped (trainer.resume=never runs it again)", run_dir)
             return previous.completed
         if lock.read_only:
-            from odex.errors import ReadOnlyFolder
             raise ReadOnlyFolder(f"{run_dir}: read-only folder, holding no completed run of this configuration: "
                                  "use a folder odex may write")
         if previous.elsewhere is not None:        # made (and locked) at commit, not before
-            out_dir = previous.elsewhere
-            tracker.run_dir = out_dir
+            out_dir = tracker.run_dir = previous.elsewhere
             extra["run_dir"] = str(out_dir)
-        built = build_run(cfg, trainer=trainer, epochs_done=checkpoint_epoch(previous.checkpoint))
+        checkpoint = previous.checkpoint
+        built = build_run(cfg, trainer=trainer, epochs_done=int((checkpoint or {}).get("epoch", 0)))
         data, model = built.data, built.model
         # the split sizes, for odex-report's uncertainty (one example's share of an accuracy)
         extra.update({"data/train_size": len(data.train), "data/test_size": len(data.test),
@@ -291,7 +257,6 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         extra["params"] = sum(p.numel() for p in model.parameters())
         log.info("%s on %s: %d parameters, %d train / %d test examples, run folder %s",
                  type(model).__name__, trainer.device, extra["params"], len(data.train), len(data.test), out_dir)
-        checkpoint = previous.checkpoint
         if checkpoint is not None:
             where = (f"epoch {checkpoint['epoch'] + 1}, batch {checkpoint['progress']['step']}"
                      if checkpoint.get("progress") else f"the end of epoch {checkpoint['epoch']}")
@@ -305,7 +270,7 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
         atomic.require_space(out_dir, _space_needed(model, logger), "this run")
         resuming.commit(run_dir, previous)
         if out_dir != run_dir:
-            new_lock = resuming.RunLock(out_dir).__enter__()
+            held.enter_context(resuming.RunLock(out_dir))
         committed = True
         run_record.write_job_record(out_dir, cfg)
         log_file = run_record.start_log_file(out_dir)
@@ -353,23 +318,17 @@ def run(cfg: DictConfig, run_dir: str | Path, *, stop: StopSignals | None = None
             except (OSError, OdexError) as write_error:    # a full disk: the earlier summary.json stays
                 log.debug("summary not written: %s", write_error)
         # else: an earlier run's folder, not ours to write: its files stay as they were
-        settings.close()
         run_record.stop_log_file(log_file)
-        if new_lock is not None:
-            new_lock.__exit__(None, None, None)
-        lock.__exit__(None, None, None)
+        held.close()
     return {**summary, "usage_error": True} if usage_error else summary
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one run, or one job of a multirun (validated here, per job)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     from odex.sweep.process_state import isolated_job
 
-    hc = HydraConfig.get()
+    hc = run_record.hydra_config()
     if hc.mode == RunMode.RUN and hc.runtime.choices.get("sweep"):
         log.warning("sweep=%s sets up a multirun: add -m to run its jobs (this is one run)",
                     hc.runtime.choices.get("sweep"))
@@ -402,12 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     (odex.training.run_record.claim: a second process stops within a second), then hand over to Hydra."""
     passive_openmp_waits()
     argv = list(sys.argv[1:] if argv is None else argv)
-    from odex.training.run_record import claim, claim_early, sweep_record
-
-    claim_early(argv)       # a named folder that held a run: locked before the config is composed
+    run_record.claim_early(argv)       # a named folder that held a run: locked before the config is composed
     argv = preflight(argv)
 
-    argv = claim(argv)      # the run (or sweep) folder locked, before torch is imported
+    argv = run_record.claim(argv)      # the run (or sweep) folder locked, before torch is imported
     sys.argv = [sys.argv[0] if sys.argv else "odex-train", *argv]
     if not ({"-m", "--multirun"} & set(argv)):
         _hydra_main()
@@ -415,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     from odex.sweep.callbacks import LAST_SWEEP
 
     LAST_SWEEP.clear()
-    with SweepParentSignals(), sweep_record():
+    with SweepParentSignals(), run_record.sweep_record():
         _hydra_main()
     if LAST_SWEEP.get("failed"):
         sys.exit(1)     # after the summary: a sweep with failed jobs says so in its exit status

@@ -39,6 +39,12 @@ def git_state(path: str | Path = PACKAGE_DIR) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": dirty}
 
 
+def code_state() -> dict[str, Any]:
+    """The W&B `run` block's odex_version, git_commit and git_dirty (None outside odex's checkout)."""
+    git = git_state()
+    return {"odex_version": version(), "git_commit": git and git["commit"], "git_dirty": git and git["dirty"]}
+
+
 @lru_cache(maxsize=1)
 def default_choices() -> dict[str, Any]:
     """The root config's defaults list (conf/train.yaml) as {group: choice}."""
@@ -46,11 +52,8 @@ def default_choices() -> dict[str, Any]:
 
     from odex.config import config_dir
 
-    out: dict[str, Any] = {}
-    for entry in OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "train.yaml")).get("defaults", []):
-        if isinstance(entry, dict):
-            out.update(entry)
-    return out
+    defaults = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "train.yaml")).get("defaults", [])
+    return {g: c for entry in defaults if isinstance(entry, dict) for g, c in entry.items()}
 
 
 def non_default_choices(choices: dict[str, Any]) -> dict[str, Any]:

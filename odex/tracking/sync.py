@@ -6,6 +6,7 @@ folders and hands them to the installed `wandb sync`. Design notes: docs/design-
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,6 @@ def jobs_without_run(folder: str | Path) -> list[tuple[Path, str]]:
     """(job folder, its status) of every job under `folder` (a folder with Hydra's
     .hydra/overrides.yaml) that holds no offline W&B run: logged with logger=none, or killed
     before its logger started. The sweep is then not whole in the dashboard; odex-sync says so."""
-    import json
-
     from odex.sweep.jobs import job_folders
 
     out = []
@@ -73,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"{len(runs)} offline runs under {folder}:")
         for r in runs:
-            synced = any(r.glob("run-*.wandb.synced"))
-            print(f"  {r}" + ("  (already synced)" if synced else ""))
+            print(f"  {r}" + ("  (already synced)" if any(r.glob("run-*.wandb.synced")) else ""))
         if missing:
             print(f"{len(missing)} jobs without a W&B run (not uploaded: the sweep is not whole in W&B):")
             for job, status in missing:

@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from odex.errors import ConfigError
+from odex.training.atomic import append_text, write_text
+
 log = logging.getLogger("odex")
 
 
@@ -42,8 +45,6 @@ class JsonlSink(Sink):
         self.path = Path(run_dir) / "metrics.jsonl"
 
     def log(self, metrics, epoch):
-        from odex.training.atomic import append_text
-
         # a failed append (a full disk) is cut back: the file keeps its earlier lines, whole
         append_text(self.path, json.dumps({"epoch": epoch, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
 
@@ -82,8 +83,6 @@ class WandbSink(Sink):
         import wandb
 
         self.run_dir = run_dir
-        from odex.errors import ConfigError
-
         if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
             raise ConfigError("logger.mode=online needs a W&B API key: run `wandb login` or set "
                               "WANDB_API_KEY (or use the default offline mode and `odex-sync <folder>` later)")
@@ -111,17 +110,14 @@ class WandbSink(Sink):
         if self.run is None:
             return
         try:
-            for k, v in summary.items():
-                if isinstance(v, (int, float, str, bool)):
-                    self.run.summary[k] = v
+            self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))})
             status = str(summary.get("status", ""))
             kind, _, reason = status.partition(":")
             kind = kind if kind in ("completed", "diverged", "pruned") else "failed"
             self.run.summary["state"], self.run.summary["reason"] = kind, reason.strip()
             self.run.tags = tuple(dict.fromkeys([*(self.run.tags or ()), f"status:{kind}"]))
-            failed = kind == "failed"
             offline_dir = self.run.dir if self.mode == "offline" else None
-            self.run.finish(exit_code=1 if failed else 0)
+            self.run.finish(exit_code=1 if kind == "failed" else 0)
             if offline_dir:
                 run_folder = Path(offline_dir).parent
                 from odex.tracking.wandb_offline import wait_written
@@ -180,19 +176,12 @@ class Tracker:
             s.log(metrics, epoch)
 
     def state(self) -> dict:
-        out: dict = {}
-        for s in self.sinks:
-            out.update(s.state())
-        return out
+        return {k: v for s in self.sinks for k, v in s.state().items()}
 
     def finish(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write summary.json (final values and status; atomically: a full disk leaves the earlier
         one and raises `DiskFull`, after the sinks are closed) and close every sink; returns the summary."""
-        from odex.training.atomic import write_text
-
-        fields: dict[str, Any] = {}
-        for s in self.sinks:
-            fields.update(s.summary_fields())
+        fields = {k: v for s in self.sinks for k, v in s.summary_fields().items()}
         summary = {**self.last, **(extra or {}), **fields, "time/end_unix": time.time(), "status": status}
         try:
             write_text(self.run_dir / "summary.json",

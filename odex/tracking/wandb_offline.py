@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 _BLOCK = 32 * 1024
@@ -38,29 +39,30 @@ def _records(data: bytes):
             pending = b""
 
 
+def _parsed(data: bytes):
+    """(record type, `wandb_internal_pb2.Record`) of each record of a run file's bytes."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    for raw in _records(data):
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        yield rec.WhichOneof("record_type"), rec
+
+
 def wait_written(folder: str | Path, timeout_s: float = 60.0) -> bool:
     """Wait until the offline run file under `folder` ends with its `exit` record. `run.finish()`
     returns once wandb's service acknowledged the run's end, but the service may still hold the
     file's last block in its buffer: a reader right after (odex-sync, odex-report's tests) then finds
     a file without even its `run` record. True when complete, False after `timeout_s`."""
-    import time
-
-    from wandb.proto import wandb_internal_pb2 as pb
-
     deadline = time.monotonic() + timeout_s
     while True:
         for path in Path(folder).rglob("run-*.wandb"):
-            last = None
             try:
-                for raw in _records(path.read_bytes()):
-                    last = raw
+                kinds = [kind for kind, _ in _parsed(path.read_bytes())]
             except (OSError, ValueError, struct.error):
-                last = None
-            if last is not None:
-                rec = pb.Record()
-                rec.ParseFromString(last)
-                if rec.WhichOneof("record_type") == "exit":
-                    return True
+                kinds = []
+            if kinds[-1:] == ["exit"]:
+                return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -70,8 +72,6 @@ def read_offline_run(path: str | Path) -> dict:
     """{'id', 'group', 'name', 'job_type', 'tags', 'config': {...}, 'history': [row, ...],
     'summary': {...}, 'console': captured output} of an offline run file, or of the single
     `run-*.wandb` file under a folder."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
     path = Path(path)
     if path.is_dir():
         files = sorted(path.rglob("run-*.wandb"))
@@ -79,10 +79,7 @@ def read_offline_run(path: str | Path) -> dict:
             raise FileNotFoundError(f"expected one run-*.wandb under {path}, found {len(files)}")
         path = files[0]
     out: dict = {"config": {}, "history": [], "summary": {}, "console": ""}
-    for raw in _records(path.read_bytes()):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        kind = rec.WhichOneof("record_type")
+    for kind, rec in _parsed(path.read_bytes()):
         if kind == "run":
             out.update(id=rec.run.run_id, group=rec.run.run_group, name=rec.run.display_name,
                        job_type=rec.run.job_type, tags=list(rec.run.tags))

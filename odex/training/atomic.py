@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 
 from odex.errors import DiskFull
@@ -31,13 +32,9 @@ def free_bytes(folder: str | Path) -> int | None:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        st = os.statvfs(folder)
+        return shutil.disk_usage(folder).free        # statvfs's f_bavail: what a user may write
     except OSError:
-        try:
-            return shutil.disk_usage(folder).free
-        except OSError:
-            return None
-    return st.f_bavail * st.f_frsize
+        return None
 
 
 def disk_full(folder: str | Path, needed: int, what: str = "") -> DiskFull:
@@ -77,13 +74,10 @@ def write_bytes(path: str | Path, data: bytes, before_replace=None) -> None:
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in FULL:
+        if isinstance(e, OSError) and e.errno in FULL:
             raise disk_full(path.parent, len(data), path.name) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -101,10 +95,8 @@ def append_text(path: str | Path, text: str) -> None:
         try:
             _write_all(f, data)
         except OSError as e:
-            try:
+            with suppress(OSError):
                 f.truncate(start)
-            except OSError:
-                pass
             if e.errno in FULL:
                 raise disk_full(path.parent, len(data), path.name) from None
             raise

@@ -126,20 +126,14 @@ class BestCheckpoint:
     def on_fit_start(self, trainer, **_) -> None:
         self.path = Path(trainer.run_dir) / "checkpoints" / self.filename
 
-    def _better(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        if self.best is None:
-            return True
-        return value > self.best if self.mode == "max" else value < self.best
-
     def on_epoch_end(self, epoch: int, metrics: dict, model: nn.Module, **_) -> None:
         if self.monitor not in metrics:
             hint = " (set dataset.val_fraction, e.g. 0.1)" if self.monitor.startswith("val/") else ""
             raise ConfigError(f"callbacks.best_checkpoint.monitor={self.monitor} is not among the epoch's "
                               f"metrics{hint}")
         value = float(metrics[self.monitor])
-        if self._better(value):
+        improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if math.isfinite(value) and improved:
             self.best, self.best_epoch = value, epoch
             self.best_test = {k: v for k, v in metrics.items() if k.startswith("test/")}
             ckpt.save_atomic({"epoch": epoch, "model": model.state_dict(), "monitor": self.monitor,

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from odex.errors import ChangedFile, ConfigError
+from odex.training import atomic, checksum
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -35,8 +37,6 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
 def save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save `obj` to `path`, atomically, with its checksum beside it. Serialised in memory
     first: its hash is known before the file is written, and a full disk is told with the exact size."""
-    from odex.training import atomic, checksum
-
     path = Path(path)
     atomic.makedirs(path.parent)
     buffer = io.BytesIO()
@@ -52,9 +52,7 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 def load(path: str | Path, map_location="cpu", *, verify: bool = True) -> dict[str, Any]:
     """The checkpoint at `path`, after checking its bytes against its checksum (`ChangedFile`)."""
     if verify:
-        from odex.training.checksum import verify as check
-
-        check(path)
+        checksum.verify(path)
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
@@ -62,14 +60,9 @@ def load_weights(model: torch.nn.Module, path: str | Path, key: str) -> dict[str
     """Put a checkpoint's model weights into `model` (every tensor, same names and shapes) and
     return the checkpoint. A missing file, a file that is not an odex checkpoint, or weights of
     another model are a `ConfigError` naming `key=path` and the first differences."""
-    from odex.errors import ConfigError
-
     path = Path(path)      # its existence: checked before the run (odex.config, odex-eval's arguments)
-    from odex.errors import ChangedFile
-    from odex.training.checksum import verify
-
     try:
-        verify(path, key)
+        checksum.verify(path, key)
     except ChangedFile as e:        # a file the user named: a usage error, one line naming key=path
         raise ConfigError(str(e)) from None
     try:
@@ -85,10 +78,9 @@ def load_weights(model: torch.nn.Module, path: str | Path, key: str) -> dict[str
     shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        parts = []
-        for what, items in (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes)):
-            if items:
-                parts.append(f"{len(items)} {what}: {', '.join(items[:2])}" + (", ..." if len(items) > 2 else ""))
+        parts = [f"{len(items)} {what}: {', '.join(items[:2])}" + (", ..." if len(items) > 2 else "")
+                 for what, items in (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes))
+                 if items]
         raise ConfigError(f"{key}={path}: the checkpoint's weights do not fit this model "
                           f"({type(model).__name__}; {'; '.join(parts)}): use the model settings it was trained with")
     model.load_state_dict(weights)

@@ -31,10 +31,7 @@ COMPILES_PER_RUN = 3     # training graph, partial-last-batch recompile, evaluat
 @dataclass
 class CompileChoice:
     compile: bool
-    reason: str
-    eager_s: float = float("nan")          # one evaluation + VJP, summed over the fields
-    compiled_s: float | None = None
-    compile_s: float | None = None         # the cold compile the probe paid (None: not compiled)
+    reason: str                            # with the probe's figures
     evaluations: int = 0                   # n_f x iterations: expected evaluations in the run
     backend: str = "inductor"
 
@@ -124,8 +121,7 @@ def measure(fn: Callable[[], None], repeats: int, device: torch.device, label: s
 
 
 def choose_compile(model: nn.Module, x: torch.Tensor, *, iterations: int, backend: str = "inductor",
-                   measure: Callable = measure, repeats: int = REPEATS,
-                   prior_compile_s: float = PRIOR_COMPILE_S) -> CompileChoice:
+                   measure: Callable = measure, prior_compile_s: float = PRIOR_COMPILE_S) -> CompileChoice:
     """Probe and decide whether the vector fields of `model` are to be compiled (with `backend`);
     `model` itself is left as it was (its fields, statistics and counters).
     `measure(fn, repeats, device, label) -> (first_s, median_s)` times a probe (label "eager" or
@@ -134,26 +130,25 @@ def choose_compile(model: nn.Module, x: torch.Tensor, *, iterations: int, backen
     if not fields:
         return CompileChoice(False, "no vector field to compile", backend=backend)
     inputs, nfe = _field_inputs(model, x)
-    n_f = sum(nfe)
-    evaluations = n_f * iterations
+    evaluations = sum(nfe) * iterations
     # through CountedField (a copy of each, as the run builds it), so a bf16 field is timed under
     # its autocast and the model's own counters are not touched
-    eager = [measure(_eval_and_vjp(_built_as(f, f.options.backend), *inp), repeats, x.device, "eager")[1]
+    eager = [measure(_eval_and_vjp(_built_as(f, f.options.backend), *inp), REPEATS, x.device, "eager")[1]
              for f, inp in zip(fields, inputs) if inp is not None]
     eager_s = sum(eager) / len(eager) if eager else 0.0     # per evaluation, averaged over the fields
     ok, reason = decide(eager_s, evaluations, prior_compile_s=prior_compile_s)
     if ok is not None:
-        return CompileChoice(ok, reason, eager_s, None, None, evaluations, backend)
+        return CompileChoice(ok, reason, evaluations, backend)
 
     compile_s, compiled = 0.0, []
     for f, inp in zip(fields, inputs):
         if inp is not None:
-            first, med = measure(_eval_and_vjp(_built_as(f, backend), *inp), repeats, x.device, "compiled")
+            first, med = measure(_eval_and_vjp(_built_as(f, backend), *inp), REPEATS, x.device, "compiled")
             compile_s += max(first - med, 0.0)
             compiled.append(med)
     compiled_s = sum(compiled) / len(compiled) if compiled else eager_s
     ok, reason = decide(eager_s, evaluations, compiled_s, compile_s, prior_compile_s=prior_compile_s)
-    return CompileChoice(bool(ok), reason, eager_s, compiled_s, compile_s, evaluations, backend)
+    return CompileChoice(bool(ok), reason, evaluations, backend)
 
 
 def _built_as(counted: CountedField, backend: str | None) -> CountedField:

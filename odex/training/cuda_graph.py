@@ -32,32 +32,12 @@ def graph_blockers(model: nn.Module) -> list[str]:
     return out
 
 
-def check_graphable(model: nn.Module, device: torch.device) -> None:
-    """A ConfigError, before any training, for a model or device a CUDA graph cannot serve."""
-    blockers = graph_blockers(model)
-    if blockers:
-        raise ConfigError(
-            "trainer.cuda_graph=true needs every ODE block on a fixed-step solver (euler, midpoint, "
-            "rk4, ... with solver.steps or solver.step_size) stepped by solver.loop=odex, with grad=direct, "
-            "whose solve makes no host sync; these blocks are not: " + ", ".join(blockers) + ". Use such "
-            "a solver and grad, or trainer.cuda_graph=false")
-    if device.type != "cuda":
-        raise ConfigError(f"trainer.cuda_graph=true needs a CUDA device, but the run is on {device}; "
-                          "use trainer.device=cuda or trainer.cuda_graph=false")
-
-
 def hyperparameters(optimizer: torch.optim.Optimizer, skip_lr: list[bool]) -> list[tuple]:
     """The param groups' host-side settings a capture bakes in (everything but the parameters,
     and the learning rate where it is read from a device tensor), to compare before a replay."""
-    out = []
-    for group, skip in zip(optimizer.param_groups, skip_lr):
-        items = []
-        for k, v in sorted(group.items()):
-            if k == "params" or (skip and k == "lr"):
-                continue
-            items.append((k, id(v) if torch.is_tensor(v) else (tuple(v) if isinstance(v, list) else v)))
-        out.append(tuple(items))
-    return out
+    return [tuple((k, id(v) if torch.is_tensor(v) else (tuple(v) if isinstance(v, list) else v))
+                  for k, v in sorted(group.items()) if k != "params" and not (skip and k == "lr"))
+            for group, skip in zip(optimizer.param_groups, skip_lr)]
 
 
 @contextmanager
@@ -74,12 +54,19 @@ class GraphedTrainStep(TrainStep):
 
     def __init__(self, model: nn.Module, objective, optimizer: torch.optim.Optimizer,
                  grad_clip: float | None = None, *, device: torch.device, warmup: int = 3):
-        check_graphable(model, device)
+        blockers = graph_blockers(model)        # a ConfigError before any training
+        if blockers:
+            raise ConfigError(
+                "trainer.cuda_graph=true needs every ODE block on a fixed-step solver (euler, midpoint, "
+                "rk4, ... with solver.steps or solver.step_size) stepped by solver.loop=odex, with grad=direct, "
+                "whose solve makes no host sync; these blocks are not: " + ", ".join(blockers) + ". Use such "
+                "a solver and grad, or trainer.cuda_graph=false")
+        if device.type != "cuda":
+            raise ConfigError(f"trainer.cuda_graph=true needs a CUDA device, but the run is on {device}; "
+                              "use trainer.device=cuda or trainer.cuda_graph=false")
         super().__init__(model, objective, optimizer, grad_clip)
-        self.device = device
-        self.warmup = warmup
-        self.calls = 0
-        self.captures = 0
+        self.device, self.warmup = device, warmup
+        self.calls = self.captures = 0
         # An optimizer built capturable (odex.optim.optimizers.build_optimizer; its state, loaded
         # from any checkpoint, is on the device) reads the learning rate from a device tensor in a
         # graph.

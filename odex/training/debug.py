@@ -46,11 +46,6 @@ def _first_bad(tensors) -> tuple[str, torch.Tensor] | None:
     return None
 
 
-def _describe(t: torch.Tensor) -> str:
-    return (f"{int(torch.isnan(t).sum())} nan and {int(torch.isinf(t).sum())} inf "
-            f"of {t.numel()} values, shape {tuple(t.shape)}")
-
-
 class FiniteCheck:
     """debug=anomaly: autograd anomaly detection, and a finite check at every step of each
     module's output (forward hooks: the state inside the ODE solves too), the loss, the gradients
@@ -79,7 +74,8 @@ class FiniteCheck:
 
     def _fail(self, what: str, t: torch.Tensor) -> None:
         self.on_fit_end(None)
-        raise TrainingFailed(f"debug=anomaly: {what} is not finite {self.where} ({_describe(t)})")
+        raise TrainingFailed(f"debug=anomaly: {what} is not finite {self.where} ({int(torch.isnan(t).sum())} nan "
+                             f"and {int(torch.isinf(t).sum())} inf of {t.numel()} values, shape {tuple(t.shape)})")
 
     def on_epoch_start(self, epoch: int) -> None:
         self.where = f"in epoch {epoch}"
@@ -89,11 +85,9 @@ class FiniteCheck:
         if not bool(torch.isfinite(step.loss.detach()).all()):
             self._fail("the loss", step.loss.detach())
         named = list(self.model.named_parameters())
-        bad = _first_bad((f"the gradient of {n}", p.grad) for n, p in named if p.grad is not None)
-        if bad is None:
-            bad = _first_bad((f"the parameter {n} (after the optimizer step)", p.detach()) for n, p in named)
-        if bad is None:
-            bad = _first_bad((f"the buffer {n}", b) for n, b in self.model.named_buffers())
+        bad = (_first_bad((f"the gradient of {n}", p.grad) for n, p in named if p.grad is not None)
+               or _first_bad((f"the parameter {n} (after the optimizer step)", p.detach()) for n, p in named)
+               or _first_bad((f"the buffer {n}", b) for n, b in self.model.named_buffers()))
         if bad is not None:
             self._fail(*bad)
 

@@ -31,20 +31,16 @@ class FastPaths:
         if self.compile is not None and not isinstance(self.compile, (bool, str)):
             raise ConfigError(f"trainer.compile must be false, true, auto or a torch.compile backend name, "
                               f"got {self.compile!r}")
-        if isinstance(self.compile, str):
-            if self.compile.lower() in ("", "none", "false", "eager"):
-                self.compile = None
-            elif self.compile.lower() == "true":
-                self.compile = True
-            elif self.compile.lower() == "auto":
-                self.compile = "auto"
-            else:
-                from torch._dynamo import list_backends
-                known = set(list_backends(exclude_tags=())) | {"inductor"}
-                if self.compile not in known:   # name the everyday backends, accept the debug ones too
-                    raise ConfigError(f"trainer.compile={self.compile}: must be false, true (inductor), auto "
-                                      f"(inductor where a start-up probe says it pays) or a torch.compile "
-                                      f"backend: {', '.join(sorted(set(list_backends()) | {'inductor'}))}")
+        words = {"": None, "none": None, "false": None, "eager": None, "true": True, "auto": "auto"}
+        if isinstance(self.compile, str) and self.compile.lower() in words:
+            self.compile = words[self.compile.lower()]
+        elif isinstance(self.compile, str):
+            from torch._dynamo import list_backends
+            known = set(list_backends(exclude_tags=())) | {"inductor"}
+            if self.compile not in known:   # name the everyday backends, accept the debug ones too
+                raise ConfigError(f"trainer.compile={self.compile}: must be false, true (inductor), auto "
+                                  f"(inductor where a start-up probe says it pays) or a torch.compile "
+                                  f"backend: {', '.join(sorted(set(list_backends()) | {'inductor'}))}")
 
     @property
     def auto_compile(self) -> bool:

@@ -29,8 +29,6 @@ class RunHealth:
         self.loss_ref: float | None = None      # the run's early levels (docs/design-notes.md)
         self.nfe_ref: tuple[float, float] | None = None
 
-    # -- within the epoch -------------------------------------------------------------------------
-
     def start_epoch(self, epoch: int, n_batches: int, t0: float) -> None:
         self.epoch, self.n_batches, self.t0 = epoch, n_batches, t0
         self.every = max(1, math.ceil(n_batches / self.checks_per_epoch))
@@ -72,8 +70,6 @@ class RunHealth:
         if self.loss_ref is None:                 # the run's first window: its early level
             self.loss_ref = loss
             self.nfe_ref = nfe_w
-
-    # -- at the epoch's end ------------------------------------------------------------------------
 
     def end_epoch(self, epoch: int, metrics: dict) -> None:
         """The same tests on the epoch's means; after the run's first epoch, its means become the

@@ -5,6 +5,7 @@ except for the keys in `IGNORED`. Design notes: docs/design-notes.md, "odex/trai
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from odex.errors import ChangedFile, ConfigError, ReadOnlyFolder, RunBusy, RunStateError
-from odex.training import atomic
+from odex.training import atomic, checksum
 
 log = logging.getLogger("odex")
 
@@ -25,6 +26,11 @@ KEPT = "the earlier files are kept: a completed run where it is, anything else i
 IGNORED = ("logger", "trainer.resume", "trainer.progress", "trainer.device", "trainer.max_epochs",
            "trainer.eval_every", "dataset.root", "dataset.download",
            "trainer.health")       # when a run is stopped, never what it computes
+
+
+def ignored(key: str) -> bool:
+    """Whether the dotted `key` may change between an attempt and its resumption (IGNORED)."""
+    return any(key == i or key.startswith(i + ".") for i in IGNORED)
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -43,8 +49,7 @@ def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
             flat[prefix[:-1]] = node
 
     walk(config, "")
-    return {k: v for k, v in flat.items()
-            if not any(k == i or k.startswith(i + ".") for i in IGNORED) and not k.startswith("hydra.")}
+    return {k: v for k, v in flat.items() if not ignored(k) and not k.startswith("hydra.")}
 
 
 def _differences(old: dict, new: dict, limit: int = 3) -> str:
@@ -72,10 +77,6 @@ def _metrics_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
-    return [row for _, row in _metrics_lines(path)]
-
-
 def trim_metrics(run_dir: str | Path, last_epoch: int) -> None:
     """Keep metrics.jsonl's rows up to `last_epoch` (0: none), so a resumed run appends each epoch
     once even when the attempt before it logged an epoch and died before checkpointing it. The
@@ -93,8 +94,7 @@ def trim_metrics(run_dir: str | Path, last_epoch: int) -> None:
 @dataclass
 class Previous:
     """What an earlier attempt in the run folder left: a checkpoint to continue from, or the
-    summary of a run that already completed (then there is nothing to do). `fresh`: start afresh,
-    moving an earlier attempt aside (trainer.resume=never, or nothing to continue from)."""
+    summary of a run that already completed (then there is nothing to do)."""
     checkpoint: dict[str, Any] | None = None
     completed: dict[str, Any] | None = None
     earlier: bool = False         # the folder holds files of an earlier attempt
@@ -111,10 +111,8 @@ def holds_run(run_dir: str | Path) -> bool:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    from odex.training.checksum import verify
-
     try:
-        verify(path)        # changed bytes: one line naming the file
+        checksum.verify(path)        # changed bytes: one line naming the file
     except ChangedFile as e:
         raise ChangedFile(f"{e}; start afresh with trainer.resume=never ({KEPT}), or use another folder") from None
     import odex.training.checkpoint as ckpt
@@ -166,10 +164,8 @@ def inspect(run_dir: str | Path, mode: str, config: dict[str, Any], max_epochs: 
         return previous
     if previous.checkpoint is None and mode == "must":
         raise ConfigError(f"trainer.resume=must: there is no checkpoint at {path}; use trainer.resume=auto")
-    if previous.checkpoint is not None:
-        metrics = run_dir / "metrics.jsonl"
-        if metrics.exists():
-            read_metrics_rows(metrics)      # a damaged file is found now, before anything is written
+    if previous.checkpoint is not None and (run_dir / "metrics.jsonl").exists():
+        _metrics_lines(run_dir / "metrics.jsonl")       # a damaged file is found now, before anything is written
     return previous
 
 
@@ -237,15 +233,12 @@ class RunLock:
 
     def _open(self) -> int | None:
         """A descriptor of the lock file; None for a read-only folder without one."""
-        import errno
-
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             return os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                from odex.training.atomic import disk_full
-                raise disk_full(self.run_dir, 4096, LOCK_NAME) from None
+            if e.errno in atomic.FULL:
+                raise atomic.disk_full(self.run_dir, 4096, LOCK_NAME) from None
             if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
             self.read_only = True

@@ -14,8 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from odex.errors import ConfigError, OdexError
+from omegaconf import OmegaConf
+
+from odex.errors import ConfigError, OdexError, RunBusy
 from odex.training import atomic
+from odex.training.resume import LOCK_NAME, RunLock, ignored
 
 log = logging.getLogger("odex")
 
@@ -31,32 +34,9 @@ def _hydra_value(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _is_hydra_key(override: str) -> bool:
-    key = override.split("=", 1)[0].lstrip("+~")
-    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
-
-
-def _without(argv: list[str], keys: tuple[str, ...]) -> list[str]:
-    return [a for a in argv if a.split("=", 1)[0].lstrip("+~") not in keys]
-
-
-def task_overrides(overrides: list[str]) -> list[str]:
-    """The overrides Hydra records as the task's (hydra.overrides.task): all but hydra's own."""
-    return [o for o in overrides if not _is_hydra_key(o)]
-
-
-def _same_sweep(recorded: list[str], given: list[str]) -> tuple[list[str], list[str]] | None:
-    """None when two sweeps' task overrides agree but for keys a resume may change (IGNORED),
-    else the two lists that differ."""
-    from odex.training.resume import IGNORED
-
-    def core(overrides):
-        return [o for o in overrides if not any(o.split("=", 1)[0].lstrip("+~") == k
-                                                or o.split("=", 1)[0].lstrip("+~").startswith(k + ".")
-                                                for k in IGNORED)]
-
-    a, b = core(recorded), core(given)
-    return None if a == b else (a, b)
+def _key(override: str) -> str:
+    """An override's dotted key, without Hydra's +, ++ or ~."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def claim_early(argv: list[str]) -> None:
@@ -65,9 +45,6 @@ def claim_early(argv: list[str]) -> None:
     holds odex's lock file (it held a run), locks it now, so that a second process on it stops
     within about a second of its start. `claim` takes the same lock again (shared within the process);
     a new folder or anything unusual is left to it (nothing is created here)."""
-    from odex.errors import RunBusy
-    from odex.training.resume import LOCK_NAME, RunLock
-
     key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
     values = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == key]
     if len(values) != 1 or "$" in values[0] or values[0][:1] in "'\"" or not (Path(values[0]) / LOCK_NAME).is_file():
@@ -89,10 +66,8 @@ def claim(argv: list[str]) -> list[str]:
     with one line when the folder is taken (1), cannot be written (1), or holds another sweep (2).
     Torch-free."""
     from hydra._internal.utils import get_args_parser
-    from omegaconf import OmegaConf
 
     from odex.config import USAGE_ERROR, check_composed
-    from odex.training.resume import RunLock
 
     args, _ = get_args_parser().parse_known_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir \
@@ -106,8 +81,8 @@ def claim(argv: list[str]) -> list[str]:
         if multirun:
             from hydra.core.override_parser.overrides_parser import OverridesParser
 
-            parsed = OverridesParser.create().parse_overrides(overrides)
-            composed = [o.input_line for o in parsed if not o.is_sweep_override()]
+            composed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides)
+                        if not o.is_sweep_override()]
         cfg = check_composed(config_name, composed, validate_too=False)
         multirun = multirun or str(cfg.hydra.get("mode")) == "RunMode.MULTIRUN"
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -116,16 +91,15 @@ def claim(argv: list[str]) -> list[str]:
     except Exception:  # noqa: BLE001 -- preflight let it through: Hydra composes it and says what is wrong
         log.debug("run folder not claimed", exc_info=True)
         return argv
-    record = ["hydra.output_subdir=null"]
+    out = [a for a in argv if _key(a) not in (key, "hydra.output_subdir", "hydra.job_logging.handlers.file.filename")]
+    out += [f"{key}={_hydra_value(folder)}", "hydra.output_subdir=null"]
     if has_file_log:
-        record.append(f"hydra.job_logging.handlers.file.filename={os.devnull}")
-    out = _without(argv, (key, "hydra.output_subdir", "hydra.job_logging.handlers.file.filename"))
-    out += [f"{key}={_hydra_value(folder)}", *record]
+        out.append(f"hydra.job_logging.handlers.file.filename={os.devnull}")
     lock = RunLock(folder)
     try:
         lock.__enter__()
         if multirun:
-            _check_sweep(Path(folder), task_overrides(overrides))
+            _check_sweep(Path(folder), overrides)
     except OdexError as e:
         if lock.held:
             lock.__exit__(None, None, None)
@@ -136,9 +110,8 @@ def claim(argv: list[str]) -> list[str]:
 
 
 def _check_sweep(sweep_dir: Path, given: list[str]) -> None:
-    """A multirun into a folder that holds a sweep must be that sweep (to finish or extend it)."""
-    from omegaconf import OmegaConf
-
+    """A multirun into a folder that holds a sweep must be that sweep (to finish or extend it): the
+    same overrides but for Hydra's own and the keys a resume may change (odex.training.resume.IGNORED)."""
     recorded_file = sweep_dir / "multirun.yaml"
     if not recorded_file.is_file():
         return
@@ -146,10 +119,14 @@ def _check_sweep(sweep_dir: Path, given: list[str]) -> None:
         recorded = [str(o) for o in OmegaConf.load(recorded_file).hydra.overrides.task]
     except Exception:  # noqa: BLE001 -- an unreadable record: not ours to judge or to replace
         raise ConfigError(f"hydra.sweep.dir={sweep_dir}: its multirun.yaml cannot be read; use a new folder") from None
-    diff = _same_sweep(recorded, given)
-    if diff is not None:
-        old = [o for o in diff[0] if o not in diff[1]] or diff[0]
-        new = [o for o in diff[1] if o not in diff[0]] or diff[1]
+
+    def core(overrides):
+        return [o for o in overrides if not (ignored(_key(o)) or re.match(r"hydra($|[./])", _key(o)))]
+
+    recorded, given = core(recorded), core(given)
+    if recorded != given:
+        old = [o for o in recorded if o not in given] or recorded
+        new = [o for o in given if o not in recorded] or given
         raise ConfigError(f"hydra.sweep.dir={sweep_dir}: holds another sweep ({' '.join(old) or 'no overrides'}, "
                           f"not {' '.join(new) or 'no overrides'}): use a new folder, or that sweep's overrides "
                           "to finish it")
@@ -158,7 +135,7 @@ def _check_sweep(sweep_dir: Path, given: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # The record itself
 
-def _hydra_config():
+def hydra_config():
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -170,9 +147,7 @@ def _hydra_config():
 def write_job_record(run_dir: str | Path, cfg) -> None:
     """Hydra's `.hydra/` record (config.yaml, hydra.yaml, overrides.yaml: what Hydra's run_job would
     have written), each file atomically. Outside a Hydra run (the Python API) there is none."""
-    from omegaconf import OmegaConf
-
-    hc = _hydra_config()
+    hc = hydra_config()
     if hc is None:
         return
     out = Path(run_dir) / RECORD
@@ -184,18 +159,11 @@ def write_job_record(run_dir: str | Path, cfg) -> None:
     atomic.write_text(out / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
 
 
-class _HeldLines(logging.handlers.MemoryHandler):
-    """The run's log lines until its log file may be opened (never flushed on its own)."""
-
-    def shouldFlush(self, record) -> bool:  # noqa: N802 -- logging's name
-        return False
-
-
 def hold_log_lines() -> None:
     """Keep the log lines from now on, for the run's log file once it is opened."""
-    if _hydra_config() is None:
+    if hydra_config() is None:
         return
-    handler = _HeldLines(capacity=10_000)
+    handler = logging.handlers.MemoryHandler(capacity=10_000)     # no target: it only holds them
     logging.getLogger().addHandler(handler)
     _BUFFER.append(handler)
 
@@ -225,7 +193,7 @@ def start_log_file(run_dir: str | Path) -> logging.Handler | None:
     """The job's log file, `<run>/<job name>.log` (appended to, as Hydra does), with the lines held
     since the run started. Returns the handler, for `stop_log_file`."""
     records = _drop_held()
-    hc = _hydra_config()
+    hc = hydra_config()
     if hc is None:
         return None
     handler = _RunLogFile(Path(run_dir) / f"{hc.job.name}.log")
@@ -249,7 +217,6 @@ def sweep_record() -> Iterator[None]:
     """While a multirun runs in this process: Hydra's BasicSweeper writes multirun.yaml atomically,
     and only into a sweep folder without one (docs/design-notes.md)."""
     from hydra._internal.core_plugins import basic_sweeper
-    from omegaconf import OmegaConf
 
     class _OmegaConfRecordOnce:
         """What basic_sweeper sees as `OmegaConf`: OmegaConf, but for `save` (its only use there)."""

@@ -4,9 +4,13 @@ written and `Preempted` raised; a second signal stops at once. Design notes: doc
 """
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import sys
 import threading
+import time
+from contextlib import suppress
 from typing import Any
 
 from odex.errors import OdexError
@@ -19,18 +23,30 @@ class Preempted(OdexError):
     """A stop signal arrived; a checkpoint was written and the run can be resumed."""
 
 
+def _install(signals, handler) -> dict[int, Any]:
+    """`handler` for `signals`; returns the handlers it replaced (none outside the main thread,
+    where Python cannot install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, handler) for s in signals}
+
+
+def _uninstall(previous: dict[int, Any]) -> None:
+    for s, handler in previous.items():
+        signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
 class StopSignals:
     """Context manager that turns the stop signals into `requested` for the training loop.
 
-    Outside the main thread (where Python cannot install handlers) it installs nothing and only
-    serves as a flag that code may set with `request(signum)` (as the tests do).
+    Outside the main thread it installs nothing and only serves as a flag that code may set with
+    `request(signum)` (as the tests do).
     """
 
     def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
         self.signals = signals
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
-        self._installed = False
 
     @property
     def requested(self) -> bool:
@@ -52,17 +68,11 @@ class StopSignals:
                             "boundary): stopped at once; the last checkpoint is kept")
 
     def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                self._previous[s] = signal.signal(s, self.request)
-            self._installed = True
+        self._previous = _install(self.signals, self.request)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._installed:
-            for s, previous in self._previous.items():
-                signal.signal(s, previous if previous is not None else signal.SIG_DFL)
-            self._installed = False
+        _uninstall(self._previous)      # kept: hand_over passes the signal on to them
 
     def hand_over(self) -> None:
         """After the checkpoint: pass the signal on to whoever handled it before us (submitit requeues
@@ -77,8 +87,6 @@ class StopSignals:
 
 def _children_of(pid: int) -> list[int]:
     """Every descendant of `pid` (from /proc: Linux), nearest first."""
-    import os
-
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -98,8 +106,6 @@ def _children_of(pid: int) -> list[int]:
 
 def _rerun_command() -> str:
     """This multirun's command again, in its sweep folder (which finishes its unfinished jobs)."""
-    import shlex
-
     from odex.sweep.callbacks import LAST_SWEEP      # the sweep folder, recorded when the multirun started
 
     folder = LAST_SWEEP.get("dir")
@@ -119,43 +125,33 @@ class SweepParentSignals:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame) -> None:
-        import os
-        import time
-
         me = os.getpid()
         workers = _children_of(me)
+        sent = signum if signum != signal.SIGINT else signal.SIGTERM
         for pid in workers:
-            try:
-                os.kill(pid, signum if signum != signal.SIGINT else signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            with suppress(ProcessLookupError):
+                os.kill(pid, sent)
         # Wait while a process still handles the signal (a job checkpointing under StopSignals).
         # One that ignores it (loky's resource trackers) or has handled it and gone back to waiting
         # for work (an idle loky worker, whose job has stopped) will not exit by itself, so it is
         # not waited for: waiting for every process to end held each stop for the whole grace.
-        sent = signum if signum != signal.SIGINT else signal.SIGTERM
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline and any(_alive(p) and _signal_mask(p, "SigCgt", sent) for p in workers):
             time.sleep(0.1)
         for pid in workers + _children_of(me):
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         print(f"odex: sweep stopped by {signal.Signals(signum).name}: its {len(workers)} worker processes "
               f"stopped; finish the unfinished jobs with: {_rerun_command()}", file=sys.stderr, flush=True)
         os._exit(128 + signum)
 
     def __enter__(self) -> "SweepParentSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._previous[s] = signal.signal(s, self._handle)
+        self._previous = _install((signal.SIGTERM, signal.SIGINT), self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
+        _uninstall(self._previous)
+        self._previous = {}
 
 
 def _signal_mask(pid: int, mask: str, signum: int) -> bool:

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 from odex.errors import ConfigError
 
 
-def passive_openmp_waits(environ=None) -> None:
+def passive_openmp_waits() -> None:
     """OMP_WAIT_POLICY=PASSIVE unless already set; call before torch is imported (the odex-* entry
     points do). The environment carries it to sweep workers and SLURM jobs too."""
-    env = os.environ if environ is None else environ
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _positive_int(value) -> int | None:
@@ -37,15 +37,14 @@ def _cgroup_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
     return max(1, math.ceil(int(quota) / int(period)))
 
 
-def cpu_limits(environ=None) -> dict[str, int]:
+def cpu_limits() -> dict[str, int]:
     """Every CPU limit this process is given, by where it comes from."""
-    env = os.environ if environ is None else environ
     try:
         limits = {"affinity": len(os.sched_getaffinity(0))}
     except AttributeError:            # not on Linux
         limits = {"cpu_count": os.cpu_count() or 1}
     for key in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
-        n = _positive_int(env.get(key))
+        n = _positive_int(os.environ.get(key))
         if n is not None:
             limits[key] = n
     quota = _cgroup_quota()
@@ -68,8 +67,6 @@ def free_cpus(sample_s: float = 0.2, cpus: int | None = None) -> int | None:
     rounded (at least 1); None where /proc/stat cannot say. Threads beyond the free CPUs only wait
     for the busy ones (an epoch of the default model beside one busy process: 6 s on 2 threads
     against 3 s on one, docs/benchmarks.md)."""
-    import time
-
     before = _cpu_times()
     time.sleep(sample_s)
     after = _cpu_times()

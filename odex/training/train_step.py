@@ -17,10 +17,7 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, objective, optimizer: torch.optim.Optimizer,
                  grad_clip: float | None = None):
-        self.model = model
-        self.objective = objective
-        self.optimizer = optimizer
-        self.grad_clip = grad_clip
+        self.model, self.objective, self.optimizer, self.grad_clip = model, objective, optimizer, grad_clip
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         # None frees the gradients between steps; a CUDA graph instead keeps its gradient tensors
         # (they live in its memory pool) and an eager step then zeroes them in place.

@@ -68,13 +68,11 @@ def _host(values: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 class Trainer:
-    def __init__(self, max_epochs: int = 10, device: str = "auto", seed: int = 0,
-                 eval_every: int = 1, grad_clip: float | None = None, progress: bool | None = None,
-                 tf32: bool = True, resume: str = "auto", precision: str = "fp32",
-                 compile: bool | str | None = None, channels_last: bool = False,
-                 cuda_graph: bool = False,
-                 threads: int | str = "auto", init_from: str | None = None,
-                 health: RunHealth | None = None):
+    def __init__(self, max_epochs: int = 10, device: str = "auto", seed: int = 0, eval_every: int = 1,
+                 grad_clip: float | None = None, progress: bool | None = None, tf32: bool = True,
+                 resume: str = "auto", precision: str = "fp32", compile: bool | str | None = None,
+                 channels_last: bool = False, cuda_graph: bool = False, threads: int | str = "auto",
+                 init_from: str | None = None, health: RunHealth | None = None):
         # the values' types and ranges, and init_from's file: odex/schema.py Trainer, checked before
         # anything is built (odex.config.validate)
         self.resume = resume              # read by odex.train.run (odex/training/resume.py)
@@ -84,12 +82,9 @@ class Trainer:
         self.threads, self.tf32 = threads, tf32
         # the speed settings the parts are built with (odex.build.build_run)
         self.fast_paths = FastPaths(precision, compile, channels_last, cuda_graph)
-        self.max_epochs = max_epochs
         self.health = health if health is not None else RunHealth(enabled=False)
         self.device = resolve_device(device)
-        self.seed = seed
-        self.eval_every = eval_every
-        self.grad_clip = grad_clip
+        self.max_epochs, self.seed, self.eval_every, self.grad_clip = max_epochs, seed, eval_every, grad_clip
         self.progress = progress          # None: a bar only when the output is a terminal
         # set by odex.train.run inside a sweep: the job's label (job number and swept values) for
         # the bars, and whether the launcher runs jobs side by side, whose bars would overwrite each
@@ -109,14 +104,6 @@ class Trainer:
         return tqdm(total=n_batches, unit="batch", leave=True, disable=self._bar_disabled(),
                     desc=(f"{self.job_label} " if self.job_label else "") + f"epoch {epoch}/{self.max_epochs}")
 
-    def batches(self, data: DataBundle, generator: torch.Generator) -> dict[str, Batches]:
-        augment = None if data.augment is None else RandomCropFlip(**data.augment)
-        out = {"train": Batches(data.train, data.batch_size, shuffle=True, generator=generator, augment=augment),
-               "test": Batches(data.test, data.eval_batch_size)}
-        if data.val is not None:
-            out["val"] = Batches(data.val, data.eval_batch_size)
-        return out
-
     def fit(self, **kwargs) -> dict[str, Any]:
         """Train (see `_fit`). With run health on, a solver that gives up (step size underflow,
         max_num_steps) is a diverged run rather than a failed one."""
@@ -128,16 +115,19 @@ class Trainer:
             raise
 
     def _fit(self, *, model: nn.Module, data: DataBundle, objective, optimizer: torch.optim.Optimizer,
-            schedule: Schedule, evaluators: dict, tracker: Tracker, run_dir: str | Path,
-            generator: torch.Generator, start_epoch: int = 0,
-            callbacks: dict | None = None, resume: dict[str, Any] | None = None,
-            stop: StopSignals | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train from `start_epoch` (or from the `resume` checkpoint) to max_epochs. `stop.requested`
+             schedule: Schedule, evaluators: dict, tracker: Tracker, run_dir: str | Path, generator: torch.Generator,
+             callbacks: dict | None = None, resume: dict[str, Any] | None = None,
+             stop: StopSignals | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train from the start (or from the `resume` checkpoint) to max_epochs. `stop.requested`
         ends the run at a batch boundary with a checkpoint and `Preempted`; `config` (the resolved
         run configuration) is stored in checkpoints so a resumption can check it is the same run."""
         callbacks = dict(callbacks or {})
         parts = [model, objective, *callbacks.values()]
-        loaders = self.batches(data, generator)
+        augment = None if data.augment is None else RandomCropFlip(**data.augment)
+        loaders = {"train": Batches(data.train, data.batch_size, shuffle=True, generator=generator, augment=augment),
+                   "test": Batches(data.test, data.eval_batch_size)}
+        if data.val is not None:
+            loaders["val"] = Batches(data.val, data.eval_batch_size)
         last_path = Path(run_dir) / "checkpoints" / "last.pt"
         fingerprint = None if config is None else resume_fingerprint(config)
         cuda = self.device.type == "cuda"
@@ -148,12 +138,19 @@ class Trainer:
             ckpt.load_weights(model, self.init_from, "trainer.init_from")
             log.info("starting from the weights in %s", self.init_from)
         call_hooks(parts, "on_fit_start", trainer=self, model=model, optimizer=optimizer, schedule=schedule)
-        progress, elapsed = None, 0.0
+        start_epoch, progress, elapsed = 0, None, 0.0
         if resume is not None:            # after on_fit_start, so callbacks' state exists to load into
-            start_epoch, progress, elapsed = _restore(resume, model=model, optimizer=optimizer,
-                                                      schedule=schedule, callbacks=callbacks,
-                                                      tracker=tracker, generator=generator)
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            schedule.load_state_dict(resume["schedule"])
+            for name, c in callbacks.items():
+                if hasattr(c, "load_state_dict") and name in resume.get("callbacks", {}):
+                    c.load_state_dict(resume["callbacks"][name])
+            tracker.last.update(resume.get("metrics", {}))
             self.health.load_state_dict(resume.get("health"))
+            start_epoch, progress, elapsed = resume["epoch"], resume.get("progress"), resume.get("elapsed_s", 0.0)
+            if progress is None:          # an epoch boundary: the random states are those at its end
+                ckpt.set_rng_state(resume["rng"], generator)
         t_start = time.perf_counter() - elapsed
         # after the checkpoint's optimizer state is in (a CUDA graph moves it to the device), and
         # before any training, so a graph the model cannot have is a ConfigError up front
@@ -181,62 +178,53 @@ class Trainer:
                 generator.set_state(progress["batches_rng"])
             epoch_rng = generator.get_state()
             zero = torch.zeros((), device=self.device)
-            loss_sum, correct, seen_logits, stat_sums = zero.clone(), zero.clone(), 0, {}
-            n_seen = 0
+            # the epoch's running sums (device tensors but for the counts), kept in a mid-epoch checkpoint
+            sums = {"loss_sum": zero.clone(), "correct": zero.clone(), "seen_logits": 0, "n_seen": 0, "stat_sums": {}}
             n_batches = len(loaders["train"])
-            bar = self.progress_bar(epoch, n_batches)
             self.health.start_epoch(epoch, n_batches, t0)
-            for k, (x, y) in enumerate(loaders["train"]):
-                if progress is not None:
-                    if k < progress["step"]:   # done before the interruption: replayed, not trained
-                        continue
-                    sums = _restore_progress(progress, model, self.device)
-                    loss_sum, correct, seen_logits, n_seen = (sums["loss_sum"], sums["correct"],
-                                                              sums["seen_logits"], sums["n_seen"])
-                    stat_sums, t0 = sums["stat_sums"], t0 - progress["epoch_s"]
-                    bar.update(k)
-                    progress = None
-                if stop is not None and stop.requested:     # a Python bool: no GPU sync
-                    save(epoch - 1, _progress(k, epoch_rng, model, time.perf_counter() - t0, {
-                        "loss_sum": loss_sum, "correct": correct, "seen_logits": seen_logits,
-                        "n_seen": n_seen, "stat_sums": stat_sums}))
-                    bar.close()
-                    raise Preempted(f"preempted ({stop.name}) in epoch {epoch} after batch {k}/{n_batches}; "
-                                    f"checkpoint in {last_path}")
-                step = train_step(x, y)          # objective, backward, clip, optimizer step
-                schedule.step("step")
-                call_hooks(parts, "on_step_end", epoch=epoch, step=step)
-                n = len(y)
-                n_seen += n
-                loss_sum += step.loss.detach() * n
-                if step.logits is not None:
-                    correct += (step.logits.detach().argmax(1) == y).sum()
-                    seen_logits += n
-                for k_, v in step.stats.items():
-                    stat_sums[k_] = stat_sums.get(k_, 0) + v.detach() * n
-                bar.update()
-                # a host decision (batch count, clock); the sums are read only a few times per epoch
-                try:
-                    self.health.after_batch(k, loss_sum, n_seen, model)
-                except Diverged:
-                    bar.close()
-                    raise
-            if cuda:
-                torch.cuda.synchronize(self.device)
-            epoch_s = time.perf_counter() - t0
+            with self.progress_bar(epoch, n_batches) as bar:
+                for k, (x, y) in enumerate(loaders["train"]):
+                    if progress is not None:
+                        if k < progress["step"]:   # done before the interruption: replayed, not trained
+                            continue
+                        sums = _restore_progress(progress, model, self.device)
+                        t0 -= progress["epoch_s"]
+                        bar.update(k)
+                        progress = None
+                    if stop is not None and stop.requested:     # a Python bool: no GPU sync
+                        save(epoch - 1, _progress(k, epoch_rng, model, time.perf_counter() - t0, sums))
+                        raise Preempted(f"preempted ({stop.name}) in epoch {epoch} after batch {k}/{n_batches}; "
+                                        f"checkpoint in {last_path}")
+                    step = train_step(x, y)          # objective, backward, clip, optimizer step
+                    schedule.step("step")
+                    call_hooks(parts, "on_step_end", epoch=epoch, step=step)
+                    n = len(y)
+                    sums["n_seen"] += n
+                    sums["loss_sum"] += step.loss.detach() * n
+                    if step.logits is not None:
+                        sums["correct"] += (step.logits.detach().argmax(1) == y).sum()
+                        sums["seen_logits"] += n
+                    for key, v in step.stats.items():
+                        sums["stat_sums"][key] = sums["stat_sums"].get(key, 0) + v.detach() * n
+                    bar.update()
+                    # a host decision (batch count, clock); the sums are read only a few times per epoch
+                    self.health.after_batch(k, sums["loss_sum"], sums["n_seen"], model)
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                epoch_s = time.perf_counter() - t0
 
-            device_values = {"train/loss": loss_sum / max(n_seen, 1),
-                             **{k: v / max(n_seen, 1) for k, v in stat_sums.items()}}
-            if seen_logits:
-                device_values["train/acc"] = correct / seen_logits
-            nfe = total_nfe(model)
-            if nfe is not None:
-                device_values["nfe/forward"] = nfe[0].float() / len(loaders["train"])
-                device_values["nfe/backward"] = nfe[1].float() / len(loaders["train"])
-            metrics = _host(device_values)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
-                            nfe=f"{metrics.get('nfe/forward', 0):.1f}/{metrics.get('nfe/backward', 0):.1f}")
-            bar.close()
+                seen = max(sums["n_seen"], 1)
+                device_values = {"train/loss": sums["loss_sum"] / seen,
+                                 **{k: v / seen for k, v in sums["stat_sums"].items()}}
+                if sums["seen_logits"]:
+                    device_values["train/acc"] = sums["correct"] / sums["seen_logits"]
+                nfe = total_nfe(model)
+                if nfe is not None:
+                    device_values["nfe/forward"] = nfe[0].float() / n_batches
+                    device_values["nfe/backward"] = nfe[1].float() / n_batches
+                metrics = _host(device_values)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
+                                nfe=f"{metrics.get('nfe/forward', 0):.1f}/{metrics.get('nfe/backward', 0):.1f}")
             self.health.end_epoch(epoch, metrics)
             if not math.isfinite(metrics["train/loss"]):
                 raise TrainingFailed(
@@ -289,20 +277,3 @@ def _restore_progress(progress: dict[str, Any], model: nn.Module, device: torch.
         sums[key] = sums[key].to(device)
     sums["stat_sums"] = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in sums["stat_sums"].items()}
     return sums
-
-
-def _restore(state: dict[str, Any], *, model, optimizer, schedule, callbacks, tracker,
-             generator) -> tuple[int, dict | None, float]:
-    """Load a checkpoint into the run's objects; returns (epochs done, mid-epoch progress, seconds
-    the run had taken)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    for name, c in callbacks.items():
-        if hasattr(c, "load_state_dict") and name in state.get("callbacks", {}):
-            c.load_state_dict(state["callbacks"][name])
-    tracker.last.update(state.get("metrics", {}))
-    progress = state.get("progress")
-    if progress is None:                  # an epoch boundary: the random states are those at its end
-        ckpt.set_rng_state(state["rng"], generator)
-    return state["epoch"], progress, float(state.get("elapsed_s", 0.0))
