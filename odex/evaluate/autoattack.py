@@ -7,6 +7,8 @@ that finds clearly more errors than the gradient attacks means the gradients mis
 2019): `<prefix>/autoattack_<norm>_masking_flag` is 1 when Square breaks more than `masking_gap` of
 the examples after APGD; eval=square, beside eval=pgd, logs `<prefix>/square_<norm>_gap` and past
 `masking_gap` raises `<prefix>/pgd_masking_flag` too.
+The attacks are our own code, not a dependency on torchattacks: its package pins requests~=2.25,
+which would downgrade wandb's stack; the tests check them against it, installed --no-deps.
 Design notes: docs/design-notes.md, "odex/evaluate/autoattack.py" (the budgets, pixels, solvers).
 """
 from __future__ import annotations
