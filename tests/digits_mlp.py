@@ -21,3 +21,15 @@ def trained_digits_mlp():
             loss.backward()
             opt.step()
     return model.eval(), data.test.x, data.test.y
+
+
+def predict(model, x):
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+def digits_mlp_and_correct():
+    """(model, test images, labels, the clean-correct images, their labels)."""
+    model, x, y = trained_digits_mlp()
+    ok = predict(model, x) == y
+    return model, x, y, x[ok], y[ok]

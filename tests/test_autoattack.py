@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TINY, read_metrics, train_in_process
-from digits_mlp import trained_digits_mlp
+from digits_mlp import digits_mlp_and_correct, predict as _predict
 from torch import nn
 
 from odex.data.batches import Batches
@@ -30,15 +30,7 @@ torchattacks = pytest.importorskip("torchattacks", reason="the oracle: pip insta
 @pytest.fixture(scope="module")
 def mlp():
     """A small MLP trained for a second on the digits; the clean-correct test images."""
-    model, x, y = trained_digits_mlp()
-    with torch.no_grad():
-        ok = model(x).argmax(1) == y
-    return model, x, y, x[ok], y[ok]
-
-
-def _predict(model, x):
-    with torch.no_grad():
-        return model(x).argmax(1)
+    return digits_mlp_and_correct()
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.3)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from digits_mlp import trained_digits_mlp
+from digits_mlp import digits_mlp_and_correct, predict as _predict
 
 from odex.data.batches import Batches
 from odex.data.bundle import Split
@@ -19,15 +19,8 @@ from torchattacks.attacks.fab import projection_l2, projection_linf  # noqa: E40
 
 @pytest.fixture(scope="module")
 def mlp():
-    model, x, y = trained_digits_mlp()
-    with torch.no_grad():
-        ok = model(x).argmax(1) == y
-    return model, x[ok], y[ok]
-
-
-def _predict(model, x):
-    with torch.no_grad():
-        return model(x).argmax(1)
+    model, _, _, x, y = digits_mlp_and_correct()
+    return model, x, y
 
 
 @pytest.mark.parametrize("norm,ref", [("linf", projection_linf), ("l2", projection_l2)])
